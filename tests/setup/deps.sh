@@ -1,0 +1,114 @@
+#!/bin/bash
+# deps.sh installs what imagegate's tests and benchmarks need on a Debian 12
+# machine, idempotently: Debian packages, and pinned tools built from the Go
+# module proxy into a cache outside the repository. It prints the tool paths
+# as make variables on its last lines when called with --print.
+#
+# Tools are cached by version under $IMAGEGATE_TOOLS (default
+# ${XDG_CACHE_HOME:-$HOME/.cache}/imagegate/tools); delete that directory to
+# rebuild them.
+set -euo pipefail
+
+TOOLS=${IMAGEGATE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/imagegate/tools}
+BUILDKIT_VERSION=v0.34.2
+VERSITYGW_VERSION=v1.8.0
+STATICCHECK_VERSION=v0.8.2
+GGCR_VERSION=v0.22.1
+CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+
+APT_PACKAGES=(docker.io runc skopeo podman docker-registry ansible-core
+	busybox-static containerd openssl ca-certificates iproute2 uidmap)
+
+log() { echo "deps: $*" >&2; }
+
+need_root() {
+	if [ "$(id -u)" != 0 ]; then
+		if command -v sudo >/dev/null; then sudo "$@"; else
+			log "must run as root (or with sudo) to: $*"; exit 1; fi
+	else "$@"; fi
+}
+
+install_apt() {
+	local missing=()
+	for p in "${APT_PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+	done
+	if [ ${#missing[@]} -eq 0 ]; then return 0; fi
+	log "installing Debian packages: ${missing[*]}"
+	need_root apt-get update -qq
+	need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# go_module_dir downloads a module and prints a writable copy of its directory.
+go_module_dir() {
+	local mod=$1 dst=$2
+	local dir
+	dir=$(cd /tmp && GOFLAGS=-mod=mod go mod download -json "$mod" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+	rm -rf "$dst" && cp -r "$dir" "$dst" && chmod -R u+w "$dst"
+}
+
+build_buildkit() {
+	local out=$TOOLS/buildkit-$BUILDKIT_VERSION
+	[ -x "$out/buildkitd" ] && [ -x "$out/buildctl" ] && return 0
+	log "building buildkitd $BUILDKIT_VERSION (a few minutes, once)"
+	local src; src=$(mktemp -d)
+	go_module_dir "github.com/moby/buildkit@$BUILDKIT_VERSION" "$src/buildkit"
+	(cd "$src/buildkit" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$out.tmp/buildkitd" ./cmd/buildkitd &&
+		GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$out.tmp/buildctl" ./cmd/buildctl)
+	rm -rf "$out" "$src" && mv "$out.tmp" "$out"
+}
+
+build_versitygw() {
+	local out=$TOOLS/versitygw-$VERSITYGW_VERSION
+	[ -x "$out/versitygw" ] && return 0
+	log "building versitygw $VERSITYGW_VERSION (a few minutes, once)"
+	(cd /tmp && GOBIN="$out.tmp" CGO_ENABLED=0 go install -trimpath "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION")
+	rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+build_conformance() {
+	local out=$TOOLS/oci-conformance-$CONFORMANCE_VERSION
+	[ -x "$out/conformance.test" ] && return 0
+	log "building the OCI distribution-spec conformance suite"
+	local src; src=$(mktemp -d)
+	go_module_dir "github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION" "$src/conformance"
+	mkdir -p "$out.tmp"
+	(cd "$src/conformance" && GOFLAGS=-mod=mod go test -c -o "$out.tmp/conformance.test" . 2>/dev/null ||
+		(cd "$src/conformance" && GOFLAGS=-mod=mod go build -o "$out.tmp/conformance.test" .))
+	rm -rf "$out" "$src" && mv "$out.tmp" "$out"
+}
+
+build_go_tool() { # name version package
+	local out=$TOOLS/$1-$2
+	[ -x "$out/$1" ] && return 0
+	log "installing $3@$2"
+	(cd /tmp && GOBIN="$out.tmp" CGO_ENABLED=0 go install -trimpath "$3@$2")
+	rm -rf "$out" && mv "$out.tmp" "$out"
+}
+
+main() {
+	mkdir -p "$TOOLS"
+	case "${1:-all}" in
+	--print)
+		echo "BUILDKITD=$TOOLS/buildkit-$BUILDKIT_VERSION/buildkitd"
+		echo "BUILDCTL=$TOOLS/buildkit-$BUILDKIT_VERSION/buildctl"
+		echo "VERSITYGW=$TOOLS/versitygw-$VERSITYGW_VERSION/versitygw"
+		echo "OCI_CONFORMANCE=$TOOLS/oci-conformance-$CONFORMANCE_VERSION/conformance.test"
+		echo "STATICCHECK=$TOOLS/staticcheck-$STATICCHECK_VERSION/staticcheck"
+		echo "CRANE=$TOOLS/crane-$GGCR_VERSION/crane"
+		return 0 ;;
+	apt) install_apt; return ;;
+	lint) build_go_tool staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck; return ;;
+	esac
+	# The Go builds and apt run side by side: neither needs the other.
+	local pids=()
+	install_apt & pids+=($!)
+	( build_buildkit && build_conformance ) & pids+=($!)
+	( build_versitygw && build_go_tool staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck &&
+		build_go_tool crane "$GGCR_VERSION" github.com/google/go-containerregistry/cmd/crane ) & pids+=($!)
+	local rc=0
+	for p in "${pids[@]}"; do wait "$p" || rc=1; done
+	if [ $rc != 0 ]; then log "installing dependencies failed"; exit 1; fi
+}
+
+main "$@"
