@@ -69,7 +69,7 @@ conformance:
 test: deps lint test-unit test-integration
 
 bench: deps build
-	$(GO) run ./bench
+	$(GO) test -run '^$$' -bench '$(or $(BENCH),.)' -benchtime 1x -timeout 90m ./bench/
 
 demo: deps build
 	$(GO) run ./cmd/imagegate-demo
