@@ -1,0 +1,504 @@
+// Package build builds the images of a docker_images list with BuildKit
+// (the dockerfile frontend of a buildkitd on the node) and pushes each result
+// straight from buildkitd to the buildset registry, under its tags and its
+// staging tags, as zuul-jobs' build-docker-image does through buildx. When
+// the node has a Docker daemon, the image is also loaded into it under the
+// same local names, so a later task can `docker run` it.
+//
+// Registry credentials reach buildkitd over the build session from this
+// process's memory; the registry's CA is trusted through buildkitd.toml (the
+// ensure-buildkit role writes it). Every image is validated (names,
+// Dockerfile syntax, target stage, platforms, build arguments, siblings)
+// before the first one is built, so bad input pushes nothing.
+package build
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containerd/platforms"
+	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/session"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/imagegate/imagegate/pkg/pki"
+	"github.com/imagegate/imagegate/pkg/zuul"
+)
+
+// DefaultAddr is the buildkitd socket the ensure-buildkit role sets up.
+const DefaultAddr = "unix:///run/buildkit/buildkitd.sock"
+
+// Builder builds images with one buildkitd.
+type Builder struct {
+	addr             string
+	log              *slog.Logger
+	progress         io.Writer
+	timeout          time.Duration
+	connectTimeout   time.Duration
+	compressionLevel int
+}
+
+// Option configures a Builder.
+type Option func(*Builder)
+
+// WithLogger sets the logger for what the builder does (not the build log).
+// The default discards.
+func WithLogger(l *slog.Logger) Option { return func(b *Builder) { b.log = l } }
+
+// WithProgress copies the build log to w as well as to the log file (a
+// module passes its stderr at verbosity 2 and above). The default is none.
+func WithProgress(w io.Writer) Option { return func(b *Builder) { b.progress = w } }
+
+// WithTimeout bounds the build and push of one image. The default is one
+// hour.
+func WithTimeout(d time.Duration) Option { return func(b *Builder) { b.timeout = d } }
+
+// WithConnectTimeout bounds the wait for buildkitd to answer. The default is
+// 30 seconds.
+func WithConnectTimeout(d time.Duration) Option { return func(b *Builder) { b.connectTimeout = d } }
+
+// WithCompressionLevel sets the gzip level (1-9) of new layers. The default,
+// 0, keeps BuildKit's.
+func WithCompressionLevel(n int) Option { return func(b *Builder) { b.compressionLevel = n } }
+
+// New returns a Builder for the buildkitd at addr (unix://, tcp://,
+// docker-container:// ...; empty means DefaultAddr).
+func New(addr string, opts ...Option) (*Builder, error) {
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	b := &Builder{
+		addr:           addr,
+		log:            slog.New(slog.DiscardHandler),
+		timeout:        time.Hour,
+		connectTimeout: 30 * time.Second,
+	}
+	for _, o := range opts {
+		o(b)
+	}
+	if !strings.Contains(addr, "://") {
+		return nil, fmt.Errorf("buildkit_addr %q: want a URL such as unix:///run/buildkit/buildkitd.sock", addr)
+	}
+	if b.timeout <= 0 || b.connectTimeout <= 0 {
+		return nil, errors.New("timeouts must be positive")
+	}
+	if b.compressionLevel < 0 || b.compressionLevel > 9 {
+		return nil, fmt.Errorf("compression level %d: want 0 (default) to 9", b.compressionLevel)
+	}
+	return b, nil
+}
+
+// Request is what to build.
+type Request struct {
+	Images []zuul.Image
+	Zuul   zuul.Vars
+	// WorkDir is zuul_work_dir: contexts are relative to it. Empty means
+	// zuul.project.src_dir. A relative path is relative to Home.
+	WorkDir string
+	// Home is the user's home directory (default: $HOME), the base of
+	// relative paths and of ~/src for siblings.
+	Home string
+	// Registry is the buildset registry to push to; nil builds for the
+	// local Docker daemon only.
+	Registry *zuul.BuildsetRegistry
+	// DockerRegistry prefixes local image names (upstream's docker_registry).
+	DockerRegistry string
+	// DockerHost is the Docker daemon to load images into: "" means
+	// DefaultDockerHost when that socket exists, "none" disables loading.
+	DockerHost string
+	// LogFile receives the build log (appended).
+	LogFile string
+	// CheckMode plans and validates, and builds nothing.
+	CheckMode bool
+}
+
+// Report is the outcome of a Run.
+type Report struct {
+	Images  []ImageResult `json:"images"`
+	LogFile string        `json:"log_file,omitempty"`
+	// Changed is true when any registry tag or local image now points at
+	// something else than before.
+	Changed bool `json:"-"`
+}
+
+// ImageResult is the outcome for one image.
+type ImageResult struct {
+	Repository string `json:"repository"`
+	// Digest is the pushed manifest (or index) digest.
+	Digest string `json:"digest,omitempty"`
+	// References are the registry references pushed (or to be pushed in
+	// check mode).
+	References []string `json:"references"`
+	// DockerNames are the names loaded into the local Docker daemon.
+	DockerNames []string `json:"docker_names"`
+	Platforms   []string `json:"platforms"`
+	// BuildTime is the build and push time in seconds.
+	BuildTime float64 `json:"build_time"`
+	// CacheHits counts the build steps served from BuildKit's cache, of
+	// Steps steps.
+	CacheHits int  `json:"cache_hits"`
+	Steps     int  `json:"steps"`
+	Changed   bool `json:"changed"`
+}
+
+// Run validates every image, then builds and pushes them one by one.
+func (b *Builder) Run(ctx context.Context, req *Request) (*Report, error) {
+	if req.Home == "" {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return nil, fmt.Errorf("finding the home directory: %w", err)
+		}
+		req.Home = h
+	}
+	workDir := req.WorkDir
+	if workDir == "" {
+		workDir = req.Zuul.Project.SrcDir
+	}
+	if workDir == "" {
+		return nil, errors.New("zuul_work_dir is not set and zuul.project.src_dir is empty: set zuul_work_dir to the project directory")
+	}
+	workDir = resolveHome(req.Home, workDir)
+	if len(req.Images) == 0 {
+		return nil, errors.New("docker_images is empty: list at least one image to build")
+	}
+	if req.Registry != nil {
+		if err := req.Registry.Validate(); err != nil {
+			return nil, fmt.Errorf("buildset_registry: %w", err)
+		}
+	}
+
+	var plans []*plan
+	var errs []error
+	for i, im := range req.Images {
+		p, err := b.planImage(req, workDir, i, im)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		plans = append(plans, p)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("nothing was built: %w", errors.Join(errs...))
+	}
+
+	eng, err := b.dockerEngine(ctx, req.DockerHost)
+	if err != nil {
+		return nil, err
+	}
+	if req.Registry == nil && eng == nil {
+		return nil, errors.New("nothing to deliver images to: no buildset_registry (neither the parameter nor secret_data in zuul.executor.result_data_file) and no Docker daemon (docker_host)")
+	}
+
+	rep := &Report{LogFile: req.LogFile}
+	if req.CheckMode {
+		for _, p := range plans {
+			r := ImageResult{Repository: p.image.Repository, References: nonNil(p.push), Platforms: nonNil(p.spec.Platforms)}
+			if eng != nil {
+				r.DockerNames = p.dockerNames
+			}
+			r.DockerNames = nonNil(r.DockerNames)
+			r.Changed = true
+			rep.Images = append(rep.Images, r)
+		}
+		rep.Changed = true
+		return rep, nil
+	}
+
+	c, native, err := b.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+
+	var reg *registry
+	creds := map[string]Credential{}
+	if req.Registry != nil {
+		pool, err := pki.CertPool([]byte(req.Registry.Cert))
+		if err != nil {
+			return nil, fmt.Errorf("buildset_registry.cert: %w", err)
+		}
+		if sys, err := x509.SystemCertPool(); err == nil {
+			for _, c := range []string{req.Registry.Cert} {
+				sys.AppendCertsFromPEM([]byte(c))
+			}
+			pool = sys
+		}
+		cred := Credential{Username: req.Registry.Username, Password: req.Registry.Password}
+		for _, h := range []string{req.Registry.Address(), req.Registry.Location()} {
+			creds[h] = cred
+		}
+		reg = newRegistry(pool, creds)
+	}
+
+	logw, closeLog, err := openLog(req.LogFile)
+	if err != nil {
+		return nil, err
+	}
+	defer closeLog()
+	if b.progress != nil {
+		logw = io.MultiWriter(logw, b.progress)
+	}
+
+	for _, p := range plans {
+		r, err := b.buildOne(ctx, c, native, reg, eng, creds, logw, p)
+		if r != nil {
+			rep.Images = append(rep.Images, *r)
+			rep.Changed = rep.Changed || r.Changed
+		}
+		if err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// connect dials buildkitd and checks that it answers, returning its default
+// platform.
+func (b *Builder) connect(ctx context.Context) (*client.Client, string, error) {
+	cctx, cancel := context.WithTimeout(ctx, b.connectTimeout)
+	defer cancel()
+	c, err := client.New(cctx, b.addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("buildkit_addr %s: %w: %v; run the ensure-buildkit role first or set buildkit_addr", b.addr, ErrUnreachable, err)
+	}
+	workers, err := c.ListWorkers(cctx)
+	if err != nil {
+		c.Close()
+		return nil, "", fmt.Errorf("buildkit_addr %s: %w: %v; run the ensure-buildkit role first or set buildkit_addr", b.addr, ErrUnreachable, err)
+	}
+	native := platforms.Format(platforms.Normalize(platforms.DefaultSpec()))
+	if len(workers) > 0 && len(workers[0].Platforms) > 0 {
+		native = platforms.Format(platforms.Normalize(workers[0].Platforms[0]))
+	}
+	return c, native, nil
+}
+
+func (b *Builder) dockerEngine(ctx context.Context, host string) (*engine, error) {
+	switch host {
+	case "none":
+		return nil, nil
+	case "":
+		if _, err := os.Stat(strings.TrimPrefix(DefaultDockerHost, "unix://")); err != nil {
+			return nil, nil
+		}
+		host = DefaultDockerHost
+	}
+	eng, err := newEngine(host)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, b.connectTimeout)
+	defer cancel()
+	if err := eng.ping(pctx); err != nil {
+		return nil, fmt.Errorf("docker_host: %w; start dockerd, or set docker_host: none to skip loading images into it", err)
+	}
+	return eng, nil
+}
+
+func openLog(path string) (io.Writer, func(), error) {
+	if path == "" {
+		return io.Discard, func() {}, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, nil, fmt.Errorf("log_file: creating its directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log_file: %w", err)
+	}
+	return f, func() { f.Close() }, nil
+}
+
+// buildOne builds, pushes and loads one image.
+func (b *Builder) buildOne(ctx context.Context, c *client.Client, native string, reg *registry,
+	eng *engine, creds map[string]Credential, logw io.Writer, p *plan) (*ImageResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	start := time.Now()
+	fmt.Fprintf(logw, "\n==== %s %s: building %s\n", start.UTC().Format(time.RFC3339), p.name, strings.Join(p.push, ", "))
+	res := &ImageResult{Repository: p.image.Repository, References: nonNil(p.push), DockerNames: []string{},
+		Platforms: nonNil(p.spec.Platforms)}
+	if len(res.Platforms) == 0 {
+		res.Platforms = []string{native}
+	}
+
+	// What the registry holds now, to observe whether the push changes it.
+	before := map[string]string{}
+	if reg != nil {
+		for _, ref := range p.push {
+			d, err := reg.digest(ctx, ref)
+			if err != nil {
+				b.log.Warn("reading the current digest", "ref", ref, "err", err)
+				d = "unknown"
+			}
+			before[ref] = d
+		}
+	}
+
+	if len(p.siblings) > 0 {
+		cleanup, err := copySiblings(p.contextDir, p.siblings)
+		if err != nil {
+			return nil, &ImageError{Image: p.name, Err: err}
+		}
+		defer func() {
+			if err := cleanup(); err != nil {
+				b.log.Warn("removing siblings", "dir", p.contextDir, "err", err)
+			}
+		}()
+	}
+
+	spec := p.spec
+	var load *dockerLoad
+	multi := len(spec.Platforms) > 1
+	if eng != nil && !multi {
+		load = &dockerLoad{eng: eng, names: p.dockerNames}
+		spec.DockerNames, spec.Docker = p.dockerNames, load.output(ctx)
+	}
+	resp, prog, err := b.solve(ctx, c, &spec, creds, logw)
+	res.BuildTime = time.Since(start).Seconds()
+	if prog != nil {
+		res.CacheHits, res.Steps = prog.cacheHits(), len(prog.steps)
+	}
+	if err != nil {
+		return nil, b.solveError(p, prog, err)
+	}
+	if load != nil {
+		if err := load.wait(); err != nil {
+			return res, &ImageError{Image: p.name, Err: err}
+		}
+	}
+	if len(spec.Push) > 0 {
+		res.Digest = resp.ExporterResponse[respImageDigest]
+		if res.Digest == "" {
+			return res, &ImageError{Image: p.name, Err: errors.New("buildkitd reported no image digest for the push")}
+		}
+		for _, ref := range p.push {
+			if before[ref] != res.Digest {
+				res.Changed = true
+			}
+		}
+	}
+
+	// A multi-platform index cannot be loaded into dockerd: load the
+	// node's own platform, which the cache makes a matter of an export.
+	if eng != nil && multi {
+		if !slices.Contains(spec.Platforms, native) {
+			fmt.Fprintf(logw, "not loading into dockerd: %s is not among the platforms built\n", native)
+		} else {
+			load = &dockerLoad{eng: eng, names: p.dockerNames}
+			one := p.spec
+			one.Platforms, one.Push = []string{native}, nil
+			one.DockerNames, one.Docker = p.dockerNames, load.output(ctx)
+			if _, prog2, err := b.solve(ctx, c, &one, creds, logw); err != nil {
+				return res, b.solveError(p, prog2, err)
+			}
+			if err := load.wait(); err != nil {
+				return res, &ImageError{Image: p.name, Err: err}
+			}
+		}
+	}
+	if load != nil {
+		res.DockerNames = p.dockerNames
+		res.Changed = res.Changed || load.loaded
+	}
+	res.BuildTime = time.Since(start).Seconds()
+	fmt.Fprintf(logw, "==== %s: done in %.1fs, digest %s, %d of %d steps cached\n", p.name, res.BuildTime, res.Digest, res.CacheHits, res.Steps)
+	return res, nil
+}
+
+// solve runs one BuildKit solve, draining the status stream into the log.
+func (b *Builder) solve(ctx context.Context, c *client.Client, spec *Spec, creds map[string]Credential, logw io.Writer) (*client.SolveResponse, *progress, error) {
+	opt, err := spec.solveOpt([]session.Attachable{newAuthProvider(creds)})
+	if err != nil {
+		return nil, nil, err
+	}
+	// A stable key per context directory lets buildkitd reuse the context
+	// it received last time and transfer only what changed.
+	opt.SharedKey = "imagegate:" + spec.ContextDir
+	ch := make(chan *client.SolveStatus)
+	prog := newProgress(logw)
+	var resp *client.SolveResponse
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		var err error
+		resp, err = c.Solve(ectx, nil, opt, ch)
+		return err
+	})
+	eg.Go(func() error {
+		prog.consume(ch)
+		return nil
+	})
+	if err := eg.Wait(); err != nil {
+		return nil, prog, err
+	}
+	return resp, prog, nil
+}
+
+func (b *Builder) solveError(p *plan, prog *progress, err error) error {
+	ie := &ImageError{Image: p.name, Err: fmt.Errorf("build failed, nothing was pushed for this image: %w", err)}
+	if prog != nil {
+		if s := prog.failed(); s != nil {
+			ie.Step, ie.Output = s.name, s.tail
+		}
+	}
+	return ie
+}
+
+// dockerLoad loads a docker export into dockerd unless dockerd already has
+// the image under every name.
+type dockerLoad struct {
+	eng    *engine
+	names  []string
+	loader *loader
+	loaded bool
+}
+
+func (d *dockerLoad) output(ctx context.Context) func(string) (io.WriteCloser, error) {
+	return func(configDigest string) (io.WriteCloser, error) {
+		same := configDigest != ""
+		for _, n := range d.names {
+			id, err := d.eng.imageID(ctx, n)
+			if err != nil {
+				return nil, err
+			}
+			if id != configDigest {
+				same = false
+			}
+		}
+		if same {
+			return discard{}, nil
+		}
+		d.loaded = true
+		d.loader = d.eng.load(ctx).(*loader)
+		return d.loader, nil
+	}
+}
+
+func (d *dockerLoad) wait() error {
+	if d.loader == nil {
+		return nil
+	}
+	return d.loader.Close()
+}
+
+// Native is the platform of this machine, as BuildKit names it.
+func Native() string {
+	return platforms.Format(platforms.Normalize(platforms.Platform{OS: "linux", Architecture: runtime.GOARCH}))
+}

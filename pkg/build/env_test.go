@@ -1,0 +1,111 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagegate/imagegate/pkg/zuul"
+	"github.com/imagegate/imagegate/tests/testenv"
+)
+
+// env is a buildset registry (Debian's docker-registry with TLS and
+// htpasswd) and a buildkitd configured to use it as mirror, as the
+// ensure-buildkit role configures a node.
+type env struct {
+	reg      *testenv.Distribution
+	bk       *testenv.Buildkitd
+	br       *zuul.BuildsetRegistry
+	home     string
+	workDir  string
+	remoteOp []remote.Option
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	reg := testenv.StartDistribution(t, testenv.DistributionOptions{})
+	cfg := mirrorConfig(reg.Host, reg.TLS.CAFile)
+	bk := testenv.StartBuildkitd(t, cfg)
+	home := t.TempDir()
+	work := filepath.Join(home, "src", "opendev.org", "org", "project")
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{TLSClientConfig: reg.TLS.Client().Transport.(*http.Transport).TLSClientConfig}
+	return &env{
+		reg: reg, bk: bk, home: home, workDir: work,
+		br: &zuul.BuildsetRegistry{Host: "127.0.0.1", Port: reg.Port, Username: reg.Username,
+			Password: reg.Password, Cert: string(reg.TLS.CA.CertPEM)},
+		remoteOp: []remote.Option{remote.WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password}),
+			remote.WithTransport(tr), remote.WithContext(context.Background())},
+	}
+}
+
+// mirrorConfig is the buildkitd.toml the ensure-buildkit role writes: the
+// buildset registry as first mirror of every namespace, trusted with its CA.
+func mirrorConfig(host, caFile string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[registry.%q]\n  mirrors = [%q]\n", "docker.io", host)
+	for _, ns := range []string{"quay.io", "gcr.io", "registry.k8s.io"} {
+		fmt.Fprintf(&b, "[registry.%q]\n  mirrors = [%q]\n", ns, host+"/"+ns)
+	}
+	fmt.Fprintf(&b, "[registry.%q]\n  http = false\n  ca = [%q]\n", host, caFile)
+	return b.String()
+}
+
+func (e *env) write(t *testing.T, rel, content string) {
+	t.Helper()
+	p := filepath.Join(e.workDir, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) request(images ...zuul.Image) *Request {
+	return &Request{
+		Images:     images,
+		Zuul:       zuul.Vars{Change: "42", Pipeline: "check", ChangeURL: "https://review.example.org/42"},
+		WorkDir:    e.workDir,
+		Home:       e.home,
+		Registry:   e.br,
+		DockerHost: "none",
+	}
+}
+
+// pushBase puts an image into the buildset registry, as
+// pull-from-intermediate-registry does.
+func (e *env) pushBase(t *testing.T, repo string, img v1.Image) {
+	t.Helper()
+	ref, err := name.ParseReference(e.reg.Host + "/" + repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, e.remoteOp...); err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+}
+
+func (e *env) digest(t *testing.T, repoTag string) string {
+	t.Helper()
+	ref, err := name.ParseReference(e.reg.Host + "/" + repoTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := remote.Head(ref, e.remoteOp...)
+	if err != nil {
+		t.Fatalf("HEAD %s: %v", ref, err)
+	}
+	return d.Digest.String()
+}

@@ -1,0 +1,127 @@
+package build
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/session"
+	"github.com/tonistiigi/fsutil"
+)
+
+// Spec is one BuildKit build with the dockerfile frontend, typed. It is the
+// only place that knows BuildKit's string-keyed frontend and exporter
+// attributes (see BuildKit's docs/reference for dockerfile.v0 and the image
+// and docker exporters).
+type Spec struct {
+	// ContextDir is the build context directory.
+	ContextDir string
+	// DockerfileDir holds the Dockerfile, named Dockerfile.
+	DockerfileDir string
+	Dockerfile    string
+	// Target is the stage to build; empty builds the last stage.
+	Target    string
+	BuildArgs map[string]string
+	Labels    map[string]string
+	// Platforms lists the platforms of a multi-platform build, which
+	// produces one index; empty builds for buildkitd's own platform.
+	Platforms []string
+	// Push lists full references (registry/repository:tag) the image is
+	// pushed to, all in one push.
+	Push []string
+	// Docker, when set, also exports a docker-format tarball of the image
+	// under DockerNames, written to the writer Docker returns. Docker
+	// receives the image's config digest (the docker image ID), so it can
+	// return a discarding writer when the daemon already has the image.
+	DockerNames []string
+	Docker      func(configDigest string) (io.WriteCloser, error)
+	// NoCache builds every step again.
+	NoCache bool
+	// CompressionLevel is the gzip level of new layers (0 for BuildKit's
+	// default).
+	CompressionLevel int
+}
+
+// BuildKit attribute names, in one place.
+const (
+	frontendDockerfile = "dockerfile.v0"
+	localContext       = "context"
+	localDockerfile    = "dockerfile"
+
+	attrFilename  = "filename"
+	attrTarget    = "target"
+	attrPlatform  = "platform"
+	attrNoCache   = "no-cache"
+	attrBuildArg  = "build-arg:"
+	attrLabel     = "label:"
+	exporterImage = client.ExporterImage
+	exporterDock  = client.ExporterDocker
+	expName       = "name"
+	expPush       = "push"
+	expCompLevel  = "compression-level"
+
+	// Keys of the exporter response and of the metadata the docker
+	// exporter hands its output function.
+	respImageDigest  = "containerimage.digest"
+	respConfigDigest = "containerimage.config.digest"
+)
+
+// solveOpt converts the spec to BuildKit's SolveOpt, with the given session
+// attachables (the auth provider).
+func (s *Spec) solveOpt(attachables []session.Attachable) (client.SolveOpt, error) {
+	ctxFS, err := fsutil.NewFS(s.ContextDir)
+	if err != nil {
+		return client.SolveOpt{}, fmt.Errorf("opening build context %s: %w", s.ContextDir, err)
+	}
+	dfFS, err := fsutil.NewFS(s.DockerfileDir)
+	if err != nil {
+		return client.SolveOpt{}, fmt.Errorf("opening Dockerfile directory %s: %w", s.DockerfileDir, err)
+	}
+	attrs := map[string]string{attrFilename: s.Dockerfile}
+	if s.Target != "" {
+		attrs[attrTarget] = s.Target
+	}
+	if len(s.Platforms) > 0 {
+		attrs[attrPlatform] = strings.Join(s.Platforms, ",")
+	}
+	if s.NoCache {
+		attrs[attrNoCache] = ""
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.BuildArgs)) {
+		attrs[attrBuildArg+k] = s.BuildArgs[k]
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Labels)) {
+		attrs[attrLabel+k] = s.Labels[k]
+	}
+	var exports []client.ExportEntry
+	// The docker export goes first: the exporter responses are merged in
+	// order, so the image exporter's digest (what was pushed) wins.
+	if s.Docker != nil {
+		out := s.Docker
+		exports = append(exports, client.ExportEntry{
+			Type:  exporterDock,
+			Attrs: map[string]string{expName: strings.Join(s.DockerNames, ",")},
+			Output: func(md map[string]string) (io.WriteCloser, error) {
+				return out(md[respConfigDigest])
+			},
+		})
+	}
+	if len(s.Push) > 0 {
+		a := map[string]string{expName: strings.Join(s.Push, ","), expPush: "true"}
+		if s.CompressionLevel > 0 {
+			a[expCompLevel] = strconv.Itoa(s.CompressionLevel)
+		}
+		exports = append(exports, client.ExportEntry{Type: exporterImage, Attrs: a})
+	}
+	return client.SolveOpt{
+		Frontend:      frontendDockerfile,
+		FrontendAttrs: attrs,
+		LocalMounts:   map[string]fsutil.FS{localContext: ctxFS, localDockerfile: dfFS},
+		Exports:       exports,
+		Session:       attachables,
+	}, nil
+}
