@@ -1,0 +1,316 @@
+package buildset
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary act as the daemon: Apply installs and
+// starts the running executable, here the test binary, in serve mode.
+func TestMain(m *testing.M) {
+	ServeIfRequested()
+	os.Exit(m.Run())
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func apply(t *testing.T, spec Spec, opts ...Option) *Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := Apply(ctx, spec, opts...)
+	if err != nil {
+		t.Fatalf("Apply(%s): %v", spec.State, err)
+	}
+	return r
+}
+
+// cleanup removes the registry at the end of the test, so no daemon
+// outlives it.
+func cleanup(t *testing.T, root string) {
+	t.Cleanup(func() {
+		if _, err := Apply(context.Background(), Spec{State: Absent, Root: root}); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+}
+
+func wantMode(t *testing.T, path string, want fs.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Errorf("%s: mode %o, want %o", path, got, want)
+	}
+}
+
+// get requests url trusting only caPEM, with optional basic credentials.
+func get(t *testing.T, url, caPEM, user, pw string) (*http.Response, error) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		t.Fatal("cert is not PEM")
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer c.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if user != "" {
+		req.SetBasicAuth(user, pw)
+	}
+	resp, err := c.Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	return resp, err
+}
+
+func TestLifecycle(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "br")
+	port := freePort(t)
+	cleanup(t, root)
+	spec := Spec{Root: root, Port: port, Host: "127.0.0.1"}
+
+	// First start: everything is created.
+	r1 := apply(t, spec)
+	if !r1.Changed || r1.PID == 0 || r1.Registry == nil {
+		t.Fatalf("first start: %+v", r1)
+	}
+	br := r1.Registry
+	if br.Host != "127.0.0.1" || br.Port != port || br.Username != "zuul" || len(br.Password) < 22 {
+		t.Errorf("connection data: host %q port %d user %q password length %d", br.Host, br.Port, br.Username, len(br.Password))
+	}
+	if err := br.Validate(); err != nil {
+		t.Error(err)
+	}
+	wantMode(t, root, 0o700)
+	for _, f := range []string{"registry.json", "ca.key", "registry.log", "registry.pid"} {
+		wantMode(t, filepath.Join(root, f), 0o600)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "registry.pid")); strings.TrimSpace(string(b)) != strconv.Itoa(r1.PID) {
+		t.Errorf("pid file holds %q, want %d", b, r1.PID)
+	}
+	// The registry answers on every name its certificate covers, over IPv4
+	// and IPv6, and the certificate chains to the returned CA.
+	for _, host := range []string{"127.0.0.1", "[::1]", "localhost"} {
+		resp, err := get(t, "https://"+host+":"+strconv.Itoa(port)+"/v2/", br.Cert, "", "")
+		if err != nil {
+			t.Errorf("GET /v2/ on %s: %v", host, err)
+			continue
+		}
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET /v2/ on %s: %s", host, resp.Status)
+		}
+	}
+
+	// Second start: nothing to do, same data.
+	r2 := apply(t, spec)
+	if r2.Changed || r2.PID != r1.PID || *r2.Registry != *br {
+		t.Errorf("second start: changed %v pid %d (was %d), same data %v", r2.Changed, r2.PID, r1.PID, *r2.Registry == *br)
+	}
+
+	// Stop: graceful, the daemon removes its pid file; data is kept.
+	r3 := apply(t, Spec{State: Stopped, Root: root})
+	if !r3.Changed || r3.PID != 0 {
+		t.Errorf("stop: %+v", r3)
+	}
+	if _, err := os.Stat(filepath.Join(root, "registry.pid")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("pid file after a graceful stop: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, "registry.log")); !strings.Contains(string(b), "buildset registry stopped") {
+		t.Errorf("log does not record the graceful shutdown:\n%s", b)
+	}
+	if _, err := get(t, "https://127.0.0.1:"+strconv.Itoa(port)+"/v2/", br.Cert, "", ""); err == nil {
+		t.Error("registry still answers after stop")
+	}
+	if r := apply(t, Spec{State: Stopped, Root: root}); r.Changed {
+		t.Errorf("second stop changed: %s", r.Msg)
+	}
+
+	// Start after stop: same data.
+	r4 := apply(t, spec)
+	if !r4.Changed || *r4.Registry != *br {
+		t.Errorf("start after stop: changed %v, same data %v", r4.Changed, *r4.Registry == *br)
+	}
+
+	// Crash: SIGKILL leaves a stale pid file; start brings the registry back
+	// on the same data.
+	if err := syscall.Kill(r4.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the killed daemon to release its lock", func() bool { pid, _ := runningPID(layout(root)); return pid == 0 })
+	if _, err := os.Stat(filepath.Join(root, "registry.pid")); err != nil {
+		t.Fatalf("no stale pid file after the crash: %v", err)
+	}
+	r5 := apply(t, spec)
+	if !r5.Changed || r5.PID == r4.PID || *r5.Registry != *br {
+		t.Errorf("start after crash: changed %v pid %d (was %d), same data %v", r5.Changed, r5.PID, r4.PID, *r5.Registry == *br)
+	}
+
+	// A new port restarts the daemon with the same credentials and CA.
+	port2 := freePort(t)
+	r6 := apply(t, Spec{Root: root, Port: port2, Host: "127.0.0.1"})
+	if !r6.Changed || r6.Registry.Port != port2 || r6.Registry.Password != br.Password || r6.Registry.Cert != br.Cert {
+		t.Errorf("port change: %+v", r6)
+	}
+	if _, err := get(t, "https://127.0.0.1:"+strconv.Itoa(port)+"/v2/", br.Cert, "", ""); err == nil {
+		t.Error("old port still answers after the port change")
+	}
+
+	// Absent removes everything; a second absent is no change.
+	r7 := apply(t, Spec{State: Absent, Root: root})
+	if !r7.Changed {
+		t.Error("absent did not change")
+	}
+	if _, err := os.Stat(root); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("root after absent: %v", err)
+	}
+	if r := apply(t, Spec{State: Absent, Root: root}); r.Changed {
+		t.Errorf("second absent changed: %s", r.Msg)
+	}
+}
+
+func TestCheckMode(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "br")
+	port := freePort(t)
+	cleanup(t, root)
+	spec := Spec{Root: root, Port: port, Host: "127.0.0.1"}
+	check := WithCheckMode(true)
+
+	r := apply(t, spec, check)
+	if !r.Changed || r.Registry != nil || r.PID != 0 {
+		t.Errorf("check start on nothing: %+v", r)
+	}
+	if _, err := os.Stat(root); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("check mode created the root: %v", err)
+	}
+	if r := apply(t, Spec{State: Absent, Root: root}, check); r.Changed {
+		t.Errorf("check absent on nothing: %+v", r)
+	}
+
+	started := apply(t, spec)
+	r = apply(t, spec, check)
+	if r.Changed || r.Registry == nil || *r.Registry != *started.Registry {
+		t.Errorf("check start on a running registry: %+v", r)
+	}
+	r = apply(t, Spec{State: Stopped, Root: root}, check)
+	if !r.Changed || !strings.Contains(r.Msg, "would stop") {
+		t.Errorf("check stop: %+v", r)
+	}
+	r = apply(t, Spec{State: Absent, Root: root}, check)
+	if !r.Changed || !strings.Contains(r.Msg, "would stop") || !strings.Contains(r.Msg, "remove") {
+		t.Errorf("check absent: %+v", r)
+	}
+	if pid, _ := runningPID(layout(root)); pid != started.PID {
+		t.Fatalf("check mode stopped the daemon: pid %d, was %d", pid, started.PID)
+	}
+	port2 := freePort(t)
+	r = apply(t, Spec{Root: root, Port: port2, Host: "127.0.0.1"}, check)
+	if !r.Changed || r.Registry == nil || r.Registry.Port != port2 || r.Before == r.After {
+		t.Errorf("check port change: %+v", r)
+	}
+	if r := apply(t, spec); r.Changed {
+		t.Errorf("check mode changed the configuration: %s", r.Msg)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	t.Run("port in use", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		port := l.Addr().(*net.TCPAddr).Port
+		root := filepath.Join(t.TempDir(), "br")
+		cleanup(t, root)
+		_, err = Apply(context.Background(), Spec{Root: root, Port: port, Host: "127.0.0.1"})
+		if !errors.Is(err, ErrPortInUse) || !errors.Is(err, ErrStartFailed) ||
+			!strings.Contains(err.Error(), "choose another buildset_registry_port") {
+			t.Fatalf("error %v, want ErrPortInUse naming buildset_registry_port", err)
+		}
+		if pid, _ := runningPID(layout(root)); pid != 0 {
+			t.Errorf("a daemon runs after the failed start: pid %d", pid)
+		}
+	})
+	t.Run("root under a file", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "file")
+		os.WriteFile(file, nil, 0o600)
+		_, err := Apply(context.Background(), Spec{Root: filepath.Join(file, "br"), Port: freePort(t), Host: "127.0.0.1"})
+		if !errors.Is(err, ErrRootUnusable) || !strings.Contains(err.Error(), "buildset_registry_root") {
+			t.Fatalf("error %v, want ErrRootUnusable naming buildset_registry_root", err)
+		}
+	})
+	t.Run("read-only file system", func(t *testing.T) {
+		// /proc/sys is read-only for everyone, root included.
+		_, err := Apply(context.Background(), Spec{Root: "/proc/sys/imagegate-br", Port: freePort(t), Host: "127.0.0.1"})
+		if !errors.Is(err, ErrRootUnusable) {
+			t.Fatalf("error %v, want ErrRootUnusable", err)
+		}
+	})
+	t.Run("foreign directory", func(t *testing.T) {
+		dir := t.TempDir()
+		keep := filepath.Join(dir, "precious")
+		os.WriteFile(keep, []byte("x"), 0o644)
+		for _, state := range []State{Started, Absent} {
+			_, err := Apply(context.Background(), Spec{State: state, Root: dir, Port: freePort(t), Host: "127.0.0.1"})
+			if !errors.Is(err, ErrForeignRoot) {
+				t.Errorf("%s: error %v, want ErrForeignRoot", state, err)
+			}
+		}
+		if r, err := Apply(context.Background(), Spec{State: Stopped, Root: dir}); err != nil || r.Changed {
+			t.Errorf("stopped on a foreign directory: %+v, %v", r, err)
+		}
+		if _, err := os.Stat(keep); err != nil {
+			t.Errorf("foreign directory was touched: %v", err)
+		}
+	})
+}
+
+func TestExplicitListen(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "br")
+	port := freePort(t)
+	cleanup(t, root)
+	r := apply(t, Spec{Root: root, Port: port, Host: "localhost", Listen: []string{"::1"}})
+	if resp, err := get(t, "https://[::1]:"+strconv.Itoa(port)+"/v2/", r.Registry.Cert, "", ""); err != nil {
+		t.Errorf("GET on ::1: %v", err)
+	} else if resp.StatusCode >= 500 {
+		t.Errorf("GET on ::1: %s", resp.Status)
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second); err == nil {
+		c.Close()
+		t.Error("listening on 127.0.0.1, but only ::1 was asked for")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,19 @@
+package buildset
+
+import "errors"
+
+var (
+	// ErrPortInUse is returned when the registry's port is taken by another
+	// process.
+	ErrPortInUse = errors.New("port already in use")
+	// ErrForeignRoot is returned when the root directory exists, is not
+	// empty and is not a buildset registry root: imagegate neither takes
+	// over nor deletes a directory it did not create.
+	ErrForeignRoot = errors.New("not a buildset registry root")
+	// ErrRootUnusable is returned when the root directory cannot be created
+	// or written.
+	ErrRootUnusable = errors.New("cannot create or write the root directory")
+	// ErrStartFailed is returned when the daemon exited, or did not answer
+	// over TLS, before the start deadline.
+	ErrStartFailed = errors.New("the registry did not start")
+)

@@ -1,0 +1,158 @@
+package buildset
+
+import (
+	"encoding"
+	"fmt"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// State is the desired state of the registry daemon.
+type State string
+
+// The states Apply accepts.
+const (
+	// Started: the daemon runs and answers (the default).
+	Started State = "started"
+	// Stopped: the daemon does not run; its data is kept, so a later start
+	// returns the same connection data and content.
+	Stopped State = "stopped"
+	// Absent: the daemon does not run and its root directory is removed.
+	Absent State = "absent"
+)
+
+var _ encoding.TextUnmarshaler = (*State)(nil)
+
+// UnmarshalText accepts started, stopped and absent.
+func (s *State) UnmarshalText(b []byte) error {
+	switch v := State(b); v {
+	case Started, Stopped, Absent:
+		*s = v
+		return nil
+	}
+	return fmt.Errorf("state %q: must be one of started, stopped, absent", b)
+}
+
+// DefaultPort is the registry's port unless configured, as upstream.
+const DefaultPort = 5000
+
+// Username is the name of the registry's only user, as upstream.
+const Username = "zuul"
+
+// Spec is what Apply is asked to make true. Field names follow the
+// buildset_registry module's parameters, which the error messages name.
+type Spec struct {
+	// State is the desired state; empty means Started.
+	State State
+	// Root is the directory holding the registry's configuration,
+	// credentials, CA, log and content (buildset_registry_root). It must be
+	// absolute.
+	Root string
+	// Port is the TCP port the registry listens on
+	// (buildset_registry_port); zero means DefaultPort.
+	Port int
+	// Host is the address clients use to reach the registry
+	// (buildset_registry_host), returned as buildset_registry.host and
+	// covered by the server certificate. Empty means DefaultHost().
+	Host string
+	// Listen are the IP addresses to listen on (buildset_registry_listen);
+	// empty means every address, IPv4 and IPv6.
+	Listen []string
+}
+
+// hostRE matches a DNS name: dot-separated labels of letters, digits,
+// hyphens and underscores (seen in the wild in internal names), not starting
+// or ending with a hyphen.
+var hostRE = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$`)
+
+// normalize validates s and fills in defaults. Each error names the module
+// parameter to fix.
+func (s Spec) normalize() (Spec, error) {
+	if s.State == "" {
+		s.State = Started
+	}
+	if err := s.State.UnmarshalText([]byte(s.State)); err != nil {
+		return s, err
+	}
+	if s.Root == "" {
+		return s, fmt.Errorf("buildset_registry_root is empty: give the directory that holds the registry's data")
+	}
+	if !filepath.IsAbs(s.Root) {
+		return s, fmt.Errorf("buildset_registry_root %q is not an absolute path", s.Root)
+	}
+	s.Root = filepath.Clean(s.Root)
+	if s.Root == "/" {
+		return s, fmt.Errorf("buildset_registry_root must not be /")
+	}
+	if s.Port == 0 {
+		s.Port = DefaultPort
+	}
+	if s.Port < 1 || s.Port > 65535 {
+		return s, fmt.Errorf("buildset_registry_port %d is not a TCP port: use 1-65535", s.Port)
+	}
+	if s.State != Started {
+		return s, nil
+	}
+	s.Host = strings.TrimSpace(s.Host)
+	if s.Host == "" {
+		h, err := DefaultHost()
+		if err != nil {
+			return s, fmt.Errorf("buildset_registry_host is not set and %w: set it, normally to {{ ansible_host }}", err)
+		}
+		s.Host = h
+	}
+	if strings.HasPrefix(s.Host, "[") && strings.HasSuffix(s.Host, "]") {
+		s.Host = s.Host[1 : len(s.Host)-1]
+	}
+	if ip := net.ParseIP(s.Host); ip != nil {
+		s.Host = ip.String()
+	} else if !hostRE.MatchString(s.Host) || len(s.Host) > 253 {
+		return s, fmt.Errorf("buildset_registry_host %q is not a host name or IP address: give it without scheme, port or path, e.g. 203.0.113.5 or node1.example.org", s.Host)
+	}
+	var listen []string
+	seen := map[string]bool{}
+	for i, a := range s.Listen {
+		a = strings.Trim(strings.TrimSpace(a), "[]")
+		ip := net.ParseIP(a)
+		if ip == nil {
+			return s, fmt.Errorf("buildset_registry_listen[%d] %q is not an IP address: list addresses of this node to listen on, or leave it empty for all", i, s.Listen[i])
+		}
+		if !seen[ip.String()] {
+			seen[ip.String()] = true
+			listen = append(listen, ip.String())
+		}
+	}
+	s.Listen = listen
+	return s, nil
+}
+
+// DefaultHost returns the node's main address: the source address of its
+// route to the internet (IPv4, else IPv6), found without sending a packet,
+// or else its first global unicast address. Upstream uses the inventory's
+// ansible_host, which a module cannot see; the role passes it explicitly.
+func DefaultHost() (string, error) {
+	// Connecting a UDP socket only selects a route and a source address.
+	// The destinations are documentation addresses (RFC 5737, RFC 3849).
+	for _, probe := range []string{"198.51.100.1:9", "[2001:db8::1]:9"} {
+		c, err := net.Dial("udp", probe)
+		if err != nil {
+			continue
+		}
+		ip := c.LocalAddr().(*net.UDPAddr).IP
+		c.Close()
+		if ip.IsGlobalUnicast() {
+			return ip.String(), nil
+		}
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.IsGlobalUnicast() {
+				return ipn.IP.String(), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("this node has no routable address")
+}
