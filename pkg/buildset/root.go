@@ -21,14 +21,16 @@ import (
 // layout names the files below a root directory; see the package comment.
 type layout string
 
-func (l layout) root() string     { return string(l) }
-func (l layout) config() string   { return filepath.Join(string(l), "registry.json") }
-func (l layout) caCert() string   { return filepath.Join(string(l), "ca.crt") }
-func (l layout) caKey() string    { return filepath.Join(string(l), "ca.key") }
-func (l layout) pidFile() string  { return filepath.Join(string(l), "registry.pid") }
-func (l layout) logFile() string  { return filepath.Join(string(l), "registry.log") }
-func (l layout) binDir() string   { return filepath.Join(string(l), "bin") }
-func (l layout) binary() string   { return filepath.Join(string(l), "bin", "imagegate-buildset-registry") }
+func (l layout) root() string    { return string(l) }
+func (l layout) config() string  { return filepath.Join(string(l), "registry.json") }
+func (l layout) caCert() string  { return filepath.Join(string(l), "ca.crt") }
+func (l layout) caKey() string   { return filepath.Join(string(l), "ca.key") }
+func (l layout) pidFile() string { return filepath.Join(string(l), "registry.pid") }
+func (l layout) logFile() string { return filepath.Join(string(l), "registry.log") }
+func (l layout) binDir() string  { return filepath.Join(string(l), "bin") }
+func (l layout) binary() string {
+	return filepath.Join(string(l), "bin", "imagegate-buildset-registry")
+}
 func (l layout) storage() string  { return filepath.Join(string(l), "storage") }
 func (l layout) lockFile() string { return filepath.Join(string(l), ".lock") }
 
