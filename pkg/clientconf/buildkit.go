@@ -1,0 +1,109 @@
+package clientconf
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// buildkit plans the CA file for buildkitd and the buildkitd.toml edit.
+func (p *plan) buildkit(paths Paths, location string, ca []byte, nss []Namespace) error {
+	caPath := caFile(paths.BuildkitCertsDir, location)
+	if _, err := p.put(string(Buildkit), caPath, 0o644, ca); err != nil {
+		return err
+	}
+	_, err := p.edit(string(Buildkit), paths.BuildkitdTOML, 0o644, func(before []byte, _ bool) ([]byte, error) {
+		after, err := editBuildkitdTOML(before, location, caPath, nss)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w; fix the file (it was left as it is)", paths.BuildkitdTOML, err)
+		}
+		return after, nil
+	})
+	return err
+}
+
+// editBuildkitdTOML puts, for each namespace, the mirror at the head of
+// [registry."<ns>"].mirrors, and sets the mirror host's own section
+// [registry."<location>"]: buildkitd looks up a mirror's TLS settings by the
+// mirror's host:port, so that is where the CA goes (ca, kept with any other
+// CA files listed), and http = false, without which buildkitd speaks plain
+// HTTP to a mirror on localhost. Other settings are kept.
+func editBuildkitdTOML(before []byte, location, caPath string, nss []Namespace) ([]byte, error) {
+	doc, err := parseTOML(before)
+	if err != nil {
+		return nil, err
+	}
+	orig, _ := parseTOML(before)
+	regs := map[string]any{}
+	if v, ok := doc["registry"]; ok {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf(`"registry" must be a table`)
+		}
+		regs = m
+	}
+	section := func(host string) (map[string]any, error) {
+		v, ok := regs[host]
+		if !ok {
+			m := map[string]any{}
+			regs[host] = m
+			return m, nil
+		}
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("registry.%q must be a table", host)
+		}
+		return m, nil
+	}
+	for _, ns := range nss {
+		sec, err := section(ns.Host)
+		if err != nil {
+			return nil, err
+		}
+		mirrors, err := stringList(sec["mirrors"], fmt.Sprintf("registry.%q.mirrors", ns.Host))
+		if err != nil {
+			return nil, err
+		}
+		mirror := Mirror(location, ns.Host)
+		sec["mirrors"] = append([]string{mirror}, slices.DeleteFunc(mirrors, func(m string) bool { return m == mirror })...)
+	}
+	sec, err := section(location)
+	if err != nil {
+		return nil, err
+	}
+	cas, err := stringList(sec["ca"], fmt.Sprintf("registry.%q.ca", location))
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Contains(cas, caPath) {
+		cas = append(cas, caPath)
+	}
+	sec["ca"] = cas
+	sec["http"] = false
+	doc["registry"] = regs
+	if normalizedEqual(orig, doc) {
+		return before, nil
+	}
+	return toml.Marshal(doc)
+}
+
+// stringList converts a decoded TOML array of strings; nil is an empty list.
+func stringList(v any, what string) ([]string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%s must be an array of strings", what)
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s must be an array of strings", what)
+		}
+		out[i] = s
+	}
+	return out, nil
+}

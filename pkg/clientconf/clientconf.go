@@ -1,0 +1,403 @@
+// Package clientconf configures the container clients of a node to pull
+// through a buildset registry: what zuul-jobs' use-buildset-registry role
+// does, as one idempotent, check-mode-aware operation.
+//
+// The buildset registry shadows public registries by client-side mirror
+// configuration (the registry itself never proxies). The namespace mapping
+// rule decides where a namespace's images live in the buildset registry:
+// docker.io content is stored without a prefix, so its mirror is
+// <location>; every other registry's content is stored under the registry's
+// name, so quay.io's mirror is <location>/quay.io. <location> is
+// <alias>:<port>, where the alias is zuul-jobs.buildset-registry when the
+// registry's host is an IP address (docker cannot parse bracketed IPv6
+// literals in references, moby#39033) and the host name otherwise.
+//
+// Apply plans every edit first (reading and parsing every file it touches),
+// fails before writing anything when an existing file cannot be parsed, and
+// then writes each changed file atomically, restoring the ones already
+// written if a later write fails. A file whose content would not change is
+// not written. Per client:
+//
+//   - hosts: "<ip>\tzuul-jobs.buildset-registry" in /etc/hosts when the host
+//     is an IP address;
+//   - system: the CA in the system trust store, and its refresh command when
+//     the file changed;
+//   - docker: the CA in /etc/docker/certs.d/<location>/ca.crt and the mirror
+//     in front of daemon.json's registry-mirrors (others kept; upstream
+//     replaced them), then a configuration reload (SIGHUP) of a running
+//     dockerd whose live mirrors differ, verified through its API;
+//   - containers: the CA in /etc/containers/certs.d/<location>/ca.crt and
+//     per namespace the mirror first in registries.conf (v2), plus
+//     unqualified-search-registries;
+//   - buildkit: per namespace the mirror first in buildkitd.toml, and the
+//     mirror host's own TLS section (ca, http = false);
+//   - containerd: per namespace a hosts.toml in the config_path directory
+//     with the mirror as the first host and the upstream as server.
+//
+// Unlike upstream it writes no credentials anywhere: the buildset registry
+// serves anonymous pulls, which is all a configured client does.
+package clientconf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/imagegate/imagegate/pkg/zuul"
+)
+
+// Client names a group of configuration that Apply can write.
+type Client string
+
+// The clients Apply knows. The /etc/hosts alias is not a client: it is
+// written whenever the registry host is an IP address, since every client
+// needs it.
+const (
+	System     Client = "system"
+	Docker     Client = "docker"
+	Containers Client = "containers"
+	Buildkit   Client = "buildkit"
+	Containerd Client = "containerd"
+)
+
+// AllClients lists every client in the order Apply configures them.
+var AllClients = []Client{System, Docker, Containers, Buildkit, Containerd}
+
+// Namespace is one registry the buildset registry shadows: Host is the
+// registry name as it appears in image references (docker.io, quay.io), and
+// Upstream the URL of the real registry, used where a client needs it
+// (containerd's server).
+type Namespace struct {
+	Host     string
+	Upstream string
+}
+
+// DefaultNamespaces are upstream's defaults for buildset_registry_namespaces.
+var DefaultNamespaces = []Namespace{
+	{"docker.io", "https://registry-1.docker.io"},
+	{"quay.io", "https://quay.io"},
+	{"gcr.io", "https://gcr.io"},
+	{"registry.k8s.io", "https://registry.k8s.io"},
+}
+
+// DefaultUnqualified is upstream's default for
+// buildset_registry_unqualified_registries.
+var DefaultUnqualified = []string{"docker.io"}
+
+// Paths are the files and directories Apply edits. The zero value of a
+// field means its default, the location on a real node.
+type Paths struct {
+	Hosts string // /etc/hosts
+	// CATrustDir and CATrustCommand default to the RedHat family's anchors
+	// directory and update-ca-trust when /etc/pki/ca-trust/source/anchors
+	// exists, else to Debian's /usr/local/share/ca-certificates and
+	// update-ca-certificates.
+	CATrustDir         string
+	CATrustCommand     []string
+	DockerDaemonJSON   string // /etc/docker/daemon.json
+	DockerCertsDir     string // /etc/docker/certs.d
+	DockerHost         string // unix:///var/run/docker.sock
+	DockerPidfile      string // /var/run/docker.pid
+	RegistriesConf     string // /etc/containers/registries.conf
+	ContainersCertsDir string // /etc/containers/certs.d
+	BuildkitdTOML      string // /etc/buildkit/buildkitd.toml
+	BuildkitCertsDir   string // /etc/buildkit/certs.d
+	ContainerdCertsDir string // /etc/containerd/certs.d
+}
+
+// Default locations on a node.
+const (
+	DefaultHosts              = "/etc/hosts"
+	DefaultDockerDaemonJSON   = "/etc/docker/daemon.json"
+	DefaultDockerCertsDir     = "/etc/docker/certs.d"
+	DefaultDockerHost         = "unix:///var/run/docker.sock"
+	DefaultDockerPidfile      = "/var/run/docker.pid"
+	DefaultRegistriesConf     = "/etc/containers/registries.conf"
+	DefaultContainersCertsDir = "/etc/containers/certs.d"
+	DefaultBuildkitdTOML      = "/etc/buildkit/buildkitd.toml"
+	DefaultBuildkitCertsDir   = "/etc/buildkit/certs.d"
+	DefaultContainerdCertsDir = "/etc/containerd/certs.d"
+
+	debianTrustDir = "/usr/local/share/ca-certificates"
+	redhatTrustDir = "/etc/pki/ca-trust/source/anchors"
+)
+
+func (p *Paths) setDefaults() {
+	def := func(s *string, d string) {
+		if *s == "" {
+			*s = d
+		}
+	}
+	def(&p.Hosts, DefaultHosts)
+	def(&p.DockerDaemonJSON, DefaultDockerDaemonJSON)
+	def(&p.DockerCertsDir, DefaultDockerCertsDir)
+	def(&p.DockerHost, DefaultDockerHost)
+	def(&p.DockerPidfile, DefaultDockerPidfile)
+	def(&p.RegistriesConf, DefaultRegistriesConf)
+	def(&p.ContainersCertsDir, DefaultContainersCertsDir)
+	def(&p.BuildkitdTOML, DefaultBuildkitdTOML)
+	def(&p.BuildkitCertsDir, DefaultBuildkitCertsDir)
+	def(&p.ContainerdCertsDir, DefaultContainerdCertsDir)
+	redhat := isDir(redhatTrustDir)
+	if p.CATrustDir == "" {
+		p.CATrustDir = debianTrustDir
+		if redhat {
+			p.CATrustDir = redhatTrustDir
+		}
+	}
+	if len(p.CATrustCommand) == 0 {
+		p.CATrustCommand = []string{"update-ca-certificates"}
+		if redhat || p.CATrustDir == redhatTrustDir {
+			p.CATrustCommand = []string{"update-ca-trust"}
+		}
+	}
+}
+
+// Spec is what Apply does.
+type Spec struct {
+	Registry *zuul.BuildsetRegistry
+	// Namespaces default to DefaultNamespaces when nil.
+	Namespaces []Namespace
+	// Unqualified defaults to DefaultUnqualified when nil; an empty,
+	// non-nil list sets unqualified-search-registries to [].
+	Unqualified []string
+	// Clients to configure. Empty means every client whose configuration
+	// directory exists on the node; a listed client is configured even if
+	// its directories must be created.
+	Clients []Client
+	Paths   Paths
+	// DockerReload sends SIGHUP to a running dockerd whose live registry
+	// mirrors differ from daemon.json, and waits until it reports them.
+	DockerReload bool
+	// DockerReloadTimeout bounds that wait; 30 s when zero.
+	DockerReloadTimeout time.Duration
+	// CheckMode decides everything and changes nothing.
+	CheckMode bool
+	// Log receives progress; nothing is logged when nil.
+	Log *slog.Logger
+}
+
+// Validate checks the spec and fills in defaults.
+func (s *Spec) Validate() error {
+	if s.Registry == nil {
+		return errors.New("buildset_registry is required")
+	}
+	if err := s.Registry.Validate(); err != nil {
+		return err
+	}
+	if s.Namespaces == nil {
+		s.Namespaces = DefaultNamespaces
+	}
+	seen := map[string]int{}
+	for i, ns := range s.Namespaces {
+		if err := ns.validate(); err != nil {
+			return fmt.Errorf("buildset_registry_namespaces[%d]: %w", i, err)
+		}
+		if j, ok := seen[ns.Host]; ok {
+			return fmt.Errorf("buildset_registry_namespaces[%d]: %s is already listed at index %d", i, ns.Host, j)
+		}
+		seen[ns.Host] = i
+	}
+	if s.Unqualified == nil {
+		s.Unqualified = DefaultUnqualified
+	}
+	for i, u := range s.Unqualified {
+		if err := validRegistryHost(u); err != nil {
+			return fmt.Errorf("buildset_registry_unqualified_registries[%d]: %w", i, err)
+		}
+	}
+	for _, c := range s.Clients {
+		if !slices.Contains(AllClients, c) {
+			return fmt.Errorf("clients: unknown client %q (known: system, docker, containers, buildkit, containerd)", c)
+		}
+	}
+	if s.DockerReloadTimeout <= 0 {
+		s.DockerReloadTimeout = 30 * time.Second
+	}
+	if s.Log == nil {
+		s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s.Paths.setDefaults()
+	if !strings.HasPrefix(s.Paths.DockerHost, "unix://") {
+		return fmt.Errorf("docker_host %q: only unix:// sockets are supported", s.Paths.DockerHost)
+	}
+	return nil
+}
+
+// FileChange is one file Apply wrote (or would write, in check mode).
+type FileChange struct {
+	Path   string
+	Client string // "hosts" or a Client
+	Before string
+	After  string
+	// Created is true when the file did not exist.
+	Created bool
+}
+
+// Result is what Apply did.
+type Result struct {
+	Changed bool
+	// Alias and Location are the registry's host name for clients and
+	// <alias>:<port>.
+	Alias    string
+	Location string
+	// Mirrors maps each namespace to its mirror location.
+	Mirrors map[string]string
+	// Configured lists the clients configured, in order.
+	Configured []Client
+	// Skipped maps clients not configured to the reason.
+	Skipped map[Client]string
+	// Files are the files written (or that would be, in check mode).
+	Files []FileChange
+	// CATrustUpdated is true when the trust store refresh command ran (or
+	// would run).
+	CATrustUpdated bool
+	// DockerReloaded is true when dockerd was reloaded (or would be).
+	DockerReloaded bool
+	// Warnings are things the user should know about.
+	Warnings []string
+}
+
+// Mirror returns the mirror location of namespace host under the namespace
+// mapping rule: location for docker.io, location/host for any other.
+func Mirror(location, host string) string {
+	if host == "docker.io" {
+		return location
+	}
+	return location + "/" + host
+}
+
+// Apply configures the clients described by s.
+func Apply(ctx context.Context, s Spec) (*Result, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	reg := s.Registry
+	res := &Result{
+		Alias:    reg.Alias(),
+		Location: reg.Location(),
+		Mirrors:  map[string]string{},
+		Skipped:  map[Client]string{},
+	}
+	for _, ns := range s.Namespaces {
+		res.Mirrors[ns.Host] = Mirror(res.Location, ns.Host)
+	}
+	ca := normalizePEM(reg.Cert)
+
+	p := &plan{}
+	if reg.Alias() != reg.Host {
+		if err := p.hostsAlias(s.Paths.Hosts, strings.Trim(reg.Host, "[]"), res.Alias); err != nil {
+			return nil, err
+		}
+	}
+	clients := s.Clients
+	explicit := len(clients) > 0
+	if !explicit {
+		clients = AllClients
+	}
+	for _, c := range AllClients {
+		if !slices.Contains(clients, c) {
+			if explicit {
+				res.Skipped[c] = "not requested"
+			}
+			continue
+		}
+		if !explicit {
+			if dir := s.Paths.marker(c); !isDir(dir) {
+				res.Skipped[c] = fmt.Sprintf("%s does not exist", dir)
+				continue
+			}
+		}
+		var err error
+		switch c {
+		case System:
+			err = p.systemTrust(s.Paths.CATrustDir, res.Alias, ca)
+		case Docker:
+			err = p.docker(s.Paths, res.Location, ca)
+		case Containers:
+			err = p.containers(s.Paths, res.Location, ca, s.Namespaces, s.Unqualified, &res.Warnings)
+		case Buildkit:
+			err = p.buildkit(s.Paths, res.Location, ca, s.Namespaces)
+		case Containerd:
+			err = p.containerd(s.Paths, res.Location, ca, s.Namespaces)
+		}
+		if err != nil {
+			return nil, err
+		}
+		res.Configured = append(res.Configured, c)
+	}
+
+	for _, ch := range p.changes {
+		res.Files = append(res.Files, FileChange{Path: ch.path, Client: ch.client,
+			Before: string(ch.before), After: string(ch.after), Created: !ch.existed})
+	}
+	res.CATrustUpdated = p.trustChanged
+	res.Changed = len(p.changes) > 0
+
+	if !s.CheckMode {
+		if err := p.commit(s.Log); err != nil {
+			return nil, err
+		}
+		if p.trustChanged {
+			if err := runCommand(ctx, s.Log, s.Paths.CATrustCommand); err != nil {
+				return nil, fmt.Errorf("refreshing the system trust store (the CA file %s was written): %w",
+					filepath.Join(s.Paths.CATrustDir, res.Alias+".crt"), err)
+			}
+		}
+	}
+
+	if slices.Contains(res.Configured, Docker) && s.DockerReload {
+		reloaded, err := reloadDocker(ctx, s, p.dockerMirrors)
+		if err != nil {
+			return nil, err
+		}
+		if reloaded {
+			res.DockerReloaded = true
+			res.Changed = true
+		}
+	}
+	sort.Strings(res.Warnings)
+	return res, nil
+}
+
+// marker is the directory whose existence means a client is present.
+func (p *Paths) marker(c Client) string {
+	switch c {
+	case System:
+		return p.CATrustDir
+	case Docker:
+		return filepath.Dir(p.DockerDaemonJSON)
+	case Containers:
+		return filepath.Dir(p.RegistriesConf)
+	case Buildkit:
+		return filepath.Dir(p.BuildkitdTOML)
+	case Containerd:
+		return filepath.Dir(p.ContainerdCertsDir)
+	}
+	return ""
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
+
+// normalizePEM trims surrounding space and ends the PEM with one newline, so
+// a certificate passed with or without a trailing newline is the same file.
+func normalizePEM(s string) []byte {
+	return []byte(strings.TrimSpace(s) + "\n")
+}
+
+// caFile is where a client's copy of the CA lives: <dir>/<location>/ca.crt,
+// the per-registry layout docker, podman and containerd all read.
+func caFile(dir, location string) string {
+	return filepath.Join(dir, location, "ca.crt")
+}
