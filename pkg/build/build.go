@@ -278,10 +278,20 @@ func (b *Builder) connect(ctx context.Context) (*client.Client, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("buildkit_addr %s: %w: %v; run the ensure-buildkit role first or set buildkit_addr", b.addr, ErrUnreachable, err)
 	}
-	workers, err := c.ListWorkers(cctx)
-	if err != nil {
-		c.Close()
-		return nil, "", fmt.Errorf("buildkit_addr %s: %w: %v; run the ensure-buildkit role first or set buildkit_addr", b.addr, ErrUnreachable, err)
+	// buildkitd may still be starting (the role returns once its socket
+	// exists): ask until it answers or the connect timeout passes.
+	var workers []*client.WorkerInfo
+	for {
+		workers, err = c.ListWorkers(cctx)
+		if err == nil {
+			break
+		}
+		select {
+		case <-cctx.Done():
+			c.Close()
+			return nil, "", fmt.Errorf("buildkit_addr %s: %w after %s: %v; run the ensure-buildkit role first or set buildkit_addr", b.addr, ErrUnreachable, b.connectTimeout, err)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	native := platforms.Format(platforms.Normalize(platforms.DefaultSpec()))
 	if len(workers) > 0 && len(workers[0].Platforms) > 0 {
