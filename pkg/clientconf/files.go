@@ -88,7 +88,7 @@ func (p *plan) put(client, path string, mode fs.FileMode, data []byte) (bool, er
 // failed run leaves the node as it found it.
 func (p *plan) commit(log *slog.Logger) error {
 	for _, c := range p.changes {
-		if err := writeAtomic(c.path, c.after, c.mode); err != nil {
+		if err := write(c.path, c.after, c.mode); err != nil {
 			p.rollback(log)
 			return fmt.Errorf("writing %s: %w (files written before it were restored)", c.path, err)
 		}
@@ -115,6 +115,9 @@ func (p *plan) rollback(log *slog.Logger) {
 		}
 	}
 }
+
+// write is writeAtomic; tests replace it to make a write fail.
+var write = writeAtomic
 
 // writeAtomic replaces path with data: a temporary file in the same
 // directory, fsynced, renamed over the target, and the directory fsynced.
