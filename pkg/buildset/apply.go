@@ -187,19 +187,26 @@ func (o *options) start(ctx context.Context, l layout, spec Spec) (*Result, erro
 			return nil, fmt.Errorf("finding the module executable: %w", err)
 		}
 	}
-	if _, err := installExecutable(l, exe); err != nil {
+	t0 := time.Now()
+	installed, err := installExecutable(l, exe)
+	if err != nil {
 		return nil, err
 	}
+	o.logger.Debug("registry executable", "path", l.binary(), "copied", installed, "elapsed", time.Since(t0))
 	sctx, cancel := context.WithTimeout(ctx, o.startTimeout)
 	defer cancel()
+	t0 = time.Now()
 	newPID, err := startDaemon(sctx, l)
 	if err != nil {
 		return nil, err
 	}
+	o.logger.Debug("daemon reported ready", "pid", newPID, "elapsed", time.Since(t0))
+	t0 = time.Now()
 	if err := probe(sctx, cfg, ca.CertPEM); err != nil {
 		_ = stopDaemon(ctx, l, newPID, 5*time.Second)
 		return nil, fmt.Errorf("%w: it did not answer over TLS: %w; see %s%s", ErrStartFailed, err, l.logFile(), logTail(l))
 	}
+	o.logger.Debug("registry answered over TLS", "elapsed", time.Since(t0))
 	o.logger.Info("buildset registry started", "pid", newPID, "port", cfg.Port)
 	res.PID, res.Registry = newPID, connection(cfg, ca)
 	res.Msg = fmt.Sprintf("started the buildset registry (pid %d) on port %d: %s", newPID, cfg.Port, reason)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -222,14 +223,32 @@ func lockRoot(ctxDone <-chan struct{}, l layout) (unlock func(), err error) {
 	}
 }
 
-// installExecutable copies src to the root's bin directory unless an
-// identical copy is there, and returns whether it wrote.
+// installExecutable puts src in the root's bin directory unless it is there
+// already, and returns whether it wrote. It hard-links when src is on the
+// same file system (Ansible's temporary directory usually is: a link
+// survives Ansible deleting the module file, and costs nothing), and copies
+// otherwise.
 func installExecutable(l layout, src string) (bool, error) {
+	if si, err := os.Stat(src); err == nil {
+		if di, err := os.Stat(l.binary()); err == nil && os.SameFile(si, di) {
+			return false, nil
+		}
+	}
 	if same, err := sameContent(src, l.binary()); err == nil && same {
 		return false, nil
 	}
 	if err := os.MkdirAll(l.binDir(), 0o700); err != nil {
 		return false, fmt.Errorf("buildset_registry_root %s: %w: %w", l.root(), ErrRootUnusable, err)
+	}
+	// A running daemon keeps its old executable: rename replaces the name,
+	// not the inode the kernel runs.
+	tmpName := filepath.Join(l.binDir(), ".install-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if err := os.Link(src, tmpName); err == nil {
+		defer os.Remove(tmpName)
+		if err := os.Rename(tmpName, l.binary()); err != nil {
+			return false, fmt.Errorf("installing the registry executable in %s: %w", l.binDir(), err)
+		}
+		return true, nil
 	}
 	in, err := os.Open(src)
 	if err != nil {
@@ -241,19 +260,16 @@ func installExecutable(l layout, src string) (bool, error) {
 		return false, fmt.Errorf("installing the registry executable: %w", err)
 	}
 	defer os.Remove(tmp.Name())
+	// No fsync: a copy torn by a power loss differs from the module
+	// executable, so the next start replaces it.
 	_, err = io.Copy(tmp, in)
 	if err == nil {
 		err = tmp.Chmod(0o700)
-	}
-	if err == nil {
-		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		// A running daemon keeps its old executable: rename replaces the
-		// name, not the inode the kernel runs.
 		err = os.Rename(tmp.Name(), l.binary())
 	}
 	if err != nil {

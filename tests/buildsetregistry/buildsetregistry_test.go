@@ -1,0 +1,319 @@
+// Package buildsetregistry tests the buildset_registry module end to end:
+// real ansible-playbook starts the registry on this machine, then skopeo,
+// crane and dockerd push and pull through it, and dockerd pulls
+// myorg/app:latest through it as a registry mirror.
+package buildsetregistry
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/imagegate/imagegate/pkg/zuul"
+	"github.com/imagegate/imagegate/tests/testenv"
+)
+
+// registry is a buildset registry started through ansible-playbook.
+type registry struct {
+	zuul.BuildsetRegistry
+	// Location is host:port as clients name it.
+	Location string
+	Root     string
+	// CertDir holds ca.crt, for skopeo's --cert-dir options and Go's
+	// SSL_CERT_DIR.
+	CertDir string
+	lib     string
+}
+
+// buildModule builds the module as `make build` does and puts it, with its
+// documentation, in a directory for ANSIBLE_LIBRARY.
+func buildModule(t *testing.T) string {
+	t.Helper()
+	root := testenv.RepoRoot()
+	lib := t.TempDir()
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(lib, "buildset_registry"), "./modules/buildset_registry")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the module: %v\n%s", err, out)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "modules/buildset_registry/buildset_registry.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lib, "buildset_registry.yml"), doc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return lib
+}
+
+// playbook runs a playbook of testdata with vars, on localhost over the
+// local connection, and returns its output.
+func playbook(t *testing.T, lib, name string, vars map[string]any) string {
+	t.Helper()
+	dir := t.TempDir()
+	inv := filepath.Join(dir, "inventory")
+	if err := os.WriteFile(inv, []byte("localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(vars)
+	varsFile := filepath.Join(dir, "vars.json")
+	if err := os.WriteFile(varsFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pb, err := filepath.Abs(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ansible-playbook", "-i", inv, "-e", "@"+varsFile, pb)
+	cmd.Env = append(os.Environ(),
+		"ANSIBLE_LIBRARY="+lib,
+		"ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "local"),
+		"ANSIBLE_REMOTE_TEMP="+filepath.Join(dir, "remote"),
+		"ANSIBLE_NOCOLOR=1",
+		"ANSIBLE_RETRY_FILES_ENABLED=0",
+		"ANSIBLE_CONFIG=/dev/null",
+	)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ansible-playbook %s: %v\n%s", name, err, out)
+	}
+	return string(out)
+}
+
+// startRegistry starts the registry through ansible-playbook with the
+// module's default host (the node's address), and removes it through
+// ansible-playbook at the end of the test.
+func startRegistry(t *testing.T) *registry {
+	t.Helper()
+	lib := buildModule(t)
+	r := &registry{Root: filepath.Join(t.TempDir(), "buildset_registry"), lib: lib, CertDir: t.TempDir()}
+	port := testenv.FreePort(t)
+	out := filepath.Join(t.TempDir(), "br.json")
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(filepath.Join(r.Root, "registry.log")); err == nil {
+				t.Logf("--- registry.log ---\n%s", tail(b, 16<<10))
+			}
+		}
+		playbook(t, lib, "absent.yaml", map[string]any{"br_root": r.Root})
+		if _, err := os.Stat(r.Root); !os.IsNotExist(err) {
+			t.Errorf("root left behind after state: absent: %v", err)
+		}
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second); err == nil {
+			c.Close()
+			t.Errorf("port %d still answers after state: absent", port)
+		}
+	})
+	log := playbook(t, lib, "start.yaml", map[string]any{"br_root": r.Root, "br_port": port, "br_out": out})
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &r.BuildsetRegistry); err != nil {
+		t.Fatalf("connection data %s: %v", out, err)
+	}
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(log, r.Password) {
+		t.Errorf("ansible-playbook output shows the password despite no_log:\n%s", log)
+	}
+	if r.Port != port || net.ParseIP(r.Host) == nil {
+		t.Fatalf("connection data: host %q port %d, want the node's address and port %d", r.Host, r.Port, port)
+	}
+	r.Location = r.Address()
+	if err := os.WriteFile(filepath.Join(r.CertDir, "ca.crt"), []byte(r.Cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// ociLayout writes img to a new OCI image layout under tag, for skopeo's
+// oci: transport.
+func ociLayout(t *testing.T, img v1.Image, tag string) string {
+	t.Helper()
+	dir := t.TempDir()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag})); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func skopeo(t *testing.T, args ...string) string {
+	t.Helper()
+	return testenv.Run(t, nil, "skopeo", args...)
+}
+
+// crane runs crane trusting the registry's CA through SSL_CERT_DIR (beside
+// the system's roots) and logged in through a private DOCKER_CONFIG.
+func (r *registry) crane(t *testing.T, args ...string) string {
+	t.Helper()
+	bin := testenv.Tool(t, "CRANE", "crane")
+	cfg := t.TempDir()
+	auth := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))
+	b, _ := json.Marshal(map[string]any{"auths": map[string]any{r.Location: map[string]string{"auth": auth}}})
+	if err := os.WriteFile(filepath.Join(cfg, "config.json"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"DOCKER_CONFIG=" + cfg, "SSL_CERT_DIR=" + r.CertDir + ":/etc/ssl/certs"}
+	return strings.TrimSpace(testenv.Run(t, env, bin, args...))
+}
+
+func TestBuildsetRegistryClients(t *testing.T) {
+	r := startRegistry(t)
+	creds := r.Username + ":" + r.Password
+	app := "myorg/app:latest"
+	appRef := r.Location + "/" + app
+
+	// skopeo pushes myorg/app:latest with the credentials...
+	img := testenv.BusyboxImage(t, testenv.FileLayer("etc/imagegate", []byte("buildset "+testenv.RandomString(t, 8))))
+	src := ociLayout(t, img, "latest")
+	skopeo(t, "copy", "--dest-cert-dir", r.CertDir, "--dest-creds", creds, "oci:"+src+":latest", "docker://"+appRef)
+	digest := strings.TrimSpace(skopeo(t, "inspect", "--cert-dir", r.CertDir, "--format", "{{.Digest}}", "docker://"+appRef))
+	if !strings.HasPrefix(digest, "sha256:") {
+		t.Fatalf("digest after push: %q", digest)
+	}
+
+	t.Run("skopeo", func(t *testing.T) {
+		// ...pulls it back anonymously and with the credentials...
+		for _, extra := range [][]string{nil, {"--src-creds", creds}} {
+			dst := t.TempDir()
+			args := append([]string{"copy", "--src-cert-dir", r.CertDir}, extra...)
+			skopeo(t, append(args, "docker://"+appRef, "oci:"+dst+":pulled")...)
+			p, err := layout.FromPath(dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			idx, err := p.ImageIndex()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := idx.IndexManifest()
+			if err != nil || len(m.Manifests) != 1 {
+				t.Fatalf("pulled layout: %v, %v", m, err)
+			}
+			pulled, err := p.Image(m.Manifests[0].Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ls, _ := pulled.Layers(); len(ls) != 2 {
+				t.Errorf("pulled %d layers, want 2", len(ls))
+			}
+		}
+		// ...and cannot push without them, or with a wrong password.
+		for _, c := range [][]string{nil, {"--dest-creds", r.Username + ":wrong-" + r.Password}} {
+			args := append([]string{"copy", "--dest-cert-dir", r.CertDir}, c...)
+			args = append(args, "oci:"+src+":latest", "docker://"+r.Location+"/myorg/denied:latest")
+			if _, err := testenv.RunErr(nil, "skopeo", args...); err == nil {
+				t.Errorf("skopeo pushed with %v", c)
+			}
+		}
+		// Without trusting the CA, TLS verification fails: the registry is
+		// not reachable by accident over an untrusted connection.
+		if _, err := testenv.RunErr(nil, "skopeo", "inspect", "--cert-dir", t.TempDir(), "docker://"+appRef); err == nil {
+			t.Error("skopeo trusted the registry without its CA")
+		}
+	})
+
+	t.Run("crane", func(t *testing.T) {
+		if got := r.crane(t, "digest", appRef); got != digest {
+			t.Errorf("crane digest %s, skopeo pushed %s", got, digest)
+		}
+		// Copy within the registry (a pull and a push, blobs mounted).
+		copied := r.Location + "/crane/app:v1"
+		r.crane(t, "copy", appRef, copied)
+		if got := r.crane(t, "digest", copied); got != digest {
+			t.Errorf("copied digest %s, want %s", got, digest)
+		}
+		// Push a new layer on top.
+		layerTar := filepath.Join(t.TempDir(), "layer.tar")
+		if err := os.WriteFile(layerTar, testenv.FileLayer("etc/crane", []byte(testenv.RandomString(t, 16))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		appended := r.Location + "/crane/appended:v1"
+		newDigest := r.crane(t, "append", "-b", appRef, "-f", layerTar, "-t", appended)
+		if got := r.crane(t, "digest", appended); !strings.HasSuffix(newDigest, got) || got == digest {
+			t.Errorf("appended image digest %s, crane append printed %s", got, newDigest)
+		}
+		// crane ls shows the tag; crane pulls the image to a tarball.
+		if tags := r.crane(t, "ls", r.Location+"/crane/app"); tags != "v1" {
+			t.Errorf("crane ls: %q", tags)
+		}
+		r.crane(t, "pull", appended, filepath.Join(t.TempDir(), "img.tar"))
+	})
+
+	t.Run("docker", func(t *testing.T) {
+		// dockerd trusts the CA through /etc/docker/certs.d and uses the
+		// registry as its Docker Hub mirror, as use-buildset-registry
+		// configures it.
+		testenv.TrustCA(t, r.Location, []byte(r.Cert))
+		d := testenv.StartDockerd(t, testenv.DockerdOptions{DaemonJSON: map[string]any{
+			"registry-mirrors": []string{"https://" + r.Location + "/"},
+		}})
+		// Docker Hub is unreachable here, and dockerd falls back to it only
+		// when the mirror fails: a successful pull was served by the mirror.
+		d.Docker("pull", app)
+		repoDigests := d.Docker("image", "inspect", "--format", "{{json .RepoDigests}}", app)
+		if !strings.Contains(repoDigests, "myorg/app@"+digest) {
+			t.Errorf("docker pull %s through the mirror: repo digests %s, want %s", app, repoDigests, digest)
+		}
+
+		// docker login (into the daemon's private client config), push and
+		// pull by the registry's own name.
+		login := exec.Command("docker", "login", "--username", r.Username, "--password-stdin", r.Location)
+		login.Env = append(os.Environ(), d.Env()...)
+		login.Stdin = strings.NewReader(r.Password)
+		if out, err := login.CombinedOutput(); err != nil {
+			t.Fatalf("docker login: %v\n%s", err, out)
+		} else if bytes.Contains(out, []byte(r.Password)) {
+			t.Error("docker login printed the password")
+		}
+		pushed := r.Location + "/docker/app:v2"
+		d.Docker("tag", app, pushed)
+		d.Docker("push", pushed)
+		d.Docker("rmi", pushed, app)
+		d.Docker("pull", pushed)
+		got := d.Docker("image", "inspect", "--format", "{{json .RepoDigests}}", pushed)
+		if want := r.crane(t, "digest", pushed); !strings.Contains(got, want) {
+			t.Errorf("docker pull %s: repo digests %s, registry has %s", pushed, got, want)
+		}
+	})
+
+	// Every client authenticated with the password: it must not be in the
+	// registry's log.
+	log, err := os.ReadFile(filepath.Join(r.Root, "registry.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	basic := base64.StdEncoding.EncodeToString([]byte(creds))
+	if bytes.Contains(log, []byte(r.Password)) || bytes.Contains(log, []byte(basic)) {
+		t.Error("the registry log holds the password")
+	}
+	if !bytes.Contains(log, []byte("myorg/app")) {
+		t.Errorf("the registry log does not show the requests for myorg/app:\n%s", tail(log, 4096))
+	}
+}
