@@ -269,6 +269,25 @@ func TestStartErrors(t *testing.T) {
 			t.Fatalf("error %v, want ErrRootUnusable", err)
 		}
 	})
+	t.Run("daemon exits before ready", func(t *testing.T) {
+		root := filepath.Join(t.TempDir(), "br")
+		cleanup(t, root)
+		_, err := Apply(context.Background(), Spec{Root: root, Port: freePort(t), Host: "127.0.0.1"}, WithExecutable("/bin/false"))
+		if !errors.Is(err, ErrStartFailed) || !strings.Contains(err.Error(), "exited (exit status 1) before it was ready") {
+			t.Fatalf("error %v, want ErrStartFailed saying the daemon exited", err)
+		}
+	})
+	t.Run("daemon hangs", func(t *testing.T) {
+		script := filepath.Join(t.TempDir(), "hang")
+		os.WriteFile(script, []byte("#!/bin/sh\necho hanging\nexec sleep 60\n"), 0o755)
+		root := filepath.Join(t.TempDir(), "br")
+		cleanup(t, root)
+		_, err := Apply(context.Background(), Spec{Root: root, Port: freePort(t), Host: "127.0.0.1"},
+			WithExecutable(script), WithStartTimeout(300*time.Millisecond))
+		if !errors.Is(err, ErrStartFailed) || !strings.Contains(err.Error(), "no ready report") || !strings.Contains(err.Error(), "hanging") {
+			t.Fatalf("error %v, want ErrStartFailed with the log tail", err)
+		}
+	})
 	t.Run("foreign directory", func(t *testing.T) {
 		dir := t.TempDir()
 		keep := filepath.Join(dir, "precious")

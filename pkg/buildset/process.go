@@ -145,6 +145,8 @@ func startDaemon(ctx context.Context, l layout) (int, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = r.SetReadDeadline(dl)
 	}
+	// Cancellation (SIGTERM to the module) ends the wait as the deadline does.
+	defer context.AfterFunc(ctx, func() { _ = r.SetReadDeadline(time.Now()) })()
 	msg, rerr := io.ReadAll(io.LimitReader(r, 64<<10))
 	line := strings.TrimSpace(string(msg))
 	switch {
@@ -159,7 +161,7 @@ func startDaemon(ctx context.Context, l layout) (int, error) {
 		// Deadline: the daemon hangs before listening. Do not leave it.
 		_ = cmd.Process.Kill()
 		<-exited
-		return 0, fmt.Errorf("%w: no ready report before the deadline (%v); see %s%s", ErrStartFailed, rerr, l.logFile(), logTail(l))
+		return 0, fmt.Errorf("%w: no ready report before the deadline or cancellation (%v); see %s%s", ErrStartFailed, rerr, l.logFile(), logTail(l))
 	}
 	werr := <-exited
 	return 0, fmt.Errorf("%w: the daemon exited (%v) before it was ready; see %s%s", ErrStartFailed, werr, l.logFile(), logTail(l))
