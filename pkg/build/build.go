@@ -177,10 +177,14 @@ func (b *Builder) Run(ctx context.Context, req *Request) (*Report, error) {
 		}
 	}
 
+	pushHost := ""
+	if req.Registry != nil {
+		pushHost = registryHost(req.Registry)
+	}
 	var plans []*plan
 	var errs []error
 	for i, im := range req.Images {
-		p, err := b.planImage(req, workDir, i, im)
+		p, err := b.planImage(req, workDir, pushHost, i, im)
 		if err != nil {
 			errs = append(errs, err)
 			continue

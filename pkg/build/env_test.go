@@ -109,3 +109,28 @@ func (e *env) digest(t *testing.T, repoTag string) string {
 	}
 	return d.Digest.String()
 }
+
+func (e *env) image(t *testing.T, repoTag string) v1.Image {
+	t.Helper()
+	ref, err := name.ParseReference(e.reg.Host + "/" + repoTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref, e.remoteOp...)
+	if err != nil {
+		t.Fatalf("reading %s: %v", ref, err)
+	}
+	return img
+}
+
+// absent fails t when the registry has repoTag.
+func (e *env) absent(t *testing.T, repoTag string) {
+	t.Helper()
+	ref, err := name.ParseReference(e.reg.Host + "/" + repoTag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := remote.Head(ref, e.remoteOp...); err == nil {
+		t.Errorf("%s was pushed (%s)", repoTag, d.Digest)
+	}
+}

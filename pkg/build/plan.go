@@ -3,6 +3,7 @@ package build
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -53,7 +54,7 @@ var knownArches = []string{"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "
 
 // planImage validates one image and computes what building it means. Every
 // problem is reported at once, each naming what to fix.
-func (b *Builder) planImage(req *Request, workDir string, i int, im zuul.Image) (*plan, error) {
+func (b *Builder) planImage(req *Request, workDir, pushHost string, i int, im zuul.Image) (*plan, error) {
 	p := &plan{index: i, image: im, name: fmt.Sprintf("docker_images[%d] (%s)", i, im.Repository)}
 	var errs []error
 	bad := func(format string, args ...any) {
@@ -178,7 +179,7 @@ func (b *Builder) planImage(req *Request, workDir string, i int, im zuul.Image) 
 			}
 			for _, t := range []string{tag, staging} {
 				if req.Registry != nil {
-					ref := req.Registry.Address() + "/" + zuul.StripDockerIO(repo) + ":" + t
+					ref := pushHost + "/" + zuul.StripDockerIO(repo) + ":" + t
 					if _, err := reference.ParseNamed(ref); err != nil {
 						bad("reference %s is not valid: %v", ref, err)
 					}
@@ -283,4 +284,19 @@ func resolveHome(home, p string) string {
 		return filepath.Clean(p)
 	}
 	return filepath.Join(home, p)
+}
+
+// registryHost is the host:port images are pushed to. buildkitd trusts the
+// registry's CA by that name in buildkitd.toml: use-buildset-registry
+// configures the alias location (zuul-jobs.buildset-registry:<port> for an IP
+// host, mapped in /etc/hosts), ensure-buildkit both names. The alias is used
+// when it resolves on this node, the registry's own address otherwise.
+func registryHost(br *zuul.BuildsetRegistry) string {
+	if br.Alias() == strings.Trim(br.Host, "[]") {
+		return br.Address()
+	}
+	if addrs, err := net.LookupHost(br.Alias()); err == nil && len(addrs) > 0 {
+		return br.Location()
+	}
+	return br.Address()
 }
