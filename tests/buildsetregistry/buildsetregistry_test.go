@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -20,6 +21,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/imagegate/imagegate/pkg/zuul"
 	"github.com/imagegate/imagegate/tests/testenv"
@@ -68,6 +72,12 @@ func playbook(t *testing.T, lib, name string, vars map[string]any) string {
 	if err := os.WriteFile(inv, []byte("localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// An empty configuration: no ansible.cfg of the machine or the
+	// working directory changes what is tested.
+	cfg := filepath.Join(dir, "ansible.cfg")
+	if err := os.WriteFile(cfg, []byte("[defaults]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	b, _ := json.Marshal(vars)
 	varsFile := filepath.Join(dir, "vars.json")
 	if err := os.WriteFile(varsFile, b, 0o600); err != nil {
@@ -84,7 +94,7 @@ func playbook(t *testing.T, lib, name string, vars map[string]any) string {
 		"ANSIBLE_REMOTE_TEMP="+filepath.Join(dir, "remote"),
 		"ANSIBLE_NOCOLOR=1",
 		"ANSIBLE_RETRY_FILES_ENABLED=0",
-		"ANSIBLE_CONFIG=/dev/null",
+		"ANSIBLE_CONFIG="+cfg,
 	)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -148,6 +158,39 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
+// ociImage is an OCI image (manifest, config and layers of the OCI media
+// types, which skopeo's oci: transport requires) of the busybox layer and
+// the given extra layers.
+func ociImage(t *testing.T, extra ...[]byte) v1.Image {
+	t.Helper()
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	for _, l := range append([][]byte{testenv.BusyboxLayer(t)}, extra...) {
+		data := l
+		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(data)), nil
+		}, tarball.WithMediaType(types.OCILayer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, layer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Architecture, cf.OS = "amd64", "linux"
+	cf.Config.Env = []string{"PATH=/bin"}
+	cf.Config.Cmd = []string{"/bin/sh"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
 // ociLayout writes img to a new OCI image layout under tag, for skopeo's
 // oci: transport.
 func ociLayout(t *testing.T, img v1.Image, tag string) string {
@@ -163,6 +206,20 @@ func ociLayout(t *testing.T, img v1.Image, tag string) string {
 	return dir
 }
 
+// authFile writes a containers auth file (the docker config.json format)
+// holding user:password for the registry, so no password is passed on a
+// command line.
+func (r *registry) authFile(t *testing.T, user, password string) string {
+	t.Helper()
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	b, _ := json.Marshal(map[string]any{"auths": map[string]any{r.Location: map[string]string{"auth": auth}}})
+	p := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func skopeo(t *testing.T, args ...string) string {
 	t.Helper()
 	return testenv.Run(t, nil, "skopeo", args...)
@@ -173,26 +230,21 @@ func skopeo(t *testing.T, args ...string) string {
 func (r *registry) crane(t *testing.T, args ...string) string {
 	t.Helper()
 	bin := testenv.Tool(t, "CRANE", "crane")
-	cfg := t.TempDir()
-	auth := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))
-	b, _ := json.Marshal(map[string]any{"auths": map[string]any{r.Location: map[string]string{"auth": auth}}})
-	if err := os.WriteFile(filepath.Join(cfg, "config.json"), b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := filepath.Dir(r.authFile(t, r.Username, r.Password))
 	env := []string{"DOCKER_CONFIG=" + cfg, "SSL_CERT_DIR=" + r.CertDir + ":/etc/ssl/certs"}
 	return strings.TrimSpace(testenv.Run(t, env, bin, args...))
 }
 
 func TestBuildsetRegistryClients(t *testing.T) {
 	r := startRegistry(t)
-	creds := r.Username + ":" + r.Password
+	auth := r.authFile(t, r.Username, r.Password)
 	app := "myorg/app:latest"
 	appRef := r.Location + "/" + app
 
 	// skopeo pushes myorg/app:latest with the credentials...
-	img := testenv.BusyboxImage(t, testenv.FileLayer("etc/imagegate", []byte("buildset "+testenv.RandomString(t, 8))))
+	img := ociImage(t, testenv.FileLayer("etc/imagegate", []byte("buildset "+testenv.RandomString(t, 8))))
 	src := ociLayout(t, img, "latest")
-	skopeo(t, "copy", "--dest-cert-dir", r.CertDir, "--dest-creds", creds, "oci:"+src+":latest", "docker://"+appRef)
+	skopeo(t, "copy", "--dest-cert-dir", r.CertDir, "--dest-authfile", auth, "oci:"+src+":latest", "docker://"+appRef)
 	digest := strings.TrimSpace(skopeo(t, "inspect", "--cert-dir", r.CertDir, "--format", "{{.Digest}}", "docker://"+appRef))
 	if !strings.HasPrefix(digest, "sha256:") {
 		t.Fatalf("digest after push: %q", digest)
@@ -200,7 +252,7 @@ func TestBuildsetRegistryClients(t *testing.T) {
 
 	t.Run("skopeo", func(t *testing.T) {
 		// ...pulls it back anonymously and with the credentials...
-		for _, extra := range [][]string{nil, {"--src-creds", creds}} {
+		for _, extra := range [][]string{nil, {"--src-authfile", auth}} {
 			dst := t.TempDir()
 			args := append([]string{"copy", "--src-cert-dir", r.CertDir}, extra...)
 			skopeo(t, append(args, "docker://"+appRef, "oci:"+dst+":pulled")...)
@@ -225,7 +277,7 @@ func TestBuildsetRegistryClients(t *testing.T) {
 			}
 		}
 		// ...and cannot push without them, or with a wrong password.
-		for _, c := range [][]string{nil, {"--dest-creds", r.Username + ":wrong-" + r.Password}} {
+		for _, c := range [][]string{nil, {"--dest-authfile", r.authFile(t, r.Username, "wrong-"+r.Password)}} {
 			args := append([]string{"copy", "--dest-cert-dir", r.CertDir}, c...)
 			args = append(args, "oci:"+src+":latest", "docker://"+r.Location+"/myorg/denied:latest")
 			if _, err := testenv.RunErr(nil, "skopeo", args...); err == nil {
@@ -309,7 +361,7 @@ func TestBuildsetRegistryClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	basic := base64.StdEncoding.EncodeToString([]byte(creds))
+	basic := base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))
 	if bytes.Contains(log, []byte(r.Password)) || bytes.Contains(log, []byte(basic)) {
 		t.Error("the registry log holds the password")
 	}
