@@ -1,0 +1,101 @@
+// Package clientconf_test proves, with real clients, that the
+// use_buildset_registry module makes them pull speculative images from the
+// buildset registry: dockerd through registry-mirrors, podman through
+// registries.conf, buildkitd through buildkitd.toml and ctr through
+// containerd's hosts.toml. Each client runs in a testenv.Sandbox whose
+// /etc/hosts and certificate directories the module edits at their real
+// default paths; the namespaces' upstream registries are unreachable here,
+// so a successful pull of the expected digest proves the mirror was used.
+package clientconf_test
+
+import (
+	"crypto/rand"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+	"github.com/imagegate/imagegate/tests/testenv"
+)
+
+// Images in the buildset registry, by repository as stored there (the
+// namespace mapping rule: docker.io content without a prefix).
+const (
+	dockerApp = "myorg/app"
+	quayApp   = "quay.io/myorg/app"
+	quayBase  = "quay.io/myorg/base"
+)
+
+type fixture struct {
+	// registry is the buildset_registry module parameter.
+	registry map[string]any
+	// location is zuul-jobs.buildset-registry:<port>.
+	location string
+	// images maps repository to the speculative image pushed there.
+	images map[string]v1.Image
+	digest map[string]string
+	module string
+}
+
+// newFixture starts a TLS registry on the machine's non-loopback address
+// (loopback registries are "insecure" to dockerd, which would then skip
+// certificate checks and prove nothing about the CA), pushes one
+// distinct speculative image per repository, and builds the module.
+func newFixture(t *testing.T, host string) *fixture {
+	t.Helper()
+	reg := testenv.StartDistribution(t, testenv.DistributionOptions{NoAuth: true})
+	f := &fixture{
+		registry: map[string]any{"host": host, "port": reg.Port, "username": "zuul",
+			"password": testenv.RandomString(t, 16), "cert": string(reg.TLS.CA.CertPEM)},
+		location: "zuul-jobs.buildset-registry:" + strconv.Itoa(reg.Port),
+		images:   map[string]v1.Image{},
+		digest:   map[string]string{},
+	}
+	tr := reg.TLS.Client().Transport.(*http.Transport)
+	for _, repo := range []string{dockerApp, quayApp, quayBase} {
+		mark := make([]byte, 16)
+		rand.Read(mark)
+		img := testenv.BusyboxImage(t, testenv.FileLayer("speculative/"+filepath.Base(repo), mark))
+		ref, err := name.ParseReference(net.JoinHostPort(host, strconv.Itoa(reg.Port)) + "/" + repo + ":latest")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := remote.Write(ref, img, remote.WithTransport(tr)); err != nil {
+			t.Fatalf("pushing %s: %v", ref, err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.images[repo], f.digest[repo] = img, d.String()
+	}
+	f.module = ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/use_buildset_registry")
+	return f
+}
+
+// args returns module arguments for the given clients; paths not given are
+// the module's defaults, which the sandbox makes private.
+func (f *fixture) args(clients []string, paths map[string]any) map[string]any {
+	a := map[string]any{"buildset_registry": f.registry, "clients": clients}
+	for k, v := range paths {
+		a[k] = v
+	}
+	return a
+}
+
+// run runs the module inside the sandbox and fails t unless it succeeded
+// with the expected changed value.
+func (f *fixture) run(t *testing.T, sb *testenv.Sandbox, args map[string]any, wantChanged bool) *ansibletest.Output {
+	t.Helper()
+	out := ansibletest.RunBinary(t, sb.Wrap(t, f.module), args)
+	if out.Failed() || out.Changed() != wantChanged {
+		t.Fatalf("module: failed=%v changed=%v (want %v): %s\nstderr: %s", out.Failed(), out.Changed(), wantChanged, out.Stdout, out.Stderr)
+	}
+	return out
+}
