@@ -1,0 +1,834 @@
+// Package filesystem is the storage.Driver that keeps a registry's data in a
+// directory of a local filesystem.
+//
+// On-disk layout, under the root directory given to New:
+//
+//	blobs/<alg>/<hex[:2]>/<hex>          blob content (manifests included), immutable
+//	repositories/<name>/_<table>/<key>   one entry of a repository: the file's content is its value
+//	    _blobs/sha256:<hex>              (empty) the repository holds this blob
+//	    _manifests/sha256:<hex>          the manifest's media type
+//	    _tags/<tag>                      the tagged manifest's digest
+//	    _referrers/<alg>/<hex>/<digest>  descriptor (JSON) of a manifest whose subject is <alg>:<hex>
+//	uploads/<id>/data                    bytes received by an upload session
+//	uploads/<id>/session                 the session record (JSON: repository, size, state, started)
+//	tmp/                                 files and directories being written
+//
+// Repository name components never start with "_", so a table directory
+// cannot be mistaken for a nested repository. Every file and directory that
+// appears under a final name was first written under tmp/, fsynced, then
+// renamed into place, and the parent directory fsynced: a crash leaves
+// either the old state or the new one, never a partial blob, manifest or
+// session record. Upload data is appended in place and fsynced before the
+// session record that counts it is replaced; bytes beyond the recorded size
+// (from a chunk interrupted by a crash) are cut off by the next append or
+// commit. A commit renames the data file to its blob path. Concurrent
+// requests on one session (from this process or another one on the same
+// directory) are serialised with flock(2) on the session's data file.
+package filesystem
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/imagegate/imagegate/pkg/registry/storage"
+)
+
+// Driver is a storage.Driver on a local directory.
+type Driver struct {
+	root       string
+	bufferSize int
+	tmpMaxAge  time.Duration
+	bufs       sync.Pool
+}
+
+var _ storage.Driver = (*Driver)(nil)
+
+// Option configures a Driver.
+type Option func(*Driver)
+
+// WithBufferSize sets the size of the buffer used to copy uploads to disk
+// (default 1 MiB; values under 4 KiB are raised to 4 KiB).
+func WithBufferSize(n int) Option {
+	return func(d *Driver) { d.bufferSize = max(n, 4<<10) }
+}
+
+// WithTempMaxAge sets the age after which New removes leftovers in tmp/
+// from a crashed process (default 1 hour). Other processes sharing the
+// directory may be writing younger files there.
+func WithTempMaxAge(age time.Duration) Option {
+	return func(d *Driver) { d.tmpMaxAge = age }
+}
+
+// New returns a driver storing its data under root, creating the directory
+// (mode 0700) when missing. It fails when root cannot be written.
+func New(root string, opts ...Option) (*Driver, error) {
+	if root == "" {
+		return nil, errors.New("filesystem storage: root directory is empty")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("filesystem storage: root %s: %w", root, err)
+	}
+	d := &Driver{root: abs, bufferSize: 1 << 20, tmpMaxAge: time.Hour}
+	for _, o := range opts {
+		o(d)
+	}
+	d.bufs.New = func() any { b := make([]byte, d.bufferSize); return &b }
+	for _, dir := range []string{"blobs", "repositories", "uploads", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(abs, dir), 0o700); err != nil {
+			return nil, fmt.Errorf("filesystem storage: creating %s: %w", filepath.Join(abs, dir), err)
+		}
+	}
+	probe, err := os.CreateTemp(d.tmpDir(), "probe-*")
+	if err != nil {
+		return nil, fmt.Errorf("filesystem storage: root %s is not writable: %w", abs, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	d.cleanTemp()
+	return d, nil
+}
+
+// Root returns the driver's root directory.
+func (d *Driver) Root() string { return d.root }
+
+func (d *Driver) tmpDir() string { return filepath.Join(d.root, "tmp") }
+
+// cleanTemp removes what crashed writers left in tmp/.
+func (d *Driver) cleanTemp() {
+	entries, err := os.ReadDir(d.tmpDir())
+	if err != nil {
+		return
+	}
+	cutoff := time.Now().Add(-d.tmpMaxAge)
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && info.ModTime().Before(cutoff) {
+			os.RemoveAll(filepath.Join(d.tmpDir(), e.Name()))
+		}
+	}
+}
+
+// blobPath returns the path of blob dg, after validating the digest so that
+// it cannot name anything outside blobs/.
+func (d *Driver) blobPath(dg digest.Digest) (string, error) {
+	if err := dg.Validate(); err != nil {
+		return "", fmt.Errorf("%w: digest %q: %v", storage.ErrInvalid, dg, err)
+	}
+	enc := dg.Encoded()
+	if len(enc) < 2 {
+		return "", fmt.Errorf("%w: digest %q", storage.ErrInvalid, dg)
+	}
+	return filepath.Join(d.root, "blobs", dg.Algorithm().String(), enc[:2], enc), nil
+}
+
+// StatBlob implements storage.Driver.
+func (d *Driver) StatBlob(ctx context.Context, dg digest.Digest) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	p, err := d.blobPath(dg)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0, notFound(err, "blob %s", dg)
+	}
+	return fi.Size(), nil
+}
+
+// OpenBlob implements storage.Driver.
+func (d *Driver) OpenBlob(ctx context.Context, dg digest.Digest, offset, length int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := d.blobPath(dg)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, notFound(err, "blob %s", dg)
+	}
+	if offset == 0 && length < 0 {
+		return f, nil
+	}
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seeking blob %s: %w", dg, err)
+	}
+	if length < 0 {
+		return f, nil
+	}
+	return &limitedFile{Reader: io.LimitReader(f, length), f: f}, nil
+}
+
+type limitedFile struct {
+	io.Reader
+	f *os.File
+}
+
+func (l *limitedFile) Close() error { return l.f.Close() }
+
+// PutBlob implements storage.Driver.
+func (d *Driver) PutBlob(ctx context.Context, dg digest.Digest, size int64, r io.Reader) error {
+	p, err := d.blobPath(dg)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(d.tmpDir(), "blob-*")
+	if err != nil {
+		return fmt.Errorf("writing blob %s: %w", dg, err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	n, err := d.copy(ctx, tmp, r)
+	if err == nil && size >= 0 && n != size {
+		err = fmt.Errorf("%w: blob %s: read %d bytes, expected %d", storage.ErrRangeInvalid, dg, n, size)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing blob %s: %w", dg, err)
+	}
+	if err := d.renameInto(tmp.Name(), p); err != nil {
+		return fmt.Errorf("writing blob %s: %w", dg, err)
+	}
+	return nil
+}
+
+// DeleteBlob implements storage.Driver.
+func (d *Driver) DeleteBlob(ctx context.Context, dg digest.Digest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := d.blobPath(dg)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return notFound(err, "blob %s", dg)
+	}
+	syncDir(filepath.Dir(p))
+	return nil
+}
+
+// WalkBlobs implements storage.Driver.
+func (d *Driver) WalkBlobs(ctx context.Context, fn func(storage.BlobInfo) error) error {
+	base := filepath.Join(d.root, "blobs")
+	algs, err := os.ReadDir(base)
+	if err != nil {
+		return fmt.Errorf("listing blobs: %w", err)
+	}
+	for _, alg := range algs {
+		prefixes, err := os.ReadDir(filepath.Join(base, alg.Name()))
+		if err != nil {
+			continue
+		}
+		for _, prefix := range prefixes {
+			files, err := os.ReadDir(filepath.Join(base, alg.Name(), prefix.Name()))
+			if err != nil {
+				continue
+			}
+			for _, f := range files {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				dg := digest.NewDigestFromEncoded(digest.Algorithm(alg.Name()), f.Name())
+				if dg.Validate() != nil {
+					continue
+				}
+				info, err := f.Info()
+				if err != nil {
+					continue // removed meanwhile
+				}
+				if err := fn(storage.BlobInfo{Digest: dg, Size: info.Size(), ModTime: info.ModTime()}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// entryPath returns the path of key in table of repo, after validating all
+// three.
+func (d *Driver) entryDir(repo string, table storage.Table) (string, error) {
+	if err := storage.ValidateRepository(repo); err != nil {
+		return "", err
+	}
+	if err := storage.ValidateTable(table); err != nil {
+		return "", err
+	}
+	return filepath.Join(d.root, "repositories", filepath.FromSlash(repo), "_"+filepath.FromSlash(string(table))), nil
+}
+
+func (d *Driver) entryPath(repo string, table storage.Table, key string) (string, error) {
+	dir, err := d.entryDir(repo, table)
+	if err != nil {
+		return "", err
+	}
+	if err := storage.ValidateKey(key); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, key), nil
+}
+
+// PutEntry implements storage.Driver.
+func (d *Driver) PutEntry(ctx context.Context, repo string, table storage.Table, key string, value []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := d.entryPath(repo, table, key)
+	if err != nil {
+		return err
+	}
+	if err := d.writeFile(p, value); err != nil {
+		return fmt.Errorf("writing %s %s of %s: %w", table, key, repo, err)
+	}
+	return nil
+}
+
+// GetEntry implements storage.Driver.
+func (d *Driver) GetEntry(ctx context.Context, repo string, table storage.Table, key string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := d.entryPath(repo, table, key)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, notFound(err, "%s %s of %s", table, key, repo)
+	}
+	return b, nil
+}
+
+// DeleteEntry implements storage.Driver.
+func (d *Driver) DeleteEntry(ctx context.Context, repo string, table storage.Table, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := d.entryPath(repo, table, key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil {
+		return notFound(err, "%s %s of %s", table, key, repo)
+	}
+	syncDir(filepath.Dir(p))
+	d.removeEmptyDirs(filepath.Dir(p), filepath.Join(d.root, "repositories"))
+	return nil
+}
+
+// ListEntries implements storage.Driver. A directory listing reflects
+// deletes immediately, so nothing needs confirming.
+func (d *Driver) ListEntries(ctx context.Context, repo string, table storage.Table, after string, n int) ([]storage.Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir, err := d.entryDir(repo, table)
+	if err != nil {
+		return nil, err
+	}
+	des, err := os.ReadDir(dir) // sorted by name
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("listing %s of %s: %w", table, repo, err)
+	}
+	var out []storage.Entry
+	for _, de := range des {
+		if n >= 0 && len(out) >= n {
+			break
+		}
+		name := de.Name()
+		if name <= after || storage.ValidateKey(name) != nil || de.IsDir() {
+			continue
+		}
+		info, err := de.Info()
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		out = append(out, storage.Entry{Key: name, ModTime: info.ModTime()})
+	}
+	return out, nil
+}
+
+// Repositories implements storage.Driver.
+func (d *Driver) Repositories(ctx context.Context, after string, n int) ([]string, error) {
+	var names []string
+	var walk func(dir, prefix string) error
+	walk = func(dir, prefix string) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		des, err := os.ReadDir(dir)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return fmt.Errorf("listing repositories: %w", err)
+		}
+		for _, de := range des {
+			if !de.IsDir() || strings.HasPrefix(de.Name(), "_") {
+				continue
+			}
+			name := prefix + de.Name()
+			sub := filepath.Join(dir, de.Name())
+			if hasEntries(filepath.Join(sub, "_manifests")) {
+				names = append(names, name)
+			}
+			if err := walk(sub, name+"/"); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(filepath.Join(d.root, "repositories"), ""); err != nil {
+		return nil, err
+	}
+	slices.Sort(names)
+	start, _ := slices.BinarySearch(names, after)
+	for start < len(names) && names[start] <= after {
+		start++
+	}
+	names = names[start:]
+	if n >= 0 && len(names) > n {
+		names = names[:n]
+	}
+	return names, nil
+}
+
+func hasEntries(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	return len(names) > 0
+}
+
+// session is the JSON record of an upload session.
+type session struct {
+	Repository string    `json:"repository"`
+	Size       int64     `json:"size"`
+	State      []byte    `json:"state"`
+	Started    time.Time `json:"started"`
+}
+
+var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+func (d *Driver) uploadDir(id string) (string, error) {
+	if !uploadIDRE.MatchString(id) {
+		return "", fmt.Errorf("%w: %q", storage.ErrUploadUnknown, id)
+	}
+	return filepath.Join(d.root, "uploads", id), nil
+}
+
+// newUUID returns a random (version 4) UUID: 122 random bits.
+func newUUID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+}
+
+// NewUpload implements storage.Driver. The session directory is built in
+// tmp/ and renamed into uploads/, so a session appears whole or not at all.
+func (d *Driver) NewUpload(ctx context.Context, repo string, state []byte) (storage.Upload, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Upload{}, err
+	}
+	if err := storage.ValidateRepository(repo); err != nil {
+		return storage.Upload{}, err
+	}
+	id, err := newUUID()
+	if err != nil {
+		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
+	}
+	up := storage.Upload{ID: id, Repository: repo, State: state, Started: time.Now().UTC()}
+	tmp, err := os.MkdirTemp(d.tmpDir(), "upload-*")
+	if err != nil {
+		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
+	}
+	fail := func(err error) (storage.Upload, error) {
+		os.RemoveAll(tmp)
+		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
+	}
+	data, err := os.OpenFile(filepath.Join(tmp, "data"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fail(err)
+	}
+	data.Close()
+	if err := writeSession(filepath.Join(tmp, "session"), up); err != nil {
+		return fail(err)
+	}
+	syncDir(tmp)
+	dir := filepath.Join(d.root, "uploads", id)
+	if err := os.Rename(tmp, dir); err != nil {
+		return fail(err)
+	}
+	syncDir(filepath.Dir(dir))
+	return up, nil
+}
+
+func writeSession(path string, up storage.Upload) error {
+	b, err := json.Marshal(session{Repository: up.Repository, Size: up.Size, State: up.State, Started: up.Started})
+	if err != nil {
+		return err
+	}
+	return writeFileSync(path, b)
+}
+
+func (d *Driver) readSession(id, dir string) (storage.Upload, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "session"))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return storage.Upload{}, fmt.Errorf("%w: %s", storage.ErrUploadUnknown, id)
+		}
+		return storage.Upload{}, fmt.Errorf("reading upload %s: %w", id, err)
+	}
+	var s session
+	if err := json.Unmarshal(b, &s); err != nil {
+		return storage.Upload{}, fmt.Errorf("reading upload %s: %w", id, err)
+	}
+	return storage.Upload{ID: id, Repository: s.Repository, Size: s.Size, State: s.State, Started: s.Started}, nil
+}
+
+// GetUpload implements storage.Driver.
+func (d *Driver) GetUpload(ctx context.Context, id string) (storage.Upload, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Upload{}, err
+	}
+	dir, err := d.uploadDir(id)
+	if err != nil {
+		return storage.Upload{}, err
+	}
+	return d.readSession(id, dir)
+}
+
+// lockUpload opens the session's data file and takes an exclusive flock on
+// it, then reads the session record. The caller closes the file, which
+// releases the lock.
+func (d *Driver) lockUpload(id string) (*os.File, storage.Upload, string, error) {
+	dir, err := d.uploadDir(id)
+	if err != nil {
+		return nil, storage.Upload{}, "", err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_RDWR, 0)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, storage.Upload{}, "", fmt.Errorf("%w: %s", storage.ErrUploadUnknown, id)
+		}
+		return nil, storage.Upload{}, "", fmt.Errorf("opening upload %s: %w", id, err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, storage.Upload{}, "", fmt.Errorf("locking upload %s: %w", id, err)
+	}
+	// The session may have been committed or aborted while we waited.
+	up, err := d.readSession(id, dir)
+	if err != nil {
+		f.Close()
+		return nil, storage.Upload{}, "", err
+	}
+	return f, up, dir, nil
+}
+
+// AppendUpload implements storage.Driver.
+func (d *Driver) AppendUpload(ctx context.Context, id string, offset, length int64, r io.Reader, state func(size int64) ([]byte, error)) (storage.Upload, error) {
+	if err := ctx.Err(); err != nil {
+		return storage.Upload{}, err
+	}
+	f, up, dir, err := d.lockUpload(id)
+	if err != nil {
+		return storage.Upload{}, err
+	}
+	defer f.Close()
+	if offset != up.Size {
+		return up, fmt.Errorf("%w: upload %s holds %d bytes, chunk starts at %d", storage.ErrRangeInvalid, id, up.Size, offset)
+	}
+	// Cut off bytes a crashed or failed append left beyond the record.
+	if err := f.Truncate(up.Size); err != nil {
+		return up, fmt.Errorf("appending to upload %s: %w", id, err)
+	}
+	if _, err := f.Seek(up.Size, io.SeekStart); err != nil {
+		return up, fmt.Errorf("appending to upload %s: %w", id, err)
+	}
+	n, err := d.copy(ctx, f, r)
+	if err == nil && length >= 0 && n != length {
+		err = fmt.Errorf("%w: chunk of %d bytes, expected %d", storage.ErrRangeInvalid, n, length)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	var st []byte
+	if err == nil {
+		st, err = state(up.Size + n)
+	}
+	if err == nil {
+		next := up
+		next.Size, next.State = up.Size+n, st
+		if err = writeSession(filepath.Join(dir, "session"), next); err == nil {
+			return next, nil
+		}
+	}
+	_ = f.Truncate(up.Size)
+	return up, fmt.Errorf("appending to upload %s: %w", id, err)
+}
+
+// CommitUpload implements storage.Driver.
+func (d *Driver) CommitUpload(ctx context.Context, id string, size int64, dg digest.Digest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := d.blobPath(dg)
+	if err != nil {
+		return err
+	}
+	f, up, dir, err := d.lockUpload(id)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if up.Size != size {
+		return fmt.Errorf("%w: upload %s holds %d bytes, commit expects %d", storage.ErrRangeInvalid, id, up.Size, size)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("committing upload %s: %w", id, err)
+	}
+	if fi.Size() < size {
+		return fmt.Errorf("committing upload %s: data holds %d bytes, session records %d", id, fi.Size(), size)
+	}
+	if fi.Size() > size {
+		if err := f.Truncate(size); err != nil {
+			return fmt.Errorf("committing upload %s: %w", id, err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("committing upload %s: %w", id, err)
+		}
+	}
+	if _, err := os.Stat(p); err != nil {
+		// Appends fsynced the data; the rename makes it the blob.
+		if err := d.renameInto(filepath.Join(dir, "data"), p); err != nil {
+			return fmt.Errorf("committing upload %s: %w", id, err)
+		}
+	}
+	if err := d.removeUploadDir(dir); err != nil {
+		return fmt.Errorf("committing upload %s: %w", id, err)
+	}
+	return nil
+}
+
+// removeUploadDir removes the session record first, so a waiter on the lock
+// sees the session gone, then the rest.
+func (d *Driver) removeUploadDir(dir string) error {
+	if err := os.Remove(filepath.Join(dir, "session")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(dir))
+	return nil
+}
+
+// AbortUpload implements storage.Driver.
+func (d *Driver) AbortUpload(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, _, dir, err := d.lockUpload(id)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return d.removeUploadDir(dir)
+}
+
+// WalkUploads implements storage.Driver.
+func (d *Driver) WalkUploads(ctx context.Context, fn func(storage.Upload) error) error {
+	des, err := os.ReadDir(filepath.Join(d.root, "uploads"))
+	if err != nil {
+		return fmt.Errorf("listing uploads: %w", err)
+	}
+	for _, de := range des {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		dir, err := d.uploadDir(de.Name())
+		if err != nil {
+			continue
+		}
+		up, err := d.readSession(de.Name(), dir)
+		if err != nil {
+			continue
+		}
+		if err := fn(up); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copy copies r to w with a pooled buffer, checking ctx between reads.
+func (d *Driver) copy(ctx context.Context, w io.Writer, r io.Reader) (int64, error) {
+	bp := d.bufs.Get().(*[]byte)
+	defer d.bufs.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		m, rerr := io.ReadFull(r, buf)
+		if m > 0 {
+			if _, werr := w.Write(buf[:m]); werr != nil {
+				return n, werr
+			}
+			n += int64(m)
+		}
+		switch rerr {
+		case nil:
+		case io.EOF, io.ErrUnexpectedEOF:
+			return n, nil
+		default:
+			return n, rerr
+		}
+	}
+}
+
+// writeFile writes data to path atomically: a temporary file in tmp/,
+// fsynced, renamed into place.
+func (d *Driver) writeFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(d.tmpDir(), "entry-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return d.renameInto(tmp.Name(), path)
+}
+
+// renameInto renames src to dst, creating dst's directory, and fsyncs that
+// directory. A concurrent removeEmptyDirs may delete the directory between
+// its creation and the rename: retry then.
+func (d *Driver) renameInto(src, dst string) error {
+	dir := filepath.Dir(dst)
+	var err error
+	for range 5 {
+		if err = os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if err = os.Rename(src, dst); err == nil {
+			syncDir(dir)
+			return nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if _, serr := os.Stat(src); serr != nil {
+			return err
+		}
+	}
+	return err
+}
+
+// removeEmptyDirs removes dir and its parents up to (not including) stop
+// while they are empty. A directory a writer recreates meanwhile is
+// handled by renameInto's retry.
+func (d *Driver) removeEmptyDirs(dir, stop string) {
+	for dir != stop && strings.HasPrefix(dir, stop+string(filepath.Separator)) {
+		if err := os.Remove(dir); err != nil {
+			return
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// writeFileSync writes data to path through a temporary file in the same
+// directory, fsynced and renamed over path.
+func writeFileSync(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(path))
+	return nil
+}
+
+// syncDir fsyncs a directory so that renames and removals in it are
+// durable. Errors are ignored: some filesystems refuse fsync on
+// directories, and the operation itself has succeeded.
+func syncDir(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		_ = f.Sync()
+		f.Close()
+	}
+}
+
+// notFound maps a missing file to storage.ErrNotFound.
+func notFound(err error, format string, args ...any) error {
+	what := fmt.Sprintf(format, args...)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return fmt.Errorf("%s: %w", what, storage.ErrNotFound)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
