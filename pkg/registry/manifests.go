@@ -32,8 +32,8 @@ var nonDistributable = map[string]bool{
 	"application/vnd.oci.image.layer.nondistributable.v1.tar":      true,
 	"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": true,
 	"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": true,
-	"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":     true,
-	"application/vnd.docker.image.rootfs.foreign.diff.tar":          true,
+	"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":    true,
+	"application/vnd.docker.image.rootfs.foreign.diff.tar":         true,
 }
 
 // descriptor is the part of an OCI descriptor the registry reads.
