@@ -207,3 +207,33 @@ func readOCITar(t *testing.T, tarPath, dir string) v1.Image {
 	}
 	return img
 }
+
+// TestCtrPullsThroughHostsTOML: ctr, given the module's certs.d as
+// --hosts-dir, pulls quay.io/myorg/app (override_path mirror
+// https://<location>/v2/quay.io) and docker.io/myorg/app (mirror
+// https://<location>/v2) from the buildset registry.
+func TestCtrPullsThroughHostsTOML(t *testing.T) {
+	f := newFixture(t, testenv.LocalIP())
+	sb := testenv.NewSandbox(t, "/etc/hosts", "/etc/containerd")
+	certs := "/etc/containerd/certs.d" // inside the sandbox: a private copy
+	args := f.args([]string{"containerd"}, map[string]any{})
+	out := f.run(t, sb, args, true)
+	if files, _ := out.Result["files"].([]any); len(files) != 6 {
+		t.Errorf("files %v, want /etc/hosts, the CA and four hosts.toml", files)
+	}
+	if _, err := os.Stat(filepath.Join(sb.Path("/etc/containerd"), "certs.d", "quay.io", "hosts.toml")); err != nil {
+		t.Fatalf("hosts.toml not in the sandbox's copy: %v", err)
+	}
+	f.run(t, sb, args, false)
+
+	c := testenv.StartContainerd(t)
+	for _, repo := range []string{quayApp, "docker.io/" + dockerApp} {
+		ref := repo + ":latest"
+		sb.Run(t, nil, "ctr", "--address", c.Address, "images", "pull", "--hosts-dir", certs, ref)
+		got := c.Ctr(t, "images", "ls", "name=="+ref)
+		stored := strings.TrimPrefix(repo, "docker.io/")
+		if !strings.Contains(got, f.digest[stored]) {
+			t.Errorf("ctr pulled %s:\n%s\nwant the speculative %s", ref, got, f.digest[stored])
+		}
+	}
+}
