@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -205,52 +206,171 @@ func (r *Registry) ping(ctx context.Context) (*transport.Challenge, error) {
 // pull access, and push (and delete) access if push is true. Credentials
 // are checked here: wrong ones fail with an error matching ErrDenied.
 func (r *Registry) Repository(ctx context.Context, repo string, push bool) (*Repository, error) {
-	if repo == "" || strings.ContainsAny(repo, ":@ ") || strings.HasPrefix(repo, "/") || strings.HasSuffix(repo, "/") {
-		return nil, fmt.Errorf("repository %q: not a valid repository name", repo)
+	m, err := r.Repositories(ctx, []string{repo}, push)
+	if err != nil {
+		return nil, err
 	}
-	key := repo + "|" + strconv.FormatBool(push)
+	return m[repo], nil
+}
+
+// Repositories returns clients for several repositories at once. With a
+// token service, one token carries the scopes of every repository (the
+// token specification allows several scope parameters), so promoting 20
+// images costs one token request, not 20; a repository the token does not
+// cover gets a token of its own.
+func (r *Registry) Repositories(ctx context.Context, repos []string, push bool) (map[string]*Repository, error) {
+	out := map[string]*Repository{}
+	var todo []string
 	r.mu.Lock()
-	if p, ok := r.repos[key]; ok {
-		r.mu.Unlock()
-		return p, nil
+	for _, repo := range repos {
+		if repo == "" || strings.ContainsAny(repo, ":@ ") || strings.HasPrefix(repo, "/") || strings.HasSuffix(repo, "/") {
+			r.mu.Unlock()
+			return nil, fmt.Errorf("repository %q: not a valid repository name", repo)
+		}
+		if p, ok := r.repos[repoKey(repo, push)]; ok {
+			out[repo] = p
+		} else if _, dup := out[repo]; !dup {
+			todo = append(todo, repo)
+			out[repo] = nil
+		}
 	}
 	r.mu.Unlock()
+	if len(todo) == 0 {
+		return out, nil
+	}
 	ch, err := r.ping(ctx)
 	if err != nil {
 		return nil, err
 	}
-	rt := r.base
+	actions := "pull"
+	if push {
+		actions = "pull,push"
+	}
+	scopes := func(names []string) []string {
+		var s []string
+		for _, n := range names {
+			s = append(s, "repository:"+n+":"+actions)
+		}
+		return s
+	}
 	switch strings.ToLower(ch.Scheme) {
 	case "":
+		for _, repo := range todo {
+			out[repo] = r.newRepository(repo, push, r.base, nil)
+		}
 	case "bearer":
-		actions := "pull"
-		if push {
-			actions = "pull,push"
-		}
-		tok, err := transport.Exchange(ctx, r.reg, r.auth, r.base, []string{"repository:" + repo + ":" + actions}, ch)
+		tok, err := transport.Exchange(ctx, r.reg, r.auth, r.base, scopes(todo), ch)
 		if err != nil {
-			return nil, authError(fmt.Sprintf("getting a token for %s/%s", r.host, repo), err)
+			return nil, authError(fmt.Sprintf("getting a token for %s", r.host), err)
 		}
-		if rt, err = transport.FromToken(r.reg, r.auth, r.base, ch, tok); err != nil {
-			return nil, err
+		grants := tokenGrants(tok)
+		for _, repo := range todo {
+			t := tok
+			if grants != nil && !grants.allows(repo, push) && len(todo) > 1 {
+				// Not covered by the shared token: ask for this one alone.
+				if t, err = transport.Exchange(ctx, r.reg, r.auth, r.base, scopes([]string{repo}), ch); err != nil {
+					return nil, authError(fmt.Sprintf("getting a token for %s/%s", r.host, repo), err)
+				}
+			}
+			rt, err := transport.FromToken(r.reg, r.auth, r.base, ch, t)
+			if err != nil {
+				return nil, err
+			}
+			out[repo] = r.newRepository(repo, push, rt, tokenGrants(t))
 		}
 	default:
-		if rt, err = transport.FromToken(r.reg, r.auth, r.base, ch, nil); err != nil {
+		rt, err := transport.FromToken(r.reg, r.auth, r.base, ch, nil)
+		if err != nil {
 			return nil, err
 		}
 		if err := r.checkBasic(ctx, rt); err != nil {
 			return nil, err
 		}
+		for _, repo := range todo {
+			out[repo] = r.newRepository(repo, push, rt, nil)
+		}
 	}
-	p := &Repository{reg: r, name: repo, hc: &http.Client{Transport: rt, CheckRedirect: noRedirect, Timeout: defaultRequestDeadline}}
 	r.mu.Lock()
-	if q, ok := r.repos[key]; ok {
-		p = q
-	} else {
-		r.repos[key] = p
+	for _, repo := range todo {
+		key := repoKey(repo, push)
+		if q, ok := r.repos[key]; ok {
+			out[repo] = q
+		} else {
+			r.repos[key] = out[repo]
+		}
 	}
 	r.mu.Unlock()
-	return p, nil
+	return out, nil
+}
+
+func repoKey(repo string, push bool) string { return repo + "|" + strconv.FormatBool(push) }
+
+func (r *Registry) newRepository(repo string, push bool, rt http.RoundTripper, g grants) *Repository {
+	p := &Repository{reg: r, name: repo, hc: &http.Client{Transport: rt, CheckRedirect: noRedirect, Timeout: defaultRequestDeadline}}
+	if g != nil {
+		p.grantsKnown = true
+		p.pushGranted = g.allows(repo, true)
+		p.pullGranted = g.allows(repo, false)
+	}
+	return p
+}
+
+// grants are the access claims of a registry token: repository name to
+// actions.
+type grants map[string]map[string]bool
+
+func (g grants) allows(repo string, push bool) bool {
+	a := g[repo]
+	if a["*"] {
+		return true
+	}
+	return a["pull"] && (!push || a["push"])
+}
+
+// tokenGrants reads the access claim of a registry token, when the token
+// is a JWT as the Docker token specification describes ("access": [{"type":
+// "repository", "name", "actions"}]). It returns nil when the token is
+// opaque: then nothing is known. The signature is not checked; the
+// registry does that, and the claim only spares a request.
+func tokenGrants(tok *transport.Token) grants {
+	if tok == nil {
+		return nil
+	}
+	raw := tok.Token
+	if raw == "" {
+		raw = tok.AccessToken
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return nil
+	}
+	var claims struct {
+		Access *[]struct {
+			Type    string   `json:"type"`
+			Name    string   `json:"name"`
+			Actions []string `json:"actions"`
+		} `json:"access"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.Access == nil {
+		return nil
+	}
+	g := grants{}
+	for _, a := range *claims.Access {
+		if a.Type != "repository" {
+			continue
+		}
+		if g[a.Name] == nil {
+			g[a.Name] = map[string]bool{}
+		}
+		for _, act := range a.Actions {
+			g[a.Name][act] = true
+		}
+	}
+	return g
 }
 
 // checkBasic verifies Basic credentials once per registry: unlike a token
@@ -301,7 +421,14 @@ type Repository struct {
 	reg  *Registry
 	name string
 	hc   *http.Client
+
+	grantsKnown, pushGranted, pullGranted bool
 }
+
+// PushGranted reports what the registry's token says of push access: known
+// is false when the token does not say (an opaque token, Basic
+// authentication); then only CheckPush can tell.
+func (p *Repository) PushGranted() (granted, known bool) { return p.pushGranted, p.grantsKnown }
 
 // Name is the repository's name.
 func (p *Repository) Name() string { return p.name }

@@ -1,0 +1,113 @@
+package publish
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/imagegate/imagegate/pkg/dockerhub"
+)
+
+// DockerHub is the docker_registry value that means Docker Hub.
+const DockerHub = "docker.io"
+
+// Docker Hub's endpoints: the registry API, and the web API for tags.
+const (
+	DockerHubRegistry = "registry-1.docker.io"
+	DockerHubAPI      = dockerhub.DefaultURL
+)
+
+// Target is the registry images are published to.
+type Target struct {
+	// Registry is docker_registry: "docker.io" (the default; "" and
+	// Docker Hub's other names mean the same) or the host[:port] of any
+	// OCI registry. It names the images in results.
+	Registry string
+	// URL is where the registry API is reached, https://host[:port]. The
+	// default is https://registry-1.docker.io for Docker Hub and
+	// https://<Registry> otherwise. A mirror, a proxy or a test emulation
+	// sets it.
+	URL string
+	// HubURL is Docker Hub's web API, for Docker Hub only (default
+	// https://hub.docker.com).
+	HubURL string
+	// CA holds PEM certificates to trust for URL and HubURL, on top of
+	// the system roots.
+	CA []byte
+}
+
+// target is a Target checked and resolved.
+type target struct {
+	hub    bool
+	name   string // docker.io, or the registry as given
+	host   string // host[:port] of the registry API
+	hubURL string
+	ca     []byte
+}
+
+func (t Target) resolve() (*target, error) {
+	r := strings.ToLower(strings.TrimSpace(t.Registry))
+	out := &target{ca: t.CA}
+	switch r {
+	case "", "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com":
+		out.hub, out.name, out.host, out.hubURL = true, DockerHub, DockerHubRegistry, DockerHubAPI
+	default:
+		if strings.Contains(r, "://") || strings.ContainsAny(r, "/@ ?#") {
+			return nil, fmt.Errorf("docker_registry %q: give the registry as host[:port] (like quay.io or registry.example.org:5000), "+
+				"with no scheme or path; to reach its API at another URL, set docker_registry_url", t.Registry)
+		}
+		if _, err := name.NewRegistry(r, name.StrictValidation); err != nil {
+			return nil, fmt.Errorf("docker_registry %q is not a registry host: %v", t.Registry, err)
+		}
+		out.name, out.host = r, r
+	}
+	if t.URL != "" {
+		host, err := httpsHost("docker_registry_url", t.URL)
+		if err != nil {
+			return nil, err
+		}
+		out.host = host
+	}
+	if t.HubURL != "" {
+		if !out.hub {
+			return nil, fmt.Errorf("docker_hub_url is set but docker_registry %q is not Docker Hub: other registries delete tags through the registry API", t.Registry)
+		}
+		if _, err := httpsHost("docker_hub_url", t.HubURL); err != nil {
+			return nil, err
+		}
+		out.hubURL = strings.TrimRight(t.HubURL, "/")
+	}
+	return out, nil
+}
+
+// httpsHost checks an https://host[:port] URL and returns host[:port].
+func httpsHost(param, raw string) (string, error) {
+	u, err := url.Parse(strings.TrimRight(raw, "/"))
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.Path != "" || u.User != nil || u.RawQuery != "" {
+		return "", fmt.Errorf("%s %q: must be https://<host>[:<port>] (TLS only; no path, query or credentials)", param, raw)
+	}
+	return u.Host, nil
+}
+
+// repository returns the repository name in the target registry for an
+// image's repository: Docker Hub's <namespace>/<name> (library/ for a
+// single name), or the name as given elsewhere.
+func (t *target) repository(repo string) (string, error) {
+	if t.hub {
+		ns, n, err := dockerhub.SplitRepository(repo)
+		if err != nil {
+			return "", err
+		}
+		return ns + "/" + n, nil
+	}
+	r := strings.TrimPrefix(repo, t.name+"/")
+	if _, err := name.NewRepository(t.name+"/"+r, name.StrictValidation); err != nil {
+		return "", fmt.Errorf("repository %q is not a valid repository name: %v", repo, err)
+	}
+	return r, nil
+}
+
+// ref names repo:tag in the target as users know it: docker.io/myorg/app:latest.
+func (t *target) ref(repo, tag string) string { return t.name + "/" + repo + ":" + tag }
