@@ -19,8 +19,16 @@ import (
 // TestDockerdPullsThroughMirror: a running dockerd with a site mirror
 // already configured is reloaded by the module (SIGHUP, no restart) and
 // pulls myorg/app from the buildset registry, the site mirror kept after it.
+// The registry is on an IPv6 address too, where the alias matters most:
+// docker cannot parse [v6]:port/repo references (moby#39033).
 func TestDockerdPullsThroughMirror(t *testing.T) {
-	f := newFixture(t, testenv.LocalIP())
+	for _, family := range []string{"ipv4", "ipv6"} {
+		t.Run(family, func(t *testing.T) { testDockerd(t, localAddr(t, family)) })
+	}
+}
+
+func testDockerd(t *testing.T, host string) {
+	f := newFixture(t, host)
 	sb := testenv.NewSandbox(t, "/etc/hosts", "/etc/docker/certs.d", "/etc/containers/certs.d")
 	// dockerd's resolver caches /etc/hosts for 5 s, so the alias is
 	// written before it starts, by a first run configuring another client.
@@ -83,7 +91,13 @@ func podman(t *testing.T, sb *testenv.Sandbox, dir, conf string, args ...string)
 // mirrors the module put in registries.conf, trusting the CA from
 // /etc/containers/certs.d. The existing configuration is kept.
 func TestPodmanPullsThroughRegistriesConf(t *testing.T) {
-	f := newFixture(t, testenv.LocalIP())
+	for _, family := range []string{"ipv4", "ipv6"} {
+		t.Run(family, func(t *testing.T) { testPodman(t, localAddr(t, family)) })
+	}
+}
+
+func testPodman(t *testing.T, host string) {
+	f := newFixture(t, host)
 	sb := testenv.NewSandbox(t, "/etc/hosts", "/etc/containers/certs.d", "/etc/docker/certs.d")
 	dir := testenv.ShortTempDir(t)
 	conf := filepath.Join(dir, "registries.conf")

@@ -10,17 +10,22 @@ package clientconf_test
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+	"github.com/imagegate/imagegate/pkg/pki"
+	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
@@ -43,30 +48,56 @@ type fixture struct {
 	module string
 }
 
-// newFixture starts a TLS registry on the machine's non-loopback address
-// (loopback registries are "insecure" to dockerd, which would then skip
-// certificate checks and prove nothing about the CA), pushes one
-// distinct speculative image per repository, and builds the module.
+// newFixture starts imagegate's registry (registrytest: TLS, a write user,
+// anonymous reads) served on host, the machine's non-loopback address:
+// loopback registries are "insecure" to dockerd, which would then skip
+// certificate checks and prove nothing about the CA. It pushes one distinct
+// speculative image per repository and builds the module.
 func newFixture(t *testing.T, host string) *fixture {
 	t.Helper()
-	reg := testenv.StartDistribution(t, testenv.DistributionOptions{NoAuth: true})
+	rg := registrytest.New(t)
+	ca, err := pki.NewCA("clientconf test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ca.Issue(pki.HostNames(host), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := sc.TLSCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatalf("listening on %s: %v", host, err)
+	}
+	srv := &http.Server{Handler: rg.Handler, ReadHeaderTimeout: 30 * time.Second,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+	go srv.ServeTLS(l, "", "")
+	t.Cleanup(func() { srv.Close() })
+	port := l.Addr().(*net.TCPAddr).Port
+
 	f := &fixture{
-		registry: map[string]any{"host": host, "port": reg.Port, "username": "zuul",
-			"password": testenv.RandomString(t, 16), "cert": string(reg.TLS.CA.CertPEM)},
-		location: "zuul-jobs.buildset-registry:" + strconv.Itoa(reg.Port),
+		registry: map[string]any{"host": host, "port": port, "username": rg.Username,
+			"password": rg.Password, "cert": string(ca.CertPEM)},
+		location: "zuul-jobs.buildset-registry:" + strconv.Itoa(port),
 		images:   map[string]v1.Image{},
 		digest:   map[string]string{},
 	}
-	tr := reg.TLS.Client().Transport.(*http.Transport)
+	pool, _ := pki.CertPool(ca.CertPEM)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	auth := remote.WithAuth(&authn.Basic{Username: rg.Username, Password: rg.Password})
 	for _, repo := range []string{dockerApp, quayApp, quayBase} {
 		mark := make([]byte, 16)
 		rand.Read(mark)
 		img := testenv.BusyboxImage(t, testenv.FileLayer("speculative/"+filepath.Base(repo), mark))
-		ref, err := name.ParseReference(net.JoinHostPort(host, strconv.Itoa(reg.Port)) + "/" + repo + ":latest")
+		ref, err := name.ParseReference(net.JoinHostPort(host, strconv.Itoa(port)) + "/" + repo + ":latest")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := remote.Write(ref, img, remote.WithTransport(tr)); err != nil {
+		if err := remote.Write(ref, img, remote.WithTransport(tr), auth); err != nil {
 			t.Fatalf("pushing %s: %v", ref, err)
 		}
 		d, err := img.Digest()
@@ -98,4 +129,26 @@ func (f *fixture) run(t *testing.T, sb *testenv.Sandbox, args map[string]any, wa
 		t.Fatalf("module: failed=%v changed=%v (want %v): %s\nstderr: %s", out.Failed(), out.Changed(), wantChanged, out.Stdout, out.Stderr)
 	}
 	return out
+}
+
+// localAddr returns a non-loopback, non-link-local address of this machine
+// in the given family ("ipv4" or "ipv6"). A machine without one cannot run
+// these tests: that is a setup failure, not a skip.
+func localAddr(t *testing.T, family string) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if (ipn.IP.To4() != nil) == (family == "ipv4") {
+			return ipn.IP.String()
+		}
+	}
+	t.Fatalf("this machine has no non-loopback %s address (interfaces: %v)", family, addrs)
+	return ""
 }
