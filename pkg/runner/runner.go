@@ -1,0 +1,551 @@
+package runner
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Runner runs queues of changes. Create it with New.
+type Runner struct {
+	ansiblePlaybook string
+	ansibleArgs     []string
+	workDir         string
+	pluginDir       string
+	concurrency     int
+	maxAttempts     int
+	log             *slog.Logger
+	progress        io.Writer
+	stream          io.Writer
+	sources         []*Source
+	env             []string
+	hostname        string
+	nodeAddr        string
+}
+
+// Option configures a Runner.
+type Option func(*Runner) error
+
+// WithWorkDir sets the directory that holds the build directories
+// (builds/<uuid>/{ansible,work}). Default: a new directory under the
+// system temporary directory. It is created with mode 0700.
+func WithWorkDir(dir string) Option {
+	return func(r *Runner) error {
+		if dir == "" {
+			return errors.New("work directory is empty")
+		}
+		r.workDir = dir
+		return nil
+	}
+}
+
+// WithConfig adds configuration projects (directories with zuul.d/,
+// playbooks/ and roles/), such as the imagegate release tree. Default: none
+// besides those of the queue file.
+func WithConfig(srcs ...*Source) Option {
+	return func(r *Runner) error {
+		for _, s := range srcs {
+			if s.Project == "" || s.Root == "" {
+				return fmt.Errorf("config project needs a name and a root directory (%+v)", *s)
+			}
+			if st, err := os.Stat(s.Root); err != nil || !st.IsDir() {
+				return fmt.Errorf("config project %s: %s is not a directory", s.Project, s.Root)
+			}
+			r.sources = append(r.sources, s)
+		}
+		return nil
+	}
+}
+
+// WithAnsiblePlaybook sets the ansible-playbook executable. Default:
+// ansible-playbook from PATH.
+func WithAnsiblePlaybook(path string) Option {
+	return func(r *Runner) error { r.ansiblePlaybook = path; return nil }
+}
+
+// WithAnsibleArgs adds arguments to every ansible-playbook run (for example
+// -v). Default: none.
+func WithAnsibleArgs(args ...string) Option {
+	return func(r *Runner) error { r.ansibleArgs = append(r.ansibleArgs, args...); return nil }
+}
+
+// WithEnv adds environment variables (KEY=value) to every ansible-playbook
+// run. Default: the runner's own environment only.
+func WithEnv(env ...string) Option {
+	return func(r *Runner) error {
+		for _, e := range env {
+			if !strings.Contains(e, "=") {
+				return fmt.Errorf("environment entry %q is not KEY=value", e)
+			}
+		}
+		r.env = append(r.env, env...)
+		return nil
+	}
+}
+
+// WithConcurrency sets how many builds of one change run at once.
+// Default: 1, which keeps the output readable and the machine calm.
+func WithConcurrency(n int) Option {
+	return func(r *Runner) error {
+		if n < 1 {
+			return fmt.Errorf("concurrency %d: must be at least 1", n)
+		}
+		r.concurrency = n
+		return nil
+	}
+}
+
+// WithMaxAttempts caps job.attempts (Zuul retries a job whose pre-run
+// failed). Default: 1, so a pre-run failure is reported at once.
+func WithMaxAttempts(n int) Option {
+	return func(r *Runner) error {
+		if n < 1 {
+			return fmt.Errorf("max attempts %d: must be at least 1", n)
+		}
+		r.maxAttempts = n
+		return nil
+	}
+}
+
+// WithLogger sets the logger. Default: discard.
+func WithLogger(l *slog.Logger) Option {
+	return func(r *Runner) error { r.log = l; return nil }
+}
+
+// WithProgress sets where one line per build start and end is written.
+// Default: nowhere.
+func WithProgress(w io.Writer) Option {
+	return func(r *Runner) error { r.progress = w; return nil }
+}
+
+// WithStream sets where ansible-playbook output is copied live (redacted),
+// besides each build's job-output.txt. Default: nowhere.
+func WithStream(w io.Writer) Option {
+	return func(r *Runner) error { r.stream = w; return nil }
+}
+
+// WithNodeAddress sets the default ansible_host of nodes. Default: this
+// machine's first non-loopback IPv4 address, or 127.0.0.1.
+func WithNodeAddress(addr string) Option {
+	return func(r *Runner) error {
+		if net.ParseIP(addr) == nil {
+			return fmt.Errorf("node address %q is not an IP address", addr)
+		}
+		r.nodeAddr = addr
+		return nil
+	}
+}
+
+// New returns a Runner.
+func New(opts ...Option) (*Runner, error) {
+	r := &Runner{ansiblePlaybook: "ansible-playbook", concurrency: 1, maxAttempts: 1,
+		log: slog.New(slog.DiscardHandler), progress: io.Discard}
+	for _, o := range opts {
+		if err := o(r); err != nil {
+			return nil, err
+		}
+	}
+	if r.workDir == "" {
+		d, err := os.MkdirTemp("", "imagegate-runner-")
+		if err != nil {
+			return nil, err
+		}
+		r.workDir = d
+	}
+	abs, err := filepath.Abs(r.workDir)
+	if err != nil {
+		return nil, err
+	}
+	r.workDir = abs
+	if err := os.MkdirAll(r.workDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating work directory: %w", err)
+	}
+	if err := os.Chmod(r.workDir, 0o700); err != nil {
+		return nil, err
+	}
+	if p, err := exec.LookPath(r.ansiblePlaybook); err != nil {
+		return nil, fmt.Errorf("ansible-playbook not found (%s): install ansible-core", r.ansiblePlaybook)
+	} else {
+		r.ansiblePlaybook = p
+	}
+	r.pluginDir = filepath.Join(r.workDir, "plugins")
+	if err := installPlugins(r.pluginDir); err != nil {
+		return nil, fmt.Errorf("installing the runner's ansible plugins: %w", err)
+	}
+	r.hostname, _ = os.Hostname()
+	if r.nodeAddr == "" {
+		r.nodeAddr = localIPv4()
+	}
+	return r, nil
+}
+
+// WorkDir is the directory holding the build directories.
+func (r *Runner) WorkDir() string { return r.workDir }
+
+func localIPv4() string {
+	addrs, err := net.InterfaceAddrs()
+	if err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+				return ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1"
+}
+
+func (r *Runner) nodeAddress(q *Queue) string {
+	if q.Node.Address != "" {
+		return q.Node.Address
+	}
+	return r.nodeAddr
+}
+
+func (r *Runner) streamFor(*build) io.Writer {
+	if r.stream == nil {
+		return io.Discard
+	}
+	return r.stream
+}
+
+func (r *Runner) progressf(format string, args ...any) {
+	fmt.Fprintf(r.progress, format+"\n", args...)
+}
+
+func newUUID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return hex.EncodeToString(b)
+}
+
+// projectSrc is a project prepared for the items of a queue.
+type projectSrc struct {
+	Name, Host, Canonical, Short string
+	Path                         string
+	Commit                       string
+	Required                     bool
+}
+
+func (p *projectSrc) vars() map[string]any {
+	return map[string]any{
+		"name": p.Name, "short_name": p.Short, "canonical_hostname": p.Host,
+		"canonical_name": p.Canonical, "src_dir": "src/" + p.Canonical,
+	}
+}
+
+// itemRun is one queue item while it runs.
+type itemRun struct {
+	idx         int
+	q           *Queue
+	change      *Change
+	buildset    string
+	eventID     string
+	ahead       []*itemRun
+	own         *projectSrc
+	projects    map[string]*projectSrc
+	projectVars map[string]any
+	layout      *Layout
+	jobs        []*jobRun
+	report      *ItemReport
+}
+
+func (it *itemRun) projectList() []*projectSrc {
+	var out []*projectSrc
+	for _, p := range it.projects {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Canonical < out[j].Canonical })
+	return out
+}
+
+// refVars describes an item as zuul.items entries do.
+func (it *itemRun) refVars(x *itemRun) map[string]any {
+	c := x.change
+	v := map[string]any{
+		"project":    x.own.vars(),
+		"branch":     c.Branch,
+		"change_url": x.q.changeURL(c),
+	}
+	if c.Change > 0 {
+		v["change"] = fmt.Sprint(c.Change)
+		v["patchset"] = fmt.Sprint(c.Patchset)
+		v["ref"] = fmt.Sprintf("refs/changes/%02d/%d/%d", c.Change%100, c.Change, c.Patchset)
+	} else {
+		v["ref"] = "refs/heads/" + c.Branch
+		v["newrev"] = x.own.Commit
+		v["commit_id"] = x.own.Commit
+		delete(v, "change_url")
+	}
+	return v
+}
+
+// Run runs every change of the queue, in order, and reports what happened.
+// The error is for failures of the runner itself; job failures are in the
+// report.
+func (r *Runner) Run(ctx context.Context, q *Queue) (*Report, error) {
+	rep := &Report{Started: time.Now(), WorkDir: r.workDir}
+	var done []*itemRun
+	for i, c := range q.Changes {
+		it := &itemRun{idx: i, q: q, change: c, buildset: newUUID(), eventID: newUUID()}
+		it.report = &ItemReport{Project: c.Project, Change: c.Change, Patchset: c.Patchset, Pipeline: c.Pipeline, Buildset: it.buildset}
+		rep.Items = append(rep.Items, it.report)
+		r.progressf("== %s", it.report.Title())
+		if msg := r.selectAhead(it, done); msg != "" {
+			it.report.Result, it.report.Message = Dequeued, msg
+			r.progressf("   %s: %s", Dequeued, msg)
+			done = append(done, it)
+			continue
+		}
+		if err := r.prepareItem(it); err != nil {
+			if errors.Is(err, ErrConfig) {
+				it.report.Result, it.report.Message = ErrorResult, err.Error()
+				r.progressf("   %s: %v", ErrorResult, err)
+				done = append(done, it)
+				continue
+			}
+			return rep, err
+		}
+		if err := r.runBuildset(ctx, it); err != nil {
+			return rep, err
+		}
+		it.report.Result = Success
+		for _, b := range it.report.Builds {
+			if b.Voting && b.Result != Success && b.Result != Skipped {
+				it.report.Result = Failure
+			}
+		}
+		done = append(done, it)
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+	}
+	rep.Duration = time.Since(rep.Started)
+	return rep, nil
+}
+
+// selectAhead finds the items ahead of it: the changes it depends on
+// (transitively) and, in a dependent pipeline, every earlier item of the
+// same pipeline that did not fail. It returns a reason to dequeue the item
+// when a change it depends on failed in a dependent pipeline.
+func (r *Runner) selectAhead(it *itemRun, done []*itemRun) string {
+	latest := map[int]*itemRun{}
+	for _, d := range done {
+		if d.change.Change > 0 {
+			latest[d.change.Change] = d
+		}
+	}
+	want := map[*itemRun]bool{}
+	var visit func(deps []int)
+	visit = func(deps []int) {
+		for _, n := range deps {
+			d := latest[n]
+			if d == nil || want[d] {
+				continue
+			}
+			want[d] = true
+			visit(d.change.DependsOn)
+		}
+	}
+	visit(it.change.DependsOn)
+	dependent := it.q.manager(it.change.Pipeline) == "dependent"
+	for _, d := range done {
+		failed := d.report.Result != Success
+		if want[d] && failed && dependent {
+			return fmt.Sprintf("it depends on change %d, which failed ahead of it in the %s pipeline (%s)", d.change.Change, it.change.Pipeline, d.report.Result)
+		}
+		if dependent && d.change.Pipeline == it.change.Pipeline && !failed {
+			want[d] = true
+		}
+	}
+	for _, d := range done {
+		if want[d] {
+			it.ahead = append(it.ahead, d)
+		}
+	}
+	return ""
+}
+
+// prepareItem prepares the item's sources, loads the layout and freezes its
+// jobs. Configuration problems are ErrConfig errors: the item is reported
+// as ERROR and nothing runs.
+func (r *Runner) prepareItem(it *itemRun) error {
+	q, c := it.q, it.change
+	host, name := q.canonical(c.Project)
+	canonical := host + "/" + name
+	dir := filepath.Join(r.workDir, "items", fmt.Sprintf("%d-%s", it.idx, strings.ReplaceAll(name, "/", "-")), canonical)
+	commit, err := prepareRepo(c.Src, dir, c.Checkout, c.Message)
+	if err != nil {
+		return fmt.Errorf("%w: preparing the source of %s from %s: %v", ErrConfig, c.Project, c.Src, err)
+	}
+	short := name[strings.LastIndex(name, "/")+1:]
+	it.own = &projectSrc{Name: name, Host: host, Canonical: canonical, Short: short, Path: dir, Commit: commit}
+	it.projects = map[string]*projectSrc{}
+	for pname, psrc := range q.Projects {
+		h, n := q.canonical(pname)
+		pdir := filepath.Join(r.workDir, "projects", h, n)
+		pcommit := ""
+		if _, err := os.Stat(pdir); err != nil {
+			if pcommit, err = prepareRepo(psrc, pdir, "", ""); err != nil {
+				return fmt.Errorf("%w: preparing project %s from %s: %v", ErrConfig, pname, psrc, err)
+			}
+		} else if out, err := git(pdir, "rev-parse", "HEAD"); err == nil {
+			pcommit = strings.TrimSpace(out)
+		}
+		it.projects[h+"/"+n] = &projectSrc{Name: n, Host: h, Canonical: h + "/" + n, Short: n[strings.LastIndex(n, "/")+1:], Path: pdir, Commit: pcommit}
+	}
+	for _, a := range it.ahead {
+		it.projects[a.own.Canonical] = a.own
+	}
+	it.projects[canonical] = it.own
+
+	// The layout: configuration projects, then every project of the item
+	// (speculatively: the change's own configuration replaces that of a
+	// configuration project of the same name).
+	l := NewLayout()
+	speculative := map[string]bool{}
+	for _, p := range it.projects {
+		speculative[p.Name] = true
+	}
+	var global []*Source
+	global = append(global, r.sources...)
+	for _, cr := range q.Config {
+		global = append(global, &Source{Project: cr.Project, Root: cr.Path})
+	}
+	for _, s := range global {
+		if speculative[s.Project] {
+			continue
+		}
+		if err := l.LoadSource(s); err != nil {
+			return err
+		}
+	}
+	var ownSrc *Source
+	for _, p := range it.projectList() {
+		s := &Source{Project: p.Name, Root: p.Path}
+		if p == it.own {
+			ownSrc = s
+		}
+		if err := l.LoadSource(s); err != nil {
+			return err
+		}
+	}
+	it.layout = l
+
+	var entries []*JobDef
+	if c.Jobs.Kind != 0 {
+		v, err := plainValue("queue file", &c.Jobs)
+		if err != nil {
+			return configErr("%v", err)
+		}
+		if entries, err = ParseJobList(ownSrc, fmt.Sprintf("queue file: change %s jobs", it.report.Ref()), v); err != nil {
+			return err
+		}
+	}
+	vars := map[string]any{}
+	if len(entries) == 0 {
+		var err error
+		if entries, vars, err = l.PipelineJobs(name, c.Pipeline); err != nil {
+			return err
+		}
+		if len(entries) == 0 {
+			return configErr("no jobs for %s in pipeline %s: list jobs in the queue file or in the project's %s stanza", c.Project, c.Pipeline, c.Pipeline)
+		}
+	}
+	it.projectVars = deepMerge(vars, c.Vars)
+
+	// Freeze: entries of the same job are variants of one job.
+	var order []string
+	byName := map[string][]*JobDef{}
+	for _, e := range entries {
+		if _, ok := byName[e.Name]; !ok {
+			order = append(order, e.Name)
+		}
+		byName[e.Name] = append(byName[e.Name], e)
+	}
+	lookup := r.secretLookup(q, l)
+	index := map[string]*jobRun{}
+	for _, n := range order {
+		fj, err := l.Freeze(n, lookup, byName[n]...)
+		if err != nil {
+			return err
+		}
+		jr := &jobRun{name: n, job: fj, item: it}
+		jr.maxAttempts = min(fj.Attempts, r.maxAttempts)
+		it.jobs = append(it.jobs, jr)
+		index[n] = jr
+	}
+	for _, jr := range it.jobs {
+		for _, d := range jr.job.Dependencies {
+			dep, ok := index[d.Name]
+			if !ok {
+				if d.Soft {
+					continue
+				}
+				return configErr("job %s depends on job %s, which does not run for this change: add %s to the job list or make the dependency soft", jr.name, d.Name, d.Name)
+			}
+			jr.deps = append(jr.deps, dep)
+			dep.dependents = append(dep.dependents, jr)
+		}
+	}
+	// Refuse dependency cycles before anything runs.
+	state := map[*jobRun]int{}
+	var visit func(j *jobRun, path []string) error
+	visit = func(j *jobRun, path []string) error {
+		switch state[j] {
+		case 1:
+			return configErr("jobs depend on each other in a cycle: %s", strings.Join(append(path, j.name), " -> "))
+		case 2:
+			return nil
+		}
+		state[j] = 1
+		for _, d := range j.deps {
+			if err := visit(d, append(path, j.name)); err != nil {
+				return err
+			}
+		}
+		state[j] = 2
+		return nil
+	}
+	for _, jr := range it.jobs {
+		if err := visit(jr, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Runner) secretLookup(q *Queue, l *Layout) SecretLookup {
+	return func(ref SecretRef, job *JobDef) (map[string]any, error) {
+		if data, ok := q.Secrets[ref.Secret]; ok {
+			m, _ := deepCopy(data).(map[string]any)
+			return m, nil
+		}
+		def, ok := l.Secrets[ref.Secret]
+		if !ok {
+			return nil, configErr("%s: job %s uses secret %s, which is not defined: give it under secrets: in the queue file", job.Pos, job.Name, ref.Secret)
+		}
+		if def.Source.Project != job.Source.Project {
+			return nil, configErr("%s: job %s (project %s) uses secret %s of project %s: Zuul lets a job use only its own project's secrets", job.Pos, job.Name, job.Source.Project, ref.Secret, def.Source.Project)
+		}
+		if def.Encrypted {
+			return nil, configErr("%s: secret %s is encrypted and the runner cannot decrypt it: give its plain value under secrets: in the queue file", def.Pos, ref.Secret)
+		}
+		m, _ := deepCopy(def.Data).(map[string]any)
+		return m, nil
+	}
+}
