@@ -323,7 +323,7 @@ func (p *promoter) resolve(ctx context.Context) error {
 		return fmt.Errorf("docker_credentials (%s) were refused by %s: %w", p.spec.Credentials.Username, p.t.host, err)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("reaching the registry %s at %s: %w", p.t.name, p.t.host, err)
 	}
 	for _, ip := range p.images {
 		ip.r = repos[ip.repo]

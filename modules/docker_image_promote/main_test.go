@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+)
+
+// moduleBin is the module, built once as `make build` builds it.
+var moduleBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "docker_image_promote")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	moduleBin = filepath.Join(dir, "docker_image_promote")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", moduleBin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the module: %v\n%s", err, out)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestDocs(t *testing.T) {
+	t.Parallel()
+	ansibletest.CheckDocs(t, "docker_image_promote.yml", params{})
+}
+
+// TestAnsibleDoc renders the sidecar documentation with the real
+// ansible-doc.
+func TestAnsibleDoc(t *testing.T) {
+	t.Parallel()
+	lib := t.TempDir()
+	for src, dst := range map[string]string{moduleBin: "docker_image_promote", "docker_image_promote.yml": "docker_image_promote.yml"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(lib, dst), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("ansible-doc", "-M", lib, "docker_image_promote")
+	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "PAGER=cat", "ANSIBLE_LOCAL_TEMP="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ansible-doc: %v\n%s", err, out)
+	}
+	for _, want := range []string{"docker_credentials", "stale_tag_age", "docker_hub_url", "EXAMPLES", "RETURN VALUES", "already_promoted"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("ansible-doc output lacks %q", want)
+		}
+	}
+}
+
+const password = `pw-"quoted"\-7c3e1f`
+
+func baseArgs() map[string]any {
+	return map[string]any{
+		"docker_images":      []any{map[string]any{"context": ".", "repository": "myorg/app", "tags": []any{"latest"}}},
+		"docker_credentials": map[string]any{"username": "zuul", "password": password},
+		"docker_registry":    "registry.invalid:5000",
+		"zuul":               map[string]any{"change": "12", "pipeline": "promote"},
+	}
+}
+
+// TestBadInput: each bad input fails, with a message naming the parameter
+// (or the image and tag) and what to fix, and the password nowhere.
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		modify func(a map[string]any)
+		want   string
+	}{
+		{"no credentials", func(a map[string]any) { delete(a, "docker_credentials") }, "parameter docker_credentials: is required"},
+		{"no password", func(a map[string]any) { a["docker_credentials"] = map[string]any{"username": "zuul"} }, "docker_credentials.password: is required"},
+		{"no zuul", func(a map[string]any) { delete(a, "zuul") }, "parameter zuul: is required"},
+		{"no change, no pipeline", func(a map[string]any) { a["zuul"] = map[string]any{"project": map[string]any{}} }, "zuul.change and zuul.pipeline are both empty"},
+		{"malformed regex", func(a map[string]any) {
+			a["docker_credentials"] = map[string]any{"username": "zuul", "password": password, "repository": "^myorg/[app"}
+		}, `docker_credentials.repository "^myorg/[app" is not a valid regular expression`},
+		{"not permitted", func(a map[string]any) {
+			a["docker_credentials"] = map[string]any{"username": "zuul", "password": password, "repository": "^otherorg/"}
+		}, `docker_images[0] (myorg/app): repository myorg/app not permitted by docker_credentials.repository "^otherorg/"`},
+		{"duplicate tags", func(a map[string]any) {
+			a["docker_images"] = []any{map[string]any{"context": ".", "repository": "myorg/app", "tags": []any{"latest", "latest"}}}
+		}, `docker_images[0] (myorg/app): tag "latest" is listed twice`},
+		{"registry with a scheme", func(a map[string]any) { a["docker_registry"] = "https://quay.io" }, `docker_registry "https://quay.io": give the registry as host[:port]`},
+		{"unknown registry", func(a map[string]any) {}, "reaching the registry registry.invalid:5000"},
+		{"image without repository", func(a map[string]any) {
+			a["docker_images"] = []any{map[string]any{"context": "."}}
+		}, "docker_images[0].repository: is required"},
+		{"bad jobs", func(a map[string]any) { a["jobs"] = 0 }, "jobs must be positive"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := baseArgs()
+			tc.modify(args)
+			o := ansibletest.RunBinary(t, moduleBin, args)
+			if !o.Failed() || o.Changed() {
+				t.Fatalf("not failed: %s", o.Stdout)
+			}
+			if !strings.Contains(o.Msg(), tc.want) {
+				t.Errorf("msg %q does not contain %q", o.Msg(), tc.want)
+			}
+			checkNoSecret(t, o, password)
+		})
+	}
+}
+
+// checkNoSecret fails t when secret, raw or JSON-escaped, is in the
+// module's output.
+func checkNoSecret(t *testing.T, o *ansibletest.Output, secret string) {
+	t.Helper()
+	esc, _ := json.Marshal(secret)
+	for _, s := range []string{secret, string(esc[1 : len(esc)-1])} {
+		if bytes.Contains(o.Stdout, []byte(s)) || bytes.Contains(o.Stderr, []byte(s)) {
+			t.Errorf("the password is in the output:\nstdout: %s\nstderr: %s", o.Stdout, o.Stderr)
+		}
+	}
+}
