@@ -18,6 +18,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/dockerhub"
 	"github.com/imagegate/imagegate/pkg/dockerhub/hubtest"
+	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
@@ -190,5 +191,43 @@ func TestRegistryProxyRefusesManifestDelete(t *testing.T) {
 	}
 	if _, err := remote.Head(ref, remote.WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password}), remote.WithTransport(hub.Client().Transport)); err != nil {
 		t.Errorf("tag gone after a refused delete: %v", err)
+	}
+}
+
+// TestDeleteTag deletes through the web API on imagegate's registry, which
+// deletes single tags: the tag is gone from the registry and the listing,
+// another tag of the same manifest stays.
+func TestDeleteTag(t *testing.T) {
+	t.Parallel()
+	reg := registrytest.New(t)
+	hub := hubtest.New(t, hubtest.Backend{Host: reg.Host, CA: reg.CAPEM, Username: reg.Username, Password: reg.Password})
+	img := testenv.BusyboxImage(t)
+	pushThrough(t, hub, reg.Username, reg.Password, "myorg/app:change_1_latest", img)
+	pushThrough(t, hub, reg.Username, reg.Password, "myorg/app:latest", img)
+	ctx := context.Background()
+	c := hubClient(t, hub, reg.Username, reg.Password)
+	if err := c.DeleteTag(ctx, "myorg/app", "change_1_latest"); err != nil {
+		t.Fatal(err)
+	}
+	opts := []remote.Option{remote.WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password}), remote.WithTransport(reg.Transport())}
+	gone, _ := name.ParseReference(reg.Host + "/myorg/app:change_1_latest")
+	if _, err := remote.Head(gone, opts...); err == nil {
+		t.Error("the tag is still in the registry")
+	}
+	kept, _ := name.ParseReference(reg.Host + "/myorg/app:latest")
+	if _, err := remote.Head(kept, opts...); err != nil {
+		t.Errorf("the other tag of the manifest went too: %v", err)
+	}
+	tags, err := c.Tags(ctx, "myorg/app")
+	if err != nil || len(tags) != 1 || tags[0].Name != "latest" {
+		t.Errorf("listing after delete: %+v %v", tags, err)
+	}
+	if err := c.DeleteTag(ctx, "myorg/app", "change_1_latest"); !errors.Is(err, dockerhub.ErrNotFound) {
+		t.Errorf("second delete: %v", err)
+	}
+	calls := strings.Join(hub.Calls(), "\n")
+	if !strings.Contains(calls, "DELETE /v2/repositories/myorg/app/tags/change_1_latest/ 204") ||
+		!strings.Contains(calls, "DELETE /v2/repositories/myorg/app/tags/change_1_latest/ 404") {
+		t.Errorf("calls:\n%s", calls)
 	}
 }
