@@ -378,11 +378,23 @@ func (b *Builder) buildOne(ctx context.Context, c *client.Client, native string,
 		}()
 	}
 
+	// With a registry, build and push first; the docker export follows as
+	// a second, fully cached solve, and only when dockerd lacks the image
+	// (a multi-platform index cannot be loaded into dockerd at all: its
+	// export is the node's own platform). Without a registry the one solve
+	// exports to dockerd.
 	spec := p.spec
-	var load *dockerLoad
 	multi := len(spec.Platforms) > 1
-	if eng != nil && !multi {
+	var load *dockerLoad
+	if eng != nil && len(spec.Push) == 0 {
 		load = &dockerLoad{eng: eng, names: p.dockerNames}
+		if multi {
+			if !slices.Contains(spec.Platforms, native) {
+				return nil, &ImageError{Image: p.name, Err: fmt.Errorf("%w: no buildset registry to push the %s index to, and dockerd can only load %s", ErrInvalidImage, strings.Join(spec.Platforms, ", "), native)}
+			}
+			spec.Platforms = []string{native}
+			res.Platforms = spec.Platforms
+		}
 		spec.DockerNames, spec.Docker = p.dockerNames, load.output(ctx)
 	}
 	resp, prog, err := b.solve(ctx, c, &spec, creds, logw)
@@ -392,11 +404,6 @@ func (b *Builder) buildOne(ctx context.Context, c *client.Client, native string,
 	}
 	if err != nil {
 		return nil, b.solveError(p, prog, err)
-	}
-	if load != nil {
-		if err := load.wait(); err != nil {
-			return res, &ImageError{Image: p.name, Err: err}
-		}
 	}
 	if len(spec.Push) > 0 {
 		res.Digest = resp.ExporterResponse[respImageDigest]
@@ -408,33 +415,53 @@ func (b *Builder) buildOne(ctx context.Context, c *client.Client, native string,
 				res.Changed = true
 			}
 		}
-	}
-
-	// A multi-platform index cannot be loaded into dockerd: load the
-	// node's own platform, which the cache makes a matter of an export.
-	if eng != nil && multi {
-		if !slices.Contains(spec.Platforms, native) {
-			fmt.Fprintf(logw, "not loading into dockerd: %s is not among the platforms built\n", native)
-		} else {
-			load = &dockerLoad{eng: eng, names: p.dockerNames}
-			one := p.spec
-			one.Platforms, one.Push = []string{native}, nil
-			one.DockerNames, one.Docker = p.dockerNames, load.output(ctx)
-			if _, prog2, err := b.solve(ctx, c, &one, creds, logw); err != nil {
-				return res, b.solveError(p, prog2, err)
-			}
-			if err := load.wait(); err != nil {
-				return res, &ImageError{Image: p.name, Err: err}
+		if eng != nil {
+			load, err = b.loadAfterPush(ctx, c, native, eng, creds, logw, p, resp.ExporterResponse[respConfigDigest])
+			if err != nil {
+				return res, err
 			}
 		}
 	}
 	if load != nil {
+		if err := load.wait(); err != nil {
+			return res, &ImageError{Image: p.name, Err: err}
+		}
 		res.DockerNames = p.dockerNames
 		res.Changed = res.Changed || load.loaded
 	}
 	res.BuildTime = time.Since(start).Seconds()
 	fmt.Fprintf(logw, "==== %s: done in %.1fs, digest %s, %d of %d steps cached\n", p.name, res.BuildTime, res.Digest, res.CacheHits, res.Steps)
 	return res, nil
+}
+
+// loadAfterPush makes the pushed image available to dockerd: nothing to do
+// when every local name already has the image's config digest as ID,
+// otherwise a cached solve exporting a docker tarball into it.
+func (b *Builder) loadAfterPush(ctx context.Context, c *client.Client, native string, eng *engine,
+	creds map[string]Credential, logw io.Writer, p *plan, configDigest string) (*dockerLoad, error) {
+	load := &dockerLoad{eng: eng, names: p.dockerNames}
+	one := p.spec
+	one.Push = nil
+	if len(one.Platforms) > 1 {
+		if !slices.Contains(one.Platforms, native) {
+			fmt.Fprintf(logw, "not loading into dockerd: %s is not among the platforms built\n", native)
+			return nil, nil
+		}
+		one.Platforms = []string{native}
+	} else if configDigest != "" {
+		same, err := load.has(ctx, configDigest)
+		if err != nil {
+			return nil, &ImageError{Image: p.name, Err: err}
+		}
+		if same {
+			return load, nil
+		}
+	}
+	one.DockerNames, one.Docker = p.dockerNames, load.output(ctx)
+	if _, prog, err := b.solve(ctx, c, &one, creds, logw); err != nil {
+		return nil, b.solveError(p, prog, err)
+	}
+	return load, nil
 }
 
 // solve runs one BuildKit solve, draining the status stream into the log.
@@ -486,15 +513,9 @@ type dockerLoad struct {
 
 func (d *dockerLoad) output(ctx context.Context) func(string) (io.WriteCloser, error) {
 	return func(configDigest string) (io.WriteCloser, error) {
-		same := configDigest != ""
-		for _, n := range d.names {
-			id, err := d.eng.imageID(ctx, n)
-			if err != nil {
-				return nil, err
-			}
-			if id != configDigest {
-				same = false
-			}
+		same, err := d.has(ctx, configDigest)
+		if err != nil {
+			return nil, err
 		}
 		if same {
 			return discard{}, nil
@@ -503,6 +524,24 @@ func (d *dockerLoad) output(ctx context.Context) func(string) (io.WriteCloser, e
 		d.loader = d.eng.load(ctx).(*loader)
 		return d.loader, nil
 	}
+}
+
+// has reports whether dockerd has the image with config digest (its image
+// ID) under every name.
+func (d *dockerLoad) has(ctx context.Context, configDigest string) (bool, error) {
+	if configDigest == "" {
+		return false, nil
+	}
+	for _, n := range d.names {
+		id, err := d.eng.imageID(ctx, n)
+		if err != nil {
+			return false, err
+		}
+		if id != configDigest {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func (d *dockerLoad) wait() error {

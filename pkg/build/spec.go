@@ -52,17 +52,18 @@ const (
 	localContext       = "context"
 	localDockerfile    = "dockerfile"
 
-	attrFilename  = "filename"
-	attrTarget    = "target"
-	attrPlatform  = "platform"
-	attrNoCache   = "no-cache"
-	attrBuildArg  = "build-arg:"
-	attrLabel     = "label:"
-	exporterImage = client.ExporterImage
-	exporterDock  = client.ExporterDocker
-	expName       = "name"
-	expPush       = "push"
-	expCompLevel  = "compression-level"
+	attrFilename   = "filename"
+	attrTarget     = "target"
+	attrPlatform   = "platform"
+	attrNoCache    = "no-cache"
+	attrBuildArg   = "build-arg:"
+	attrLabel      = "label:"
+	exporterImage  = client.ExporterImage
+	exporterDock   = client.ExporterDocker
+	expName        = "name"
+	expPush        = "push"
+	expCompLevel   = "compression-level"
+	expCompression = "compression"
 
 	// Keys of the exporter response and of the metadata the docker
 	// exporter hands its output function.
@@ -103,8 +104,10 @@ func (s *Spec) solveOpt(attachables []session.Attachable) (client.SolveOpt, erro
 	if s.Docker != nil {
 		out := s.Docker
 		exports = append(exports, client.ExportEntry{
-			Type:  exporterDock,
-			Attrs: map[string]string{expName: strings.Join(s.DockerNames, ",")},
+			Type: exporterDock,
+			// Uncompressed layers: dockerd unpacks what it loads, and
+			// gunzip in dockerd costs more than the larger local stream.
+			Attrs: map[string]string{expName: strings.Join(s.DockerNames, ","), expCompression: "uncompressed"},
 			Output: func(md map[string]string) (io.WriteCloser, error) {
 				return out(md[respConfigDigest])
 			},

@@ -1,0 +1,225 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagegate/imagegate/tests/testenv"
+)
+
+const (
+	buildColdRuns = 2
+	buildWarmRuns = 3
+)
+
+// buildDockerfile is the fixed benchmark build: a busybox base, a builder
+// stage and a final stage with RUN steps, 50 MiB of new layers in all.
+const buildDockerfile = `FROM %[1]s AS builder
+RUN dd if=/dev/urandom of=/part1 bs=1M count=20 2>/dev/null
+RUN dd if=/dev/urandom of=/part2 bs=1M count=10 2>/dev/null && echo built > /stamp
+
+FROM %[1]s
+COPY --from=builder /part1 /part2 /stamp /opt/
+RUN dd if=/dev/urandom of=/opt/part3 bs=1M count=20 2>/dev/null
+RUN echo ready > /opt/ready
+`
+
+// BenchmarkBuild builds and pushes the fixed multi-stage Dockerfile to a
+// TLS, htpasswd docker-registry, with the docker_image_build module
+// (buildkitd, module start and both tag pushes included) and with
+// `docker build` + `docker push` of the same two tags on Debian's dockerd
+// (legacy builder, as a node's docker CLI does by default): cold (fresh
+// daemon, no cache, new repository) and warm (nothing changed).
+func BenchmarkBuild(b *testing.B) {
+	reg := testenv.StartDistribution(b, testenv.DistributionOptions{})
+	testenv.TrustCA(b, reg.Host, reg.TLS.CA.CertPEM)
+	tr := &http.Transport{TLSClientConfig: reg.TLS.Client().Transport.(*http.Transport).TLSClientConfig}
+	base, _ := name.ParseReference(reg.Host + "/bench/base:latest")
+	if err := remote.Write(base, testenv.BusyboxImage(b), remote.WithTransport(tr),
+		remote.WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password}), remote.WithContext(context.Background())); err != nil {
+		b.Fatal(err)
+	}
+	work := b.TempDir()
+	if err := os.WriteFile(filepath.Join(work, "Dockerfile"), []byte(fmt.Sprintf(buildDockerfile, base.String())), 0o644); err != nil {
+		b.Fatal(err)
+	}
+
+	bin := filepath.Join(b.TempDir(), "docker_image_build")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./modules/docker_image_build")
+	cmd.Dir = testenv.RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("building the module: %v\n%s", err, out)
+	}
+	fi, _ := os.Stat(bin)
+
+	bkConfig := fmt.Sprintf("[registry.%q]\n  http = false\n  ca = [%q]\n", reg.Host, reg.TLS.CAFile)
+	moduleArgs := func(addr, repo, dockerHost string) map[string]any {
+		return map[string]any{
+			"docker_images": []any{map[string]any{"context": ".", "repository": repo}},
+			"zuul":          map[string]any{"change": "1", "pipeline": "check", "project": map[string]any{"src_dir": work}},
+			"buildset_registry": map[string]any{"host": "127.0.0.1", "port": reg.Port, "username": reg.Username,
+				"password": reg.Password, "cert": string(reg.TLS.CA.CertPEM)},
+			"buildkit_addr": addr, "docker_host": dockerHost, "log_file": filepath.Join(work, "..", "build.log"),
+		}
+	}
+
+	type series struct {
+		cold, warm []time.Duration
+		rss        int64 // peak RSS of the daemon
+		clientRSS  int64 // peak RSS of the module or docker CLI
+	}
+	var mod, modLoad, dock series
+	var digests []string
+
+	// docker_image_build: a fresh buildkitd per cold run.
+	for i := 0; i < buildColdRuns; i++ {
+		bk := testenv.StartBuildkitd(b, bkConfig)
+		repo := fmt.Sprintf("bench/module-%d", i)
+		d, rss, res := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, "none"))
+		mod.cold = append(mod.cold, d)
+		mod.clientRSS = max(mod.clientRSS, rss)
+		digests = append(digests, res)
+		for j := 0; j < buildWarmRuns && i == 0; j++ {
+			d, rss, res := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, "none"))
+			mod.warm = append(mod.warm, d)
+			mod.clientRSS = max(mod.clientRSS, rss)
+			if res != digests[0] {
+				b.Errorf("warm rebuild digest %s differs from %s", res, digests[0])
+			}
+		}
+		if r, err := PeakRSS(bk.Cmd.Process.Pid); err == nil {
+			mod.rss = max(mod.rss, r)
+		}
+		bk.Stop()
+	}
+
+	// docker_image_build loading into a dockerd as well.
+	for i := 0; i < buildColdRuns; i++ {
+		bk := testenv.StartBuildkitd(b, bkConfig)
+		dd := testenv.StartDockerd(b, testenv.DockerdOptions{})
+		repo := fmt.Sprintf("bench/moduleload-%d", i)
+		d, _, _ := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, dd.Host))
+		modLoad.cold = append(modLoad.cold, d)
+		for j := 0; j < buildWarmRuns && i == 0; j++ {
+			d, _, _ := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, dd.Host))
+			modLoad.warm = append(modLoad.warm, d)
+		}
+		bk.Stop()
+		dd.Stop()
+	}
+
+	// docker build + docker push on a fresh dockerd per cold run.
+	for i := 0; i < buildColdRuns; i++ {
+		dd := testenv.StartDockerd(b, testenv.DockerdOptions{})
+		dd.Login(reg.Host, reg.Username, reg.Password)
+		repo := fmt.Sprintf("%s/bench/docker-%d", reg.Host, i)
+		run := func() (time.Duration, int64) {
+			start := time.Now()
+			var peak int64
+			for _, args := range [][]string{
+				{"build", "-q", "-t", repo + ":latest", "-t", repo + ":change_1_latest", work},
+				{"push", "-q", repo + ":latest"},
+				{"push", "-q", repo + ":change_1_latest"},
+			} {
+				c := exec.Command("docker", args...)
+				c.Env = append(os.Environ(), dd.Env()...)
+				c.Env = append(c.Env, "DOCKER_BUILDKIT=0")
+				if out, err := c.CombinedOutput(); err != nil {
+					b.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+				}
+				if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
+					peak = max(peak, ru.Maxrss<<10)
+				}
+			}
+			return time.Since(start), peak
+		}
+		d, rss := run()
+		dock.cold = append(dock.cold, d)
+		dock.clientRSS = max(dock.clientRSS, rss)
+		for j := 0; j < buildWarmRuns && i == 0; j++ {
+			d, _ := run()
+			dock.warm = append(dock.warm, d)
+		}
+		if r, err := PeakRSS(dd.Cmd.Process.Pid); err == nil {
+			dock.rss = max(dock.rss, r)
+		}
+		dd.Stop()
+	}
+
+	const layerBytes = 50 << 20
+	med := func(d []time.Duration) time.Duration {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	span := func(d []time.Duration) string {
+		return fmt.Sprintf("%s [%s-%s]", Seconds(med(d)), Seconds(slices.Min(d)), Seconds(slices.Max(d)))
+	}
+	Table(fmt.Sprintf("build + push of a 3-stage Dockerfile (50 MiB of layers, 2 tags) to docker-registry over TLS; median [min-max] of %d cold, %d warm",
+		buildColdRuns, buildWarmRuns), [][]string{
+		{"", "cold", "warm", "cold MB/s", "cold vs docker", "warm vs docker", "daemon peak RSS", "client peak RSS"},
+		{"docker_image_build (push)", span(mod.cold), span(mod.warm), MBps(layerBytes, med(mod.cold)),
+			Ratio(med(mod.cold).Seconds(), med(dock.cold).Seconds()), Ratio(med(mod.warm).Seconds(), med(dock.warm).Seconds()),
+			MiB(mod.rss), MiB(mod.clientRSS)},
+		{"docker_image_build (push + load into dockerd)", span(modLoad.cold), span(modLoad.warm), MBps(layerBytes, med(modLoad.cold)),
+			Ratio(med(modLoad.cold).Seconds(), med(dock.cold).Seconds()), Ratio(med(modLoad.warm).Seconds(), med(dock.warm).Seconds()), "", ""},
+		{"docker build + docker push (dockerd 20.10)", span(dock.cold), span(dock.warm), MBps(layerBytes, med(dock.cold)),
+			"1.00x", "1.00x", MiB(dock.rss), MiB(dock.clientRSS)},
+		{"docker_image_build binary", MiB(fi.Size()), "", "", "", "", "", ""},
+	})
+	b.ReportMetric(med(mod.cold).Seconds(), "module-cold-s")
+	b.ReportMetric(med(mod.warm).Seconds(), "module-warm-s")
+	b.ReportMetric(med(modLoad.cold).Seconds(), "module-load-cold-s")
+	b.ReportMetric(med(modLoad.warm).Seconds(), "module-load-warm-s")
+	b.ReportMetric(med(dock.cold).Seconds(), "docker-cold-s")
+	b.ReportMetric(med(dock.warm).Seconds(), "docker-warm-s")
+	b.ReportMetric(float64(fi.Size())/1e6, "binary-MB")
+}
+
+// buildRunModule runs the module binary on args and returns its wall time,
+// its peak RSS and the digest it reported; a failed run fails b.
+func buildRunModule(b *testing.B, bin string, args map[string]any) (time.Duration, int64, string) {
+	b.Helper()
+	argsFile := filepath.Join(b.TempDir(), "args")
+	data, _ := json.Marshal(args)
+	if err := os.WriteFile(argsFile, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, argsFile)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	d := time.Since(start)
+	var res struct {
+		Failed bool   `json:"failed"`
+		Msg    string `json:"msg"`
+		Images []struct {
+			Digest string `json:"digest"`
+		} `json:"images"`
+	}
+	if jerr := json.Unmarshal(out.Bytes(), &res); jerr != nil || err != nil || res.Failed || len(res.Images) != 1 {
+		b.Fatalf("docker_image_build: %v %s\n%s\n%s", err, res.Msg, out.String(), errb.String())
+	}
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss << 10
+	}
+	return d, rss, res.Images[0].Digest
+}
