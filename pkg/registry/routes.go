@@ -1,8 +1,6 @@
 package registry
 
 import (
-	"crypto/sha256"
-	"crypto/sha512"
 	"net/http"
 	"regexp"
 	"strings"
@@ -157,13 +155,6 @@ func (rg *Registry) serveBase(w http.ResponseWriter, r *http.Request, _ route) e
 
 // tagRE is the tag grammar of the OCI distribution spec.
 var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
-
-// Digest algorithms the registry computes. crypto/sha256 and crypto/sha512
-// are imported for go-digest's algorithm table.
-var (
-	_ = sha256.New
-	_ = sha512.New
-)
 
 // parseDigest parses a digest the registry supports (sha256 or sha512), or
 // returns DIGEST_INVALID.

@@ -29,6 +29,10 @@ package storage
 
 import (
 	"context"
+	// sha256 and sha512 are the digest algorithms of OCI content; go-digest
+	// finds them through crypto's registry.
+	_ "crypto/sha256"
+	_ "crypto/sha512"
 	"io"
 	"time"
 
