@@ -402,6 +402,9 @@ func TestDockerNotRunning(t *testing.T) {
 	res, err := Apply(context.Background(), Spec{Registry: testRegistry(t, "192.0.2.7"), Paths: paths,
 		Clients: []Client{Docker}, DockerReload: true})
 	if err != nil || res.DockerReloaded || !res.Changed {
-		t.Errorf("reloaded=%v changed=%v err=%v", res.DockerReloaded, res.Changed, err)
+		t.Fatalf("reloaded=%v changed=%v err=%v", res.DockerReloaded, res.Changed, err)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "no dockerd answers on unix://") {
+		t.Errorf("warnings %q", res.Warnings)
 	}
 }

@@ -355,7 +355,7 @@ func Apply(ctx context.Context, s Spec) (*Result, error) {
 	}
 
 	if slices.Contains(res.Configured, Docker) && s.DockerReload {
-		reloaded, err := reloadDocker(ctx, s, p.dockerMirrors)
+		reloaded, err := reloadDocker(ctx, s, p.dockerMirrors, p.dockerChanged, &res.Warnings)
 		if err != nil {
 			return nil, err
 		}

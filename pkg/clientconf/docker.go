@@ -24,7 +24,7 @@ func (p *plan) docker(paths Paths, location string, ca []byte) error {
 		return err
 	}
 	mirror := "https://" + location + "/"
-	_, err := p.edit(string(Docker), paths.DockerDaemonJSON, 0o644, func(before []byte, _ bool) ([]byte, error) {
+	changed, err := p.edit(string(Docker), paths.DockerDaemonJSON, 0o644, func(before []byte, _ bool) ([]byte, error) {
 		after, mirrors, err := editDaemonJSON(before, mirror)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w; fix or remove the file (it was left as it is)", paths.DockerDaemonJSON, err)
@@ -32,6 +32,7 @@ func (p *plan) docker(paths Paths, location string, ca []byte) error {
 		p.dockerMirrors = mirrors
 		return after, nil
 	})
+	p.dockerChanged = changed
 	return err
 }
 
@@ -211,12 +212,15 @@ func sameMirrors(a, b []string) bool {
 // since a reload that dockerd rejects (a daemon.json it cannot accept) is
 // only visible in its log. A daemon that is not running is left alone: it
 // reads daemon.json when it starts.
-func reloadDocker(ctx context.Context, s Spec, want []string) (bool, error) {
+func reloadDocker(ctx context.Context, s Spec, want []string, fileChanged bool, warnings *[]string) (bool, error) {
 	api := newDockerAPI(s.Paths.DockerHost)
 	live, err := api.mirrors(ctx)
 	if err != nil {
 		if isNotRunning(err) {
 			s.Log.Info("dockerd is not running; it reads daemon.json when it starts", "docker_host", s.Paths.DockerHost)
+			if fileChanged {
+				*warnings = append(*warnings, fmt.Sprintf("%s changed, but no dockerd answers on %s: a running dockerd elsewhere needs a reload (SIGHUP) to use it (set docker_host and docker_pidfile to its socket and pid file)", s.Paths.DockerDaemonJSON, s.Paths.DockerHost))
+			}
 			return false, nil
 		}
 		return false, fmt.Errorf("asking dockerd at %s for its registry mirrors: %w", s.Paths.DockerHost, err)

@@ -17,8 +17,10 @@ type plan struct {
 	changes []*change
 	// trustChanged is set when the system trust store's CA file changes.
 	trustChanged bool
-	// dockerMirrors is daemon.json's registry-mirrors after the edit.
+	// dockerMirrors is daemon.json's registry-mirrors after the edit, and
+	// dockerChanged whether the file changes.
 	dockerMirrors []string
+	dockerChanged bool
 }
 
 type change struct {
