@@ -239,6 +239,11 @@ func TestApplyRollsBack(t *testing.T) {
 	if after := snapshot(t, root); !reflect.DeepEqual(before, after) {
 		t.Errorf("not rolled back:\nbefore %v\nafter %v", before, after)
 	}
+	for _, d := range []string{paths.DockerCertsDir, paths.CATrustDir} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s, created by the failed run, is still there", d)
+		}
+	}
 }
 
 func TestApplyValidation(t *testing.T) {

@@ -31,6 +31,8 @@ type change struct {
 	after   []byte
 	mode    fs.FileMode // for a new file
 	written bool
+	// newDirs are the directories the write created, deepest first.
+	newDirs []string
 }
 
 // readFile returns a file's content and whether it exists. The path is
@@ -90,6 +92,7 @@ func (p *plan) put(client, path string, mode fs.FileMode, data []byte) (bool, er
 // failed run leaves the node as it found it.
 func (p *plan) commit(log *slog.Logger) error {
 	for _, c := range p.changes {
+		c.newDirs = missingDirs(filepath.Dir(c.path))
 		if err := write(c.path, c.after, c.mode); err != nil {
 			p.rollback(log)
 			return fmt.Errorf("writing %s: %w (files written before it were restored)", c.path, err)
@@ -111,10 +114,30 @@ func (p *plan) rollback(log *slog.Logger) {
 			err = writeAtomic(c.path, c.before, c.mode)
 		} else {
 			err = os.Remove(c.path)
+			for _, d := range c.newDirs {
+				_ = os.Remove(d) // only if empty
+			}
 		}
 		if err != nil {
 			log.Error("restoring a file after a failed run", "path", c.path, "error", err)
 		}
+	}
+}
+
+// missingDirs returns dir and its ancestors that do not exist, deepest
+// first.
+func missingDirs(dir string) []string {
+	var out []string
+	for {
+		if _, err := os.Lstat(dir); err == nil {
+			return out
+		}
+		out = append(out, dir)
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return out
+		}
+		dir = parent
 	}
 }
 
