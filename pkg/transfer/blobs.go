@@ -1,0 +1,240 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+)
+
+// blobState is one blob on one target registry during an operation: the
+// first job that needs it places it (uploads, mounts, or finds it); the
+// others wait, then mount it from the repository it landed in. That is
+// how an operation uploads each shared layer once across registries,
+// where go-containerregistry mounts only from the source repository.
+type blobState struct {
+	done chan struct{}
+	// repo holds the blob once done is closed, unless err is set.
+	repo string
+	err  error
+}
+
+// ensureBlob makes the target repository of dc hold blob d.
+func (s *session) ensureBlob(ctx context.Context, sc, dc *repoClient, d descriptor, cnt *counters) error {
+	key := canonicalHost(dc.host) + "@" + d.Digest.String()
+	for {
+		s.mu.Lock()
+		b := s.blobs[key]
+		if b == nil {
+			b = &blobState{done: make(chan struct{})}
+			s.blobs[key] = b
+			s.mu.Unlock()
+			err := s.placeBlob(ctx, sc, dc, d, cnt)
+			s.mu.Lock()
+			if err != nil {
+				// Let a waiting job try for itself.
+				delete(s.blobs, key)
+				b.err = err
+			} else {
+				b.repo = dc.repo
+			}
+			s.mu.Unlock()
+			close(b.done)
+			return err
+		}
+		s.mu.Unlock()
+		// Wait without holding a transfer slot: the owner holds one and
+		// never waits, so the pool cannot deadlock.
+		select {
+		case <-b.done:
+		case <-ctx.Done():
+			return s.fail(dc.ref(d.Digest.String()), StepBlob, "", ctx.Err())
+		}
+		if b.err != nil {
+			continue
+		}
+		if b.repo == dc.repo {
+			cnt.existing.Add(1)
+			return nil
+		}
+		return s.mountBlob(ctx, sc, dc, d, b.repo, cnt)
+	}
+}
+
+func (s *session) acquire(ctx context.Context) error {
+	select {
+	case s.blobSem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *session) release() { <-s.blobSem }
+
+// placeBlob is the first placement of a blob on the target registry in
+// this operation.
+func (s *session) placeBlob(ctx context.Context, sc, dc *repoClient, d descriptor, cnt *counters) error {
+	ref := dc.host + "/" + dc.repo
+	if err := s.acquire(ctx); err != nil {
+		return s.fail(ref, StepBlob, d.Digest.String(), err)
+	}
+	defer s.release()
+	ok, err := dc.blobExists(ctx, d.Digest)
+	if err != nil {
+		return s.fail(ref, StepBlob, d.Digest.String(), err)
+	}
+	if ok {
+		cnt.existing.Add(1)
+		return nil
+	}
+	location := ""
+	if canonicalHost(sc.host) == canonicalHost(dc.host) && sc.repo != dc.repo {
+		loc, mounted, err := dc.startUpload(ctx, d.Digest, sc.repo)
+		if err != nil {
+			return s.fail(ref, StepMount, d.Digest.String(), err)
+		}
+		if mounted {
+			cnt.mounted.Add(1)
+			s.c.log.Debug("mounted blob", "digest", d.Digest, "from", sc.repo, "to", ref)
+			return nil
+		}
+		location = loc
+	}
+	return s.upload(ctx, sc, dc, d, location, cnt)
+}
+
+// mountBlob mounts a blob another job of this operation placed in repo
+// on the same registry; a registry that will not mount gets an upload.
+func (s *session) mountBlob(ctx context.Context, sc, dc *repoClient, d descriptor, from string, cnt *counters) error {
+	ref := dc.host + "/" + dc.repo
+	if err := s.acquire(ctx); err != nil {
+		return s.fail(ref, StepMount, d.Digest.String(), err)
+	}
+	defer s.release()
+	loc, mounted, err := dc.startUpload(ctx, d.Digest, from)
+	if err != nil {
+		return s.fail(ref, StepMount, d.Digest.String(), err)
+	}
+	if mounted {
+		cnt.mounted.Add(1)
+		s.c.log.Debug("mounted blob", "digest", d.Digest, "from", from, "to", ref)
+		return nil
+	}
+	return s.upload(ctx, sc, dc, d, loc, cnt)
+}
+
+// upload streams a blob from the source into the target: GET, then one
+// PUT to the upload session (location, or a new one). The PUT body is the
+// GET body, verified against the digest as it passes, so a layer is never
+// held in memory. A failure that may pass (a reset, a 5xx, a body cut
+// short) restarts the transfer with the retry policy's backoff; a failed
+// attempt's session is cancelled.
+func (s *session) upload(ctx context.Context, sc, dc *repoClient, d descriptor, location string, cnt *counters) error {
+	ref := dc.host + "/" + dc.repo
+	p := s.c.retry
+	for attempt := 0; ; attempt++ {
+		n, err := s.uploadOnce(ctx, sc, dc, d, location)
+		if err == nil {
+			cnt.copied.Add(1)
+			cnt.bytes.Add(n)
+			s.c.log.Debug("uploaded blob", "digest", d.Digest, "to", ref, "bytes", n)
+			return nil
+		}
+		location = ""
+		if !retryableBlobError(err) || attempt+1 >= p.Attempts || ctx.Err() != nil {
+			return s.fail(ref, StepBlob, d.Digest.String(), err)
+		}
+		wait := p.wait(attempt, nil)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return s.fail(ref, StepBlob, d.Digest.String(), fmt.Errorf("%w (not retrying: the next try would be after the deadline)", err))
+		}
+		s.c.log.Info("retrying blob transfer", "digest", d.Digest, "to", ref, "reason", err, "attempt", attempt+2, "wait", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return s.fail(ref, StepBlob, d.Digest.String(), fmt.Errorf("%w; last attempt: %v", ctx.Err(), err))
+		}
+	}
+}
+
+func (s *session) uploadOnce(ctx context.Context, sc, dc *repoClient, d descriptor, location string) (int64, error) {
+	if location == "" {
+		loc, _, err := dc.startUpload(ctx, d.Digest, "")
+		if err != nil {
+			return 0, err
+		}
+		location = loc
+	}
+	body, err := sc.openBlob(ctx, d)
+	if err != nil {
+		dc.cancelUpload(location)
+		return 0, err
+	}
+	defer body.Close()
+	vr := &verifyingReader{r: body, v: d.Digest.Verifier(), want: d}
+	if err := dc.putBlob(ctx, location, d, vr); err != nil {
+		dc.cancelUpload(location)
+		if vr.err != nil {
+			return 0, vr.err // the source's fault, not the target's
+		}
+		return 0, err
+	}
+	return vr.n, nil
+}
+
+// retryableBlobError reports whether a blob transfer is worth restarting.
+func retryableBlobError(err error) bool {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return retryableStatus(te.StatusCode)
+	}
+	return errors.Is(err, ErrDigestMismatch) || retryableError(err)
+}
+
+// verifyingReader passes a blob through, counting and hashing it; at the
+// end it fails, instead of returning EOF, when the size or digest is not
+// the descriptor's. The PUT then fails and the registry commits nothing.
+type verifyingReader struct {
+	r    io.Reader
+	v    digest.Verifier
+	want descriptor
+	n    int64
+	err  error
+}
+
+func (r *verifyingReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.v.Write(p[:n])
+		r.n += int64(n)
+		if r.want.Size > 0 && r.n > r.want.Size {
+			r.err = fmt.Errorf("%w: blob %s is longer than its %d bytes", ErrDigestMismatch, r.want.Digest, r.want.Size)
+			return 0, r.err
+		}
+	}
+	if err == io.EOF {
+		switch {
+		case r.want.Size > 0 && r.n != r.want.Size:
+			r.err = fmt.Errorf("%w: blob %s: read %d of %d bytes", ErrDigestMismatch, r.want.Digest, r.n, r.want.Size)
+		case !r.v.Verified():
+			r.err = fmt.Errorf("%w: blob %s: the content has another digest", ErrDigestMismatch, r.want.Digest)
+		}
+		if r.err != nil {
+			return n, r.err
+		}
+	} else if err != nil {
+		r.err = fmt.Errorf("reading blob %s from the source: %w", r.want.Digest, err)
+		return n, r.err
+	}
+	return n, err
+}
