@@ -17,7 +17,8 @@ GGCR_VERSION=v0.22.1
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 
 APT_PACKAGES=(docker.io runc skopeo podman docker-registry ansible-core
-	busybox-static containerd openssl ca-certificates iproute2 uidmap)
+	busybox-static containerd openssl ca-certificates iproute2 uidmap
+	util-linux curl git)
 
 log() { echo "deps: $*" >&2; }
 

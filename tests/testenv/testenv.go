@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -387,5 +386,3 @@ func grepLog(p *Process, s string) bool {
 	}
 	return false
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }
