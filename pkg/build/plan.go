@@ -221,21 +221,21 @@ func checkDockerfile(path, target string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("Dockerfile %s does not exist (dockerfile is relative to the context directory)", path)
+			return fmt.Errorf("the Dockerfile %s does not exist (dockerfile is relative to the context directory)", path)
 		}
 		return fmt.Errorf("reading Dockerfile: %w", err)
 	}
 	defer f.Close()
 	res, err := parser.Parse(f)
 	if err != nil {
-		return fmt.Errorf("Dockerfile %s: %w", path, err)
+		return fmt.Errorf("parsing the Dockerfile %s: %w", path, err)
 	}
 	stages, _, err := instructions.Parse(res.AST, &linter.Linter{})
 	if err != nil {
-		return fmt.Errorf("Dockerfile %s: %w", path, err)
+		return fmt.Errorf("parsing the Dockerfile %s: %w", path, err)
 	}
 	if len(stages) == 0 {
-		return fmt.Errorf("Dockerfile %s has no FROM instruction", path)
+		return fmt.Errorf("the Dockerfile %s has no FROM instruction", path)
 	}
 	if target == "" {
 		return nil
