@@ -1,8 +1,11 @@
 package publish_test
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +17,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/imagegate/imagegate/pkg/dockerhub/hubtest"
 	"github.com/imagegate/imagegate/pkg/pki"
+	"github.com/imagegate/imagegate/pkg/publish"
+	"github.com/imagegate/imagegate/pkg/publish/distribution"
+	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
@@ -66,11 +73,24 @@ func (r registry) push(t testing.TB, ref string, x any) {
 // digest returns the digest repo:tag points to, or "" if it does not exist.
 func (r registry) digest(t testing.TB, ref string) string {
 	t.Helper()
-	d, err := remote.Head(r.ref(t, ref), r.opts(t)...)
+	repo, tag, _ := strings.Cut(ref, ":")
+	c, err := distribution.New(r.Host, distribution.WithTransport(r.transport(t)),
+		distribution.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password}))
 	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Repository(context.Background(), repo, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := p.Head(context.Background(), tag)
+	if errors.Is(err, distribution.ErrNotFound) {
 		return ""
 	}
-	return d.Digest.String()
+	if err != nil {
+		t.Fatalf("HEAD %s: %v", ref, err)
+	}
+	return d.Digest
 }
 
 func distributionRegistry(t testing.TB) registry {
@@ -122,4 +142,23 @@ func digestOf(t testing.TB, x interface{ Digest() (v1.Hash, error) }) string {
 		t.Fatal(err)
 	}
 	return d.String()
+}
+
+func imagegateRegistry(t testing.TB) registry {
+	t.Helper()
+	r := registrytest.New(t)
+	return registry{Host: r.Host, Username: r.Username, Password: r.Password, CA: r.CAPEM}
+}
+
+// dockerHub is Docker Hub emulated in front of imagegate's registry: the
+// registry API through hub.RegistryHost, the web API at hub.URL.
+func dockerHub(t testing.TB) (registry, *hubtest.Server) {
+	t.Helper()
+	backend := registrytest.New(t)
+	hub := hubtest.New(t, hubtest.Backend{Host: backend.Host, CA: backend.CAPEM, Username: backend.Username, Password: backend.Password})
+	return registry{Host: hub.RegistryHost, Username: backend.Username, Password: backend.Password, CA: hub.CACert}, hub
+}
+
+func hubTarget(hub *hubtest.Server) publish.Target {
+	return publish.Target{Registry: "docker.io", URL: "https://" + hub.RegistryHost, HubURL: hub.URL, CA: hub.CACert}
 }

@@ -315,23 +315,27 @@ func (r *Registry) newRepository(repo string, push bool, rt http.RoundTripper, g
 	return p
 }
 
-// grants are the access claims of a registry token: repository name to
-// actions.
+// grants are the access claims of a registry token: repository name (or
+// "*" for every repository) to actions.
 type grants map[string]map[string]bool
 
 func (g grants) allows(repo string, push bool) bool {
-	a := g[repo]
-	if a["*"] {
-		return true
+	for _, name := range []string{repo, "*"} {
+		a := g[name]
+		if a["*"] || (a["pull"] && (!push || a["push"])) {
+			return true
+		}
 	}
-	return a["pull"] && (!push || a["push"])
+	return false
 }
 
 // tokenGrants reads the access claim of a registry token, when the token
-// is a JWT as the Docker token specification describes ("access": [{"type":
-// "repository", "name", "actions"}]). It returns nil when the token is
-// opaque: then nothing is known. The signature is not checked; the
-// registry does that, and the claim only spares a request.
+// is a JWT: the Docker token specification's "access": [{"type":
+// "repository", "name", "actions"}], or imagegate's registry's
+// registry-wide "access": "read" | "write". It returns nil when the token
+// says nothing (an opaque token): then only a request can tell. The
+// signature is not checked; the registry does that, and the claim only
+// spares a request.
 func tokenGrants(tok *transport.Token) grants {
 	if tok == nil {
 		return nil
@@ -349,17 +353,31 @@ func tokenGrants(tok *transport.Token) grants {
 		return nil
 	}
 	var claims struct {
-		Access *[]struct {
-			Type    string   `json:"type"`
-			Name    string   `json:"name"`
-			Actions []string `json:"actions"`
-		} `json:"access"`
+		Access json.RawMessage `json:"access"`
 	}
-	if json.Unmarshal(payload, &claims) != nil || claims.Access == nil {
+	if json.Unmarshal(payload, &claims) != nil || len(claims.Access) == 0 {
+		return nil
+	}
+	var level string
+	if json.Unmarshal(claims.Access, &level) == nil {
+		switch level {
+		case "write":
+			return grants{"*": {"pull": true, "push": true}}
+		case "read":
+			return grants{"*": {"pull": true}}
+		}
+		return nil
+	}
+	var list []struct {
+		Type    string   `json:"type"`
+		Name    string   `json:"name"`
+		Actions []string `json:"actions"`
+	}
+	if json.Unmarshal(claims.Access, &list) != nil {
 		return nil
 	}
 	g := grants{}
-	for _, a := range *claims.Access {
+	for _, a := range list {
 		if a.Type != "repository" {
 			continue
 		}

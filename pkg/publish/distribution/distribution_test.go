@@ -2,6 +2,7 @@ package distribution
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/imagegate/imagegate/tests/testenv"
 )
@@ -233,5 +235,38 @@ func TestAgainstDistribution(t *testing.T) {
 	}
 	if _, err := bad.Repository(ctx, "myorg/app", true); !errors.Is(err, ErrDenied) {
 		t.Errorf("wrong password: %v", err)
+	}
+}
+
+func TestTokenGrants(t *testing.T) {
+	t.Parallel()
+	jwt := func(claims string) *transport.Token {
+		enc := base64.RawURLEncoding
+		return &transport.Token{Token: enc.EncodeToString([]byte(`{"alg":"HS256"}`)) + "." + enc.EncodeToString([]byte(claims)) + ".sig"}
+	}
+	tests := []struct {
+		name       string
+		tok        *transport.Token
+		known      bool
+		pull, push bool
+	}{
+		{"docker token spec", jwt(`{"access":[{"type":"repository","name":"myorg/app","actions":["pull","push"]}]}`), true, true, true},
+		{"pull only", jwt(`{"access":[{"type":"repository","name":"myorg/app","actions":["pull"]}]}`), true, true, false},
+		{"other repository", jwt(`{"access":[{"type":"repository","name":"myorg/lib","actions":["pull","push"]}]}`), true, false, false},
+		{"wildcard action", jwt(`{"access":[{"type":"repository","name":"myorg/app","actions":["*"]}]}`), true, true, true},
+		{"imagegate write", jwt(`{"sub":"zuul","access":"write"}`), true, true, true},
+		{"imagegate read", jwt(`{"access":"read"}`), true, true, false},
+		{"opaque", &transport.Token{Token: "abcdef"}, false, false, false},
+		{"no access claim", jwt(`{"sub":"x"}`), false, false, false},
+	}
+	for _, tc := range tests {
+		g := tokenGrants(tc.tok)
+		if (g != nil) != tc.known {
+			t.Errorf("%s: known = %v", tc.name, g != nil)
+			continue
+		}
+		if g != nil && (g.allows("myorg/app", false) != tc.pull || g.allows("myorg/app", true) != tc.push) {
+			t.Errorf("%s: pull %v push %v", tc.name, g.allows("myorg/app", false), g.allows("myorg/app", true))
+		}
 	}
 }
