@@ -185,6 +185,12 @@ func TestBuildThroughModule(t *testing.T) {
 	}
 	if b, err := os.ReadFile(res.LogFile); err != nil || !strings.Contains(string(b), "COPY Dockerfile /") {
 		t.Errorf("log file: %v", err)
+	} else if strings.Contains(string(b), reg.Password) {
+		t.Error("the log file holds the registry password")
+	}
+	// No credentials on disk: no docker config was written.
+	if _, err := os.Stat(filepath.Join(home, ".docker")); !os.IsNotExist(err) {
+		t.Errorf("~/.docker exists: %v", err)
 	}
 
 	delete(args, "_ansible_verbosity")

@@ -318,3 +318,41 @@ func TestDockerOnlyMultiPlatform(t *testing.T) {
 		t.Errorf("loaded architecture %s", arch)
 	}
 }
+
+// TestImagegateRegistry uses imagegate's own registry (bearer token auth)
+// as buildset registry: the speculative quay.io base resolves through the
+// mirror, every tag is pushed with the session's credentials, and the
+// unchanged rebuild keeps the digest.
+func TestImagegateRegistry(t *testing.T) {
+	t.Parallel()
+	e := newImagegateEnv(t)
+	base := testenv.BusyboxImage(t, testenv.FileLayer("etc/origin", []byte("speculative quay\n")))
+	e.pushBase(t, "quay.io/myorg/base:latest", base)
+	e.write(t, "app/Dockerfile", "FROM quay.io/myorg/base\nRUN cat /etc/origin > /built-on\n")
+	b, _ := New(e.bk.Addr)
+	req := e.request(zuul.Image{Context: "app", Repository: "quay.io/myorg/app", Tags: []string{"latest", "2"}})
+	rep, err := b.Run(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range []string{"latest", "2", "change_42_latest", "change_42_2"} {
+		if d := e.digest(t, "quay.io/myorg/app:"+tag); d != rep.Images[0].Digest {
+			t.Errorf("%s: %s, reported %s", tag, d, rep.Images[0].Digest)
+		}
+	}
+	baseLayers, _ := base.Layers()
+	appLayers, _ := e.image(t, "quay.io/myorg/app:latest").Layers()
+	for j, bl := range baseLayers {
+		bd, _ := bl.Digest()
+		if ad, _ := appLayers[j].Digest(); ad != bd {
+			t.Errorf("layer %d: %s, speculative base has %s", j, ad, bd)
+		}
+	}
+	rep2, err := b.Run(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep2.Changed || rep2.Images[0].Digest != rep.Images[0].Digest {
+		t.Errorf("unchanged rebuild: %+v", rep2.Images[0])
+	}
+}

@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 	"github.com/imagegate/imagegate/pkg/zuul"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
@@ -22,7 +24,7 @@ import (
 // htpasswd) and a buildkitd configured to use it as mirror, as the
 // ensure-buildkit role configures a node.
 type env struct {
-	reg      *testenv.Distribution
+	reg      registryInfo
 	bk       *testenv.Buildkitd
 	br       *zuul.BuildsetRegistry
 	home     string
@@ -30,21 +32,47 @@ type env struct {
 	remoteOp []remote.Option
 }
 
+// registryInfo is what the tests need of a registry.
+type registryInfo struct {
+	Host, Username, Password string
+	Port                     int
+	CAPEM                    []byte
+	CAFile                   string
+	TLS                      *tls.Config
+}
+
+// newEnv uses Debian's docker-registry (htpasswd, basic auth) as buildset
+// registry.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	reg := testenv.StartDistribution(t, testenv.DistributionOptions{})
-	cfg := mirrorConfig(reg.Host, reg.TLS.CAFile)
+	d := testenv.StartDistribution(t, testenv.DistributionOptions{})
+	return newEnvWith(t, registryInfo{Host: d.Host, Port: d.Port, Username: d.Username, Password: d.Password,
+		CAPEM: d.TLS.CA.CertPEM, CAFile: d.TLS.CAFile, TLS: d.TLS.Client().Transport.(*http.Transport).TLSClientConfig})
+}
+
+// newImagegateEnv uses imagegate's own registry (bearer tokens) as
+// buildset registry.
+func newImagegateEnv(t *testing.T) *env {
+	t.Helper()
+	r := registrytest.New(t)
+	return newEnvWith(t, registryInfo{Host: r.Host, Port: r.Port, Username: r.Username, Password: r.Password,
+		CAPEM: r.CAPEM, CAFile: r.CAFile, TLS: r.TLSConfig()})
+}
+
+func newEnvWith(t *testing.T, reg registryInfo) *env {
+	t.Helper()
+	cfg := mirrorConfig(reg.Host, reg.CAFile)
 	bk := testenv.StartBuildkitd(t, cfg)
 	home := t.TempDir()
 	work := filepath.Join(home, "src", "opendev.org", "org", "project")
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tr := &http.Transport{TLSClientConfig: reg.TLS.Client().Transport.(*http.Transport).TLSClientConfig}
+	tr := &http.Transport{TLSClientConfig: reg.TLS}
 	return &env{
 		reg: reg, bk: bk, home: home, workDir: work,
 		br: &zuul.BuildsetRegistry{Host: "127.0.0.1", Port: reg.Port, Username: reg.Username,
-			Password: reg.Password, Cert: string(reg.TLS.CA.CertPEM)},
+			Password: reg.Password, Cert: string(reg.CAPEM)},
 		remoteOp: []remote.Option{remote.WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password}),
 			remote.WithTransport(tr), remote.WithContext(context.Background())},
 	}
