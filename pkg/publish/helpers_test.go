@@ -22,6 +22,7 @@ import (
 	"github.com/imagegate/imagegate/pkg/publish"
 	"github.com/imagegate/imagegate/pkg/publish/distribution"
 	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/pkg/zuul"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
@@ -161,4 +162,13 @@ func dockerHub(t testing.TB) (registry, *hubtest.Server) {
 
 func hubTarget(hub *hubtest.Server) publish.Target {
 	return publish.Target{Registry: "docker.io", URL: "https://" + hub.RegistryHost, HubURL: hub.URL, CA: hub.CACert}
+}
+
+// buildsetRegistry is imagegate's registry as a buildset registry, with the
+// connection data the buildset_registry module returns.
+func buildsetRegistry(t testing.TB) (registry, *zuul.BuildsetRegistry) {
+	t.Helper()
+	r := registrytest.New(t)
+	return registry{Host: r.Host, Username: r.Username, Password: r.Password, CA: r.CAPEM},
+		&zuul.BuildsetRegistry{Host: "127.0.0.1", Port: r.Port, Username: r.Username, Password: r.Password, Cert: string(r.CAPEM)}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/dockerhub"
 	"github.com/imagegate/imagegate/pkg/publish/distribution"
+	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
@@ -695,9 +696,16 @@ func (p *promoter) finish() {
 			after = append(after, fmt.Sprintf("%s -> %s (not deleted)", d.Reference, orAbsent(d.Digest)))
 		}
 	}
-	p.res.Before = strings.Join(before, "\n") + "\n"
-	p.res.After = strings.Join(after, "\n") + "\n"
+	p.res.Before, p.res.After = joinLines(before), joinLines(after)
 	sort.Slice(p.res.Promoted, func(i, j int) bool { return p.res.Promoted[i].Reference < p.res.Promoted[j].Reference })
+}
+
+// joinLines joins lines for a diff, each ending in a newline.
+func joinLines(lines []string) string {
+	if len(lines) == 0 {
+		return ""
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
 
 func orAbsent(d string) string {
@@ -707,7 +715,9 @@ func orAbsent(d string) string {
 	return d
 }
 
-// retrying wraps base in imagegate's retry policy.
+// retrying wraps base in imagegate's one retry policy, package transfer's:
+// network errors and 408/429/5xx retried with backoff, Retry-After honoured
+// up to a cap, streamed bodies never buffered.
 func retrying(base *http.Transport, o options) (http.RoundTripper, error) {
-	return base, nil
+	return transfer.NewTransport(base, transfer.DefaultRetryPolicy(), o.log)
 }

@@ -649,7 +649,13 @@ func (p *Repository) Blob(ctx context.Context, digest string) ([]byte, error) {
 		return nil, err
 	}
 	req.Header.Set("User-Agent", "imagegate")
-	hc := &http.Client{Transport: p.hc.Transport, Timeout: defaultRequestDeadline}
+	hc := &http.Client{Transport: p.hc.Transport, Timeout: defaultRequestDeadline,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 10 || req.URL.Scheme != "https" {
+				return fmt.Errorf("refusing redirect to %s://%s: registries are only spoken to over TLS", req.URL.Scheme, req.URL.Host)
+			}
+			return nil
+		}}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
