@@ -221,8 +221,13 @@ func describeUploadErrors(plan []UploadedTag, results []Result, err error) error
 		u := plan[i]
 		msg := r.Err.Error()
 		var te *transfer.Error
-		if errors.As(r.Err, &te) && te.Step == transfer.StepSourceManifest && errors.Is(r.Err, transfer.ErrNotFound) {
+		switch {
+		case errors.As(r.Err, &te) && te.Step == transfer.StepSourceManifest && errors.Is(r.Err, transfer.ErrNotFound):
 			msg = fmt.Sprintf("%s is not in the buildset registry (did the build job push it?): %v", u.Source, r.Err)
+		case te != nil && te.Ref == u.Source:
+			msg = "reading the buildset registry: " + msg
+		case te != nil:
+			msg = "writing the target registry: " + msg
 		}
 		errs = append(errs, fmt.Errorf("%s: %s", u.where(), msg))
 	}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+	"github.com/imagegate/imagegate/pkg/registry"
+	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/tests/testenv"
+)
+
+// moduleBin is the module, built once as `make build` builds it.
+var moduleBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "docker_image_upload")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	moduleBin = filepath.Join(dir, "docker_image_upload")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", moduleBin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the module: %v\n%s", err, out)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestDocs(t *testing.T) {
+	t.Parallel()
+	ansibletest.CheckDocs(t, "docker_image_upload.yml", params{})
+}
+
+func TestAnsibleDoc(t *testing.T) {
+	t.Parallel()
+	lib := t.TempDir()
+	for src, dst := range map[string]string{moduleBin: "docker_image_upload", "docker_image_upload.yml": "docker_image_upload.yml"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(lib, dst), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("ansible-doc", "-M", lib, "docker_image_upload")
+	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "PAGER=cat", "ANSIBLE_LOCAL_TEMP="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ansible-doc: %v\n%s", err, out)
+	}
+	for _, want := range []string{"upload_docker_image_promote", "docker_registry_url", "buildset_registry", "EXAMPLES", "RETURN VALUES", "blobs_mounted"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("ansible-doc output lacks %q", want)
+		}
+	}
+}
+
+const password = `pw-"quoted"\-2b9d4a`
+
+// env is a buildset registry holding myorg/app:latest and a target
+// registry, both imagegate's.
+type env struct {
+	br, target *registrytest.Registry
+	img        v1.Image
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	// A buildset registry that refuses anonymous pulls, so a wrong
+	// password shows.
+	e := &env{br: registrytest.New(t, registry.WithAnonymousRead(false)), target: registrytest.New(t)}
+	e.img = testenv.BusyboxImage(t, testenv.FileLayer("app.txt", []byte("app\n")))
+	ref, _ := name.ParseReference(e.br.Host + "/myorg/app:latest")
+	if err := remote.Write(ref, e.img, remote.WithAuth(&authn.Basic{Username: e.br.Username, Password: e.br.Password}), remote.WithTransport(e.br.Transport())); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) brParam() map[string]any {
+	return map[string]any{"host": "127.0.0.1", "port": e.br.Port, "username": e.br.Username, "password": e.br.Password, "cert": string(e.br.CAPEM)}
+}
+
+func (e *env) args() map[string]any {
+	return map[string]any{
+		"docker_images":        []any{map[string]any{"context": ".", "repository": "myorg/app", "tags": []any{"latest"}}},
+		"docker_credentials":   map[string]any{"username": e.target.Username, "password": e.target.Password},
+		"docker_registry":      e.target.Host,
+		"docker_registry_cert": string(e.target.CAPEM),
+		"buildset_registry":    e.brParam(),
+		"zuul":                 map[string]any{"change": "42", "pipeline": "gate"},
+	}
+}
+
+func (e *env) digest(t *testing.T, ref string) string {
+	t.Helper()
+	r, _ := name.ParseReference(e.target.Host + "/" + ref)
+	d, err := remote.Head(r, remote.WithAuth(&authn.Basic{Username: e.target.Username, Password: e.target.Password}), remote.WithTransport(e.target.Transport()))
+	if err != nil {
+		return ""
+	}
+	return d.Digest.String()
+}
+
+// TestUploadModule: check mode, upload, second run unchanged, with the
+// buildset registry read from the job's result data file.
+func TestUploadModule(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	want, _ := e.img.Digest()
+	results := filepath.Join(t.TempDir(), "results.json")
+	b, _ := json.Marshal(map[string]any{"data": map[string]any{}, "secret_data": map[string]any{"buildset_registry": e.brParam()}})
+	if err := os.WriteFile(results, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := e.args()
+	delete(args, "buildset_registry")
+	args["zuul"] = map[string]any{"change": 42, "pipeline": "gate", "executor": map[string]any{"result_data_file": results}}
+	args["_ansible_verbosity"] = 3
+
+	check := map[string]any{"_ansible_check_mode": true, "_ansible_diff": true}
+	for k, v := range args {
+		check[k] = v
+	}
+	o := ansibletest.RunBinary(t, moduleBin, check)
+	if o.Failed() || !o.Changed() || e.digest(t, "myorg/app:change_42_latest") != "" {
+		t.Fatalf("check mode: %s", o.Stdout)
+	}
+	if diff := fmt.Sprint(o.Result["diff"]); !strings.Contains(diff, "myorg/app:change_42_latest -> "+want.String()) {
+		t.Errorf("diff: %s", diff)
+	}
+	o = ansibletest.RunBinary(t, moduleBin, args)
+	if o.Failed() || !o.Changed() {
+		t.Fatalf("upload: %s", o.Stdout)
+	}
+	if got := e.digest(t, "myorg/app:change_42_latest"); got != want.String() {
+		t.Errorf("change_42_latest = %q, want %s", got, want)
+	}
+	up := o.Result["uploads"].([]any)[0].(map[string]any)
+	if up["digest"] != want.String() || up["reference"] != e.target.Host+"/myorg/app:change_42_latest" {
+		t.Errorf("uploads: %v", up)
+	}
+	for _, secret := range []string{e.br.Password, e.target.Password} {
+		if bytes.Contains(o.Stdout, []byte(secret)) || bytes.Contains(o.Stderr, []byte(secret)) {
+			t.Errorf("a password is in the output")
+		}
+	}
+	o = ansibletest.RunBinary(t, moduleBin, args)
+	if o.Failed() || o.Changed() {
+		t.Errorf("second run: %s", o.Stdout)
+	}
+}
+
+// TestBadInput: each fails naming what to fix, nothing is uploaded, and no
+// password is shown.
+func TestBadInput(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		modify func(e *env, a map[string]any)
+		want   string
+	}{
+		{"missing credentials", func(_ *env, a map[string]any) { delete(a, "docker_credentials") }, "parameter docker_credentials: is required"},
+		{"wrong password", func(e *env, a map[string]any) {
+			a["docker_credentials"] = map[string]any{"username": e.target.Username, "password": password}
+		}, "docker_credentials (zuul) were refused by 127.0.0.1:"},
+		{"repository not permitted", func(e *env, a map[string]any) {
+			a["docker_credentials"] = map[string]any{"username": e.target.Username, "password": password, "repository": "^myorg/lib"}
+		}, `docker_images[0] (myorg/app): repository myorg/app not permitted by docker_credentials.repository "^myorg/lib"`},
+		{"malformed regex", func(e *env, a map[string]any) {
+			a["docker_credentials"] = map[string]any{"username": e.target.Username, "password": password, "repository": "(?=x)"}
+		}, "lookarounds"},
+		{"missing image", func(e *env, a map[string]any) {
+			a["docker_images"] = []any{map[string]any{"context": ".", "repository": "myorg/app", "tags": []any{"latest", "2.0"}}}
+		}, "docker_images[0] (myorg/app), tag 2.0: 127.0.0.1:"},
+		{"duplicate tags", func(e *env, a map[string]any) {
+			a["docker_images"] = []any{map[string]any{"context": ".", "repository": "myorg/app", "tags": []any{"latest", "latest"}}}
+		}, `tag "latest" is listed twice`},
+		{"unknown registry", func(e *env, a map[string]any) { a["docker_registry"] = "registry.invalid" }, "connecting to registry registry.invalid/myorg/app:change_42_latest"},
+		{"registry URL over http", func(e *env, a map[string]any) { a["docker_registry_url"] = "http://" + e.target.Host }, "docker_registry_url"},
+		{"no buildset registry", func(e *env, a map[string]any) { delete(a, "buildset_registry") }, "buildset_registry is not set"},
+		{"wrong buildset registry password", func(e *env, a map[string]any) {
+			br := e.brParam()
+			br["password"] = password
+			a["buildset_registry"] = br
+		}, "myorg/app:latest: getting a token for repository:myorg/app:pull"},
+		{"no change, no pipeline", func(e *env, a map[string]any) { a["zuul"] = map[string]any{} }, "zuul.change and zuul.pipeline are both empty"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			args := e.args()
+			tc.modify(e, args)
+			args["_ansible_verbosity"] = 3
+			o := ansibletest.RunBinary(t, moduleBin, args)
+			if !o.Failed() || o.Changed() {
+				t.Fatalf("not failed: %s", o.Stdout)
+			}
+			if !strings.Contains(o.Msg(), tc.want) {
+				t.Errorf("msg %q does not contain %q", o.Msg(), tc.want)
+			}
+			esc, _ := json.Marshal(password)
+			for _, s := range []string{password, string(esc[1 : len(esc)-1]), e.target.Password, e.br.Password} {
+				if bytes.Contains(o.Stdout, []byte(s)) || bytes.Contains(o.Stderr, []byte(s)) {
+					t.Errorf("a password is in the output:\n%s\n%s", o.Stdout, o.Stderr)
+				}
+			}
+			if d := e.digest(t, "myorg/app:change_42_latest"); d != "" {
+				t.Errorf("uploaded %s despite the bad input", d)
+			}
+		})
+	}
+}
