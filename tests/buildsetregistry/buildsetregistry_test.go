@@ -235,6 +235,17 @@ func (r *registry) crane(t *testing.T, args ...string) string {
 	return strings.TrimSpace(testenv.Run(t, env, bin, args...))
 }
 
+// manifestRequests counts the manifest requests for repo in the registry's
+// log.
+func manifestRequests(t *testing.T, r *registry, repo string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(r.Root, "registry.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Count(b, []byte("path=/v2/"+repo+"/manifests/"))
+}
+
 func TestBuildsetRegistryClients(t *testing.T) {
 	r := startRegistry(t)
 	auth := r.authFile(t, r.Username, r.Password)
@@ -328,7 +339,12 @@ func TestBuildsetRegistryClients(t *testing.T) {
 		}})
 		// Docker Hub is unreachable here, and dockerd falls back to it only
 		// when the mirror fails: a successful pull was served by the mirror.
+		// The registry's log must show dockerd's manifest request too.
+		before := manifestRequests(t, r, "myorg/app")
 		d.Docker("pull", app)
+		if after := manifestRequests(t, r, "myorg/app"); after <= before {
+			t.Errorf("the registry log shows no manifest request from dockerd (%d before the pull, %d after)", before, after)
+		}
 		repoDigests := d.Docker("image", "inspect", "--format", "{{json .RepoDigests}}", app)
 		if !strings.Contains(repoDigests, "myorg/app@"+digest) {
 			t.Errorf("docker pull %s through the mirror: repo digests %s, want %s", app, repoDigests, digest)
