@@ -23,7 +23,7 @@ import (
 )
 
 const (
-	buildColdRuns = 2
+	buildColdRuns = 3
 	buildWarmRuns = 3
 )
 
@@ -87,79 +87,81 @@ func BenchmarkBuild(b *testing.B) {
 	var mod, modLoad, dock series
 	var digests []string
 
-	// docker_image_build: a fresh buildkitd per cold run.
+	// The three ways run in turn in each round, so that load from other
+	// work on the machine falls on all of them alike.
 	for i := 0; i < buildColdRuns; i++ {
-		bk := testenv.StartBuildkitd(b, bkConfig)
-		repo := fmt.Sprintf("bench/module-%d", i)
-		d, rss, res := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, "none"))
-		mod.cold = append(mod.cold, d)
-		mod.clientRSS = max(mod.clientRSS, rss)
-		digests = append(digests, res)
-		for j := 0; j < buildWarmRuns && i == 0; j++ {
+		// docker_image_build: a fresh buildkitd per cold run.
+		{
+			bk := testenv.StartBuildkitd(b, bkConfig)
+			repo := fmt.Sprintf("bench/module-%d", i)
 			d, rss, res := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, "none"))
-			mod.warm = append(mod.warm, d)
+			mod.cold = append(mod.cold, d)
 			mod.clientRSS = max(mod.clientRSS, rss)
-			if res != digests[0] {
-				b.Errorf("warm rebuild digest %s differs from %s", res, digests[0])
+			digests = append(digests, res)
+			for j := 0; j < buildWarmRuns && i == 0; j++ {
+				d, rss, res := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, "none"))
+				mod.warm = append(mod.warm, d)
+				mod.clientRSS = max(mod.clientRSS, rss)
+				if res != digests[0] {
+					b.Errorf("warm rebuild digest %s differs from %s", res, digests[0])
+				}
 			}
+			if r, err := PeakRSS(bk.Cmd.Process.Pid); err == nil {
+				mod.rss = max(mod.rss, r)
+			}
+			bk.Stop()
 		}
-		if r, err := PeakRSS(bk.Cmd.Process.Pid); err == nil {
-			mod.rss = max(mod.rss, r)
-		}
-		bk.Stop()
-	}
-
-	// docker_image_build loading into a dockerd as well.
-	for i := 0; i < buildColdRuns; i++ {
-		bk := testenv.StartBuildkitd(b, bkConfig)
-		dd := testenv.StartDockerd(b, testenv.DockerdOptions{})
-		repo := fmt.Sprintf("bench/moduleload-%d", i)
-		d, _, _ := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, dd.Host))
-		modLoad.cold = append(modLoad.cold, d)
-		for j := 0; j < buildWarmRuns && i == 0; j++ {
+		// docker_image_build loading into a dockerd as well.
+		{
+			bk := testenv.StartBuildkitd(b, bkConfig)
+			dd := testenv.StartDockerd(b, testenv.DockerdOptions{})
+			repo := fmt.Sprintf("bench/moduleload-%d", i)
 			d, _, _ := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, dd.Host))
-			modLoad.warm = append(modLoad.warm, d)
-		}
-		bk.Stop()
-		dd.Stop()
-	}
-
-	// docker build + docker push on a fresh dockerd per cold run.
-	for i := 0; i < buildColdRuns; i++ {
-		dd := testenv.StartDockerd(b, testenv.DockerdOptions{})
-		dd.Login(reg.Host, reg.Username, reg.Password)
-		repo := fmt.Sprintf("%s/bench/docker-%d", reg.Host, i)
-		run := func() (time.Duration, int64) {
-			start := time.Now()
-			var peak int64
-			for _, args := range [][]string{
-				{"build", "-q", "-t", repo + ":latest", "-t", repo + ":change_1_latest", work},
-				{"push", "-q", repo + ":latest"},
-				{"push", "-q", repo + ":change_1_latest"},
-			} {
-				c := exec.Command("docker", args...)
-				c.Env = append(os.Environ(), dd.Env()...)
-				c.Env = append(c.Env, "DOCKER_BUILDKIT=0")
-				if out, err := c.CombinedOutput(); err != nil {
-					b.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
-				}
-				if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-					peak = max(peak, ru.Maxrss<<10)
-				}
+			modLoad.cold = append(modLoad.cold, d)
+			for j := 0; j < buildWarmRuns && i == 0; j++ {
+				d, _, _ := buildRunModule(b, bin, moduleArgs(bk.Addr, repo, dd.Host))
+				modLoad.warm = append(modLoad.warm, d)
 			}
-			return time.Since(start), peak
+			bk.Stop()
+			dd.Stop()
 		}
-		d, rss := run()
-		dock.cold = append(dock.cold, d)
-		dock.clientRSS = max(dock.clientRSS, rss)
-		for j := 0; j < buildWarmRuns && i == 0; j++ {
-			d, _ := run()
-			dock.warm = append(dock.warm, d)
+		// docker build + docker push on a fresh dockerd per cold run.
+		{
+			dd := testenv.StartDockerd(b, testenv.DockerdOptions{})
+			dd.Login(reg.Host, reg.Username, reg.Password)
+			repo := fmt.Sprintf("%s/bench/docker-%d", reg.Host, i)
+			run := func() (time.Duration, int64) {
+				start := time.Now()
+				var peak int64
+				for _, args := range [][]string{
+					{"build", "-q", "-t", repo + ":latest", "-t", repo + ":change_1_latest", work},
+					{"push", "-q", repo + ":latest"},
+					{"push", "-q", repo + ":change_1_latest"},
+				} {
+					c := exec.Command("docker", args...)
+					c.Env = append(os.Environ(), dd.Env()...)
+					c.Env = append(c.Env, "DOCKER_BUILDKIT=0")
+					if out, err := c.CombinedOutput(); err != nil {
+						b.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+					}
+					if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
+						peak = max(peak, ru.Maxrss<<10)
+					}
+				}
+				return time.Since(start), peak
+			}
+			d, rss := run()
+			dock.cold = append(dock.cold, d)
+			dock.clientRSS = max(dock.clientRSS, rss)
+			for j := 0; j < buildWarmRuns && i == 0; j++ {
+				d, _ := run()
+				dock.warm = append(dock.warm, d)
+			}
+			if r, err := PeakRSS(dd.Cmd.Process.Pid); err == nil {
+				dock.rss = max(dock.rss, r)
+			}
+			dd.Stop()
 		}
-		if r, err := PeakRSS(dd.Cmd.Process.Pid); err == nil {
-			dock.rss = max(dock.rss, r)
-		}
-		dd.Stop()
 	}
 
 	const layerBytes = 50 << 20
