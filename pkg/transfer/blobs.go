@@ -11,58 +11,83 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// blobState is one blob on one target registry during an operation: the
-// first job that needs it places it (uploads, mounts, or finds it); the
-// others wait, then mount it from the repository it landed in. That is
-// how an operation uploads each shared layer once across registries,
-// where go-containerregistry mounts only from the source repository.
-type blobState struct {
+// flight is one piece of work of an operation that several jobs may
+// need: placing a blob in a repository or on a registry, writing a child
+// manifest. The first job does it; the others wait for its outcome.
+type flight struct {
 	done chan struct{}
-	// repo holds the blob once done is closed, unless err is set.
-	repo string
-	err  error
+	// val is the leader's result (the repository a blob landed in), err
+	// its failure; both are set before done is closed.
+	val string
+	err error
 }
 
-// ensureBlob makes the target repository of dc hold blob d.
-func (s *session) ensureBlob(ctx context.Context, sc, dc *repoClient, d descriptor, cnt *counters) error {
-	key := canonicalHost(dc.host) + "@" + d.Digest.String()
+// once runs fn for the first caller of key and makes concurrent and later
+// callers wait for its outcome, so that work is done once per operation.
+// After a failure the next waiting caller tries itself. Waiting holds no
+// transfer slot: a leader holds one only while it works and never waits,
+// so the pool cannot deadlock.
+func (s *session) once(ctx context.Context, key string, fn func() (string, error)) (val string, leader bool, err error) {
 	for {
 		s.mu.Lock()
-		b := s.blobs[key]
-		if b == nil {
-			b = &blobState{done: make(chan struct{})}
-			s.blobs[key] = b
+		f := s.flights[key]
+		if f == nil {
+			f = &flight{done: make(chan struct{})}
+			s.flights[key] = f
 			s.mu.Unlock()
-			err := s.placeBlob(ctx, sc, dc, d, cnt)
+			val, err := fn()
 			s.mu.Lock()
 			if err != nil {
-				// Let a waiting job try for itself.
-				delete(s.blobs, key)
-				b.err = err
-			} else {
-				b.repo = dc.repo
+				delete(s.flights, key)
 			}
+			f.val, f.err = val, err
 			s.mu.Unlock()
-			close(b.done)
-			return err
+			close(f.done)
+			return val, true, err
 		}
 		s.mu.Unlock()
-		// Wait without holding a transfer slot: the owner holds one and
-		// never waits, so the pool cannot deadlock.
 		select {
-		case <-b.done:
+		case <-f.done:
 		case <-ctx.Done():
-			return s.fail(dc.ref(d.Digest.String()), StepBlob, "", ctx.Err())
+			return "", false, ctx.Err()
 		}
-		if b.err != nil {
-			continue
+		if f.err == nil {
+			return f.val, false, nil
 		}
-		if b.repo == dc.repo {
-			cnt.existing.Add(1)
-			return nil
-		}
-		return s.mountBlob(ctx, sc, dc, d, b.repo, cnt)
 	}
+}
+
+// ensureBlob makes the target repository of dc hold blob d. Jobs that
+// need the blob in the same repository wait for the first (concurrent
+// writes of one repository's blob link race in distribution's filesystem
+// driver); the first places it on the registry, or mounts it from the
+// repository where another job of the operation placed it. That is how an
+// operation uploads each shared layer once across registries, where
+// go-containerregistry mounts only from the source repository.
+func (s *session) ensureBlob(ctx context.Context, sc, dc *repoClient, d descriptor, cnt *counters) error {
+	host := canonicalHost(dc.host)
+	_, leader, err := s.once(ctx, "blob "+host+"/"+dc.repo+"@"+d.Digest.String(), func() (string, error) {
+		from, first, err := s.once(ctx, "registry blob "+host+"@"+d.Digest.String(), func() (string, error) {
+			return dc.repo, s.placeBlob(ctx, sc, dc, d, cnt)
+		})
+		switch {
+		case err != nil:
+			return "", err
+		case first:
+			return "", nil
+		case from == dc.repo:
+			cnt.existing.Add(1)
+			return "", nil
+		}
+		return "", s.mountBlob(ctx, sc, dc, d, from, cnt)
+	})
+	if err != nil {
+		return s.fail(dc.host+"/"+dc.repo, StepBlob, d.Digest.String(), err)
+	}
+	if !leader {
+		cnt.existing.Add(1)
+	}
+	return nil
 }
 
 func (s *session) acquire(ctx context.Context) error {

@@ -392,7 +392,7 @@ type session struct {
 
 	mu      sync.Mutex
 	clients map[string]*clientEntry
-	blobs   map[string]*blobState
+	flights map[string]*flight
 }
 
 type clientEntry struct {
@@ -403,7 +403,7 @@ type clientEntry struct {
 
 func newSession(ctx context.Context, c *Copier, jobs []*parsedJob, plan bool) *session {
 	s := &session{ctx: ctx, c: c, plan: plan, blobSem: make(chan struct{}, c.jobs),
-		mountable: map[string][]string{}, clients: map[string]*clientEntry{}, blobs: map[string]*blobState{}}
+		mountable: map[string][]string{}, clients: map[string]*clientEntry{}, flights: map[string]*flight{}}
 	sets := map[string]map[string]bool{}
 	add := func(host, repo string) {
 		k := canonicalHost(host)
@@ -562,25 +562,12 @@ func (s *session) copyContent(ctx context.Context, sc, dc *repoClient, m *manife
 	for _, child := range m.children {
 		g.Go(func() error {
 			id := child.Digest.String()
-			cur, err := dc.headManifest(gctx, id)
-			if err != nil {
-				return s.fail(dc.ref(id), StepTargetManifest, "", err)
-			}
-			if cur == child.Digest {
-				return nil
-			}
-			cm, err := sc.getManifest(gctx, id)
-			if err != nil {
-				return s.fail(sc.ref(id), StepSourceManifest, "", err)
-			}
-			if err := s.copyContent(gctx, sc, dc, cm, cnt, depth+1); err != nil {
-				return err
-			}
-			if err := dc.putManifest(gctx, id, cm.raw, cm.mediaType, cm.digest); err != nil {
-				return s.fail(dc.ref(id), StepPutManifest, id, err)
-			}
-			cnt.manifests.Add(1)
-			return nil
+			// Once per repository: jobs copying the same index share its
+			// children.
+			_, _, err := s.once(gctx, "manifest "+canonicalHost(dc.host)+"/"+dc.repo+"@"+id, func() (string, error) {
+				return "", s.copyChild(gctx, sc, dc, child, cnt, depth)
+			})
+			return err
 		})
 	}
 	for _, b := range m.blobs {
@@ -590,4 +577,29 @@ func (s *session) copyContent(ctx context.Context, sc, dc *repoClient, m *manife
 		g.Go(func() error { return s.ensureBlob(gctx, sc, dc, b, cnt) })
 	}
 	return g.Wait()
+}
+
+// copyChild writes a child manifest of an index, by digest, with what it
+// refers to, unless the target has it.
+func (s *session) copyChild(ctx context.Context, sc, dc *repoClient, child descriptor, cnt *counters, depth int) error {
+	id := child.Digest.String()
+	cur, err := dc.headManifest(ctx, id)
+	if err != nil {
+		return s.fail(dc.ref(id), StepTargetManifest, "", err)
+	}
+	if cur == child.Digest {
+		return nil
+	}
+	cm, err := sc.getManifest(ctx, id)
+	if err != nil {
+		return s.fail(sc.ref(id), StepSourceManifest, "", err)
+	}
+	if err := s.copyContent(ctx, sc, dc, cm, cnt, depth+1); err != nil {
+		return err
+	}
+	if err := dc.putManifest(ctx, id, cm.raw, cm.mediaType, cm.digest); err != nil {
+		return s.fail(dc.ref(id), StepPutManifest, id, err)
+	}
+	cnt.manifests.Add(1)
+	return nil
 }

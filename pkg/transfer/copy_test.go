@@ -142,7 +142,22 @@ func TestMountWithinRegistry(t *testing.T) {
 // every other target repository mounts it.
 func TestSharedLayersUploadedOnce(t *testing.T) {
 	t.Parallel()
-	src, dst := transfertest.Distribution(t), transfertest.Distribution(t)
+	for _, tc := range []struct {
+		name     string
+		src, dst func(testing.TB) transfertest.Registry
+	}{
+		{"distribution to distribution", transfertest.Distribution, transfertest.Distribution},
+		{"distribution to imagegate", transfertest.Distribution, transfertest.Ours},
+		{"imagegate to distribution", transfertest.Ours, transfertest.Distribution},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testSharedLayers(t, tc.src(t), tc.dst(t))
+		})
+	}
+}
+
+func testSharedLayers(t *testing.T, src, dst transfertest.Registry) {
 	base := []v1.Layer{transfertest.Layer(20, 300_000), transfertest.Layer(21, 300_000), transfertest.Layer(22, 300_000)}
 	var jobs []transfer.Job
 	distinct := map[string]int64{}
@@ -308,5 +323,47 @@ func TestStreams(t *testing.T) {
 	t.Logf("copying a %d MiB layer allocated %.1f MiB", size>>20, float64(alloc)/(1<<20))
 	if alloc > size/2 {
 		t.Errorf("copying a %d MiB layer allocated %d MiB: it is buffered, not streamed", size>>20, alloc>>20)
+	}
+}
+
+// TestSameContentManyTargets copies one image and one index to several
+// tags of the same repositories at once: the jobs must not place the same
+// blob or child manifest in one repository concurrently (distribution's
+// filesystem driver rewrites link files in place, and a concurrent reader
+// then sees a torn link).
+func TestSameContentManyTargets(t *testing.T) {
+	t.Parallel()
+	src, dst := transfertest.Distribution(t), transfertest.Distribution(t)
+	base := transfertest.Layer(80, 100_000)
+	img := transfertest.Image(t, false, base, transfertest.Layer(81, 20_000))
+	idx := transfertest.Index(t, true,
+		transfertest.PlatformImage(t, true, v1.Platform{OS: "linux", Architecture: "amd64"}, base, transfertest.Layer(82, 10_000)),
+		transfertest.PlatformImage(t, true, v1.Platform{OS: "linux", Architecture: "arm64"}, base, transfertest.Layer(83, 10_000)))
+	transfertest.Push(t, src, src.Host+"/org/img:latest", img)
+	transfertest.Push(t, src, src.Host+"/org/idx:latest", idx)
+	c := newCopier(t, endpoints(src, dst)...)
+	for round := range 3 {
+		var jobs []transfer.Job
+		for _, repo := range []string{"x", "y"} {
+			for _, tag := range []string{"a", "b", "c"} {
+				for _, from := range []string{"img", "idx"} {
+					jobs = append(jobs, transfer.Job{Src: src.Host + "/org/" + from + ":latest",
+						Dst: fmt.Sprintf("%s/r%d/%s/%s:%s", dst.Host, round, repo, from, tag)})
+				}
+			}
+		}
+		rs, err := c.CopyAll(context.Background(), jobs)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		copied := 0
+		for _, r := range rs {
+			copied += r.BlobsCopied
+			checkSame(t, src, r.Src, dst, r.Dst)
+		}
+		// img: config + 2 layers; idx: 2 configs + 2 own layers (base shared).
+		if copied != 7 {
+			t.Errorf("round %d: uploaded %d blobs, want the 7 distinct ones once", round, copied)
+		}
 	}
 }

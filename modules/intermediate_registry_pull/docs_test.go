@@ -1,0 +1,12 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+)
+
+func TestDocs(t *testing.T) {
+	t.Parallel()
+	ansibletest.CheckDocs(t, "intermediate_registry_pull.yml", params{})
+}

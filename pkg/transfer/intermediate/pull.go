@@ -1,0 +1,98 @@
+package intermediate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/imagegate/imagegate/pkg/transfer"
+	"github.com/imagegate/imagegate/pkg/zuul"
+)
+
+// Ignored is an artifact Pull did not copy, and why.
+type Ignored struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// PullResult is what Pull did.
+type PullResult struct {
+	Images  []Image
+	Ignored []Ignored
+	Changed bool
+}
+
+// Pull copies every container_image artifact into the buildset registry
+// as <repository>:<tag>, the repository with a leading docker.io/ removed
+// and any other registry prefix kept (use-buildset-registry's namespace
+// mapping). Artifacts without metadata or of another type are ignored.
+// When two artifacts name the same repository and tag, the later one
+// wins, as in upstream's sequential loop; the earlier is reported as
+// ignored.
+func Pull(ctx context.Context, cfg Config, artifacts []zuul.Artifact) (*PullResult, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	res := &PullResult{}
+	type entry struct {
+		idx int
+		art zuul.Artifact
+		img zuul.ContainerImage
+		dst string
+	}
+	var entries []entry
+	byTarget := map[string]int{}
+	for i, a := range artifacts {
+		label := artifactLabel(i, a)
+		ci, ok, err := a.ContainerImage()
+		if err != nil {
+			if a.Name == "" {
+				return nil, fmt.Errorf("zuul artifact %d: %w", i, err)
+			}
+			return nil, err // it names the artifact
+		}
+		if !ok {
+			res.Ignored = append(res.Ignored, Ignored{Name: a.Name, Reason: "not a container_image artifact"})
+			continue
+		}
+		src, err := transfer.ParseReference(ci.Ref)
+		if err != nil {
+			return nil, fmt.Errorf("%s: url %q: %w", label, a.URL, err)
+		}
+		repo := zuul.StripDockerIO(ci.Repository)
+		dst := cfg.Buildset.Address() + "/" + repo + ":" + ci.Tag
+		if _, err := transfer.ParseReference(dst); err != nil || strings.ContainsAny(ci.Tag, ":/@") {
+			return nil, fmt.Errorf("%s: metadata.repository %q and metadata.tag %q do not make an image name", label, ci.Repository, ci.Tag)
+		}
+		e := entry{idx: i, art: a, img: ci, dst: dst}
+		e.img.Ref = src.String()
+		if prev, dup := byTarget[dst]; dup {
+			res.Ignored = append(res.Ignored, Ignored{Name: entries[prev].art.Name,
+				Reason: fmt.Sprintf("superseded by artifact %q, a later artifact for %s:%s", a.Name, repo, ci.Tag)})
+			entries[prev] = e
+			continue
+		}
+		byTarget[dst] = len(entries)
+		entries = append(entries, e)
+	}
+	if len(entries) == 0 {
+		return res, nil
+	}
+	jobs := make([]transfer.Job, len(entries))
+	res.Images = make([]Image, len(entries))
+	for i, e := range entries {
+		jobs[i] = transfer.Job{Src: e.img.Ref, Dst: e.dst}
+		res.Images[i] = Image{Name: e.art.Name, Repository: zuul.StripDockerIO(e.img.Repository), Tag: e.img.Tag,
+			Source: e.img.Ref, Target: e.dst}
+	}
+	changed, err := cfg.run(ctx, jobs, res.Images, func(i int) string { return artifactLabel(entries[i].idx, entries[i].art) })
+	res.Changed = changed
+	return res, err
+}
+
+func artifactLabel(i int, a zuul.Artifact) string {
+	if a.Name == "" {
+		return fmt.Sprintf("zuul artifact %d", i)
+	}
+	return fmt.Sprintf("artifact %q", a.Name)
+}
