@@ -95,30 +95,49 @@ func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
 	return o.stop(ctx, l, spec.State == Absent)
 }
 
+// lock takes the root's lock: shared in check mode, which only reads,
+// exclusive otherwise. It gives up after a minute.
+func (o *options) lock(ctx context.Context, l layout) (func(), error) {
+	lctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return lockRoot(lctx.Done(), l, !o.checkMode)
+}
+
 func (o *options) start(ctx context.Context, l layout, spec Spec) (*Result, error) {
 	res := &Result{Root: l.root(), LogFile: l.logFile()}
-	st, err := inspectRoot(l)
+	exists, err := rootExists(l)
 	if err != nil {
 		return nil, err
 	}
-	if !o.checkMode {
-		if st != rootOurs {
-			if err := makeRoot(l); err != nil {
-				return nil, err
-			}
+	if !exists && !o.checkMode {
+		if err := mkdirRoot(l); err != nil {
+			return nil, err
 		}
-		lctx, cancel := context.WithTimeout(ctx, time.Minute)
-		unlock, err := lockRoot(lctx.Done(), l)
-		cancel()
+		exists = true
+	}
+	st := rootMissing
+	if exists {
+		// What is in the root is judged under its lock, where another
+		// task's start is seen whole or not at all. A foreign directory is
+		// refused before anything is written to it.
+		unlock, err := o.lock(ctx, l)
 		if err != nil {
 			return nil, err
 		}
 		defer unlock()
+		if st, err = inspectRoot(l); err != nil {
+			return nil, err
+		}
+		if st == rootEmpty && !o.checkMode {
+			if err := prepareRoot(l); err != nil {
+				return nil, err
+			}
+		}
 	}
 	var old *config
 	var ca *pki.CA
 	pid := 0
-	if st == rootOurs || !o.checkMode {
+	if st == rootOurs {
 		if old, err = readConfig(l); err != nil {
 			return nil, err
 		}
@@ -163,17 +182,19 @@ func (o *options) start(ctx context.Context, l layout, spec Spec) (*Result, erro
 	}
 	o.logger.Info("starting the buildset registry", "root", l.root(), "reason", reason)
 
+	// registry.json first: it marks the directory as ours, so a start that
+	// fails later leaves a root that a retry or absent may use.
+	if old == nil || !reflect.DeepEqual(old, cfg) {
+		if err := writeConfig(l, cfg); err != nil {
+			return nil, unusable(l, fmt.Errorf("writing the configuration: %w", err))
+		}
+	}
 	if ca == nil {
 		if ca, err = pki.NewCA("imagegate buildset registry CA", caValidity); err != nil {
 			return nil, err
 		}
 		if err := ca.WriteFiles(l.caCert(), l.caKey()); err != nil {
-			return nil, fmt.Errorf("buildset_registry_root %s: %w: writing the CA: %w", l.root(), ErrRootUnusable, err)
-		}
-	}
-	if old == nil || !reflect.DeepEqual(old, cfg) {
-		if err := writeConfig(l, cfg); err != nil {
-			return nil, fmt.Errorf("buildset_registry_root %s: %w: writing the configuration: %w", l.root(), ErrRootUnusable, err)
+			return nil, unusable(l, fmt.Errorf("writing the CA: %w", err))
 		}
 	}
 	if pid != 0 {
@@ -215,6 +236,19 @@ func (o *options) start(ctx context.Context, l layout, spec Spec) (*Result, erro
 
 func (o *options) stop(ctx context.Context, l layout, remove bool) (*Result, error) {
 	res := &Result{Root: l.root(), LogFile: l.logFile(), Before: describe(nil, false), After: describe(nil, false)}
+	exists, err := rootExists(l)
+	if err != nil {
+		return nil, err
+	}
+	if !exists {
+		res.Msg = fmt.Sprintf("no buildset registry in %s", l.root())
+		return res, nil
+	}
+	unlock, err := o.lock(ctx, l)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	st, err := inspectRoot(l)
 	if errors.Is(err, ErrForeignRoot) && !remove {
 		res.Msg = fmt.Sprintf("no buildset registry in %s", l.root())
@@ -223,17 +257,16 @@ func (o *options) stop(ctx context.Context, l layout, remove bool) (*Result, err
 	if err != nil {
 		return nil, err
 	}
-	switch st {
-	case rootMissing:
+	if st == rootMissing {
 		res.Msg = fmt.Sprintf("no buildset registry in %s", l.root())
 		return res, nil
-	case rootEmpty:
+	}
+	if st == rootEmpty {
 		if !remove {
 			res.Msg = fmt.Sprintf("no buildset registry in %s", l.root())
 			return res, nil
 		}
 		res.Changed = true
-		res.Msg = fmt.Sprintf("removed the empty directory %s", l.root())
 		if o.checkMode {
 			res.Msg = "would remove the empty directory " + l.root()
 			return res, nil
@@ -241,16 +274,8 @@ func (o *options) stop(ctx context.Context, l layout, remove bool) (*Result, err
 		if err := os.Remove(l.root()); err != nil {
 			return nil, fmt.Errorf("removing buildset_registry_root %s: %w", l.root(), err)
 		}
+		res.Msg = "removed the empty directory " + l.root()
 		return res, nil
-	}
-	if !o.checkMode {
-		lctx, cancel := context.WithTimeout(ctx, time.Minute)
-		unlock, err := lockRoot(lctx.Done(), l)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		defer unlock()
 	}
 	// A damaged registry.json must not prevent a stop or a removal.
 	old, _ := readConfig(l)

@@ -236,24 +236,28 @@ func TestCheckMode(t *testing.T) {
 }
 
 func TestStartErrors(t *testing.T) {
-	t.Run("port in use", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		port := l.Addr().(*net.TCPAddr).Port
-		root := filepath.Join(t.TempDir(), "br")
-		cleanup(t, root)
-		_, err = Apply(context.Background(), Spec{Root: root, Port: port, Host: "127.0.0.1"})
-		if !errors.Is(err, ErrPortInUse) || !errors.Is(err, ErrStartFailed) ||
-			!strings.Contains(err.Error(), "choose another buildset_registry_port") {
-			t.Fatalf("error %v, want ErrPortInUse naming buildset_registry_port", err)
-		}
-		if pid, _ := runningPID(layout(root)); pid != 0 {
-			t.Errorf("a daemon runs after the failed start: pid %d", pid)
-		}
-	})
+	// Another process on the port, on any of the addresses the registry
+	// listens on, is found and named.
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0", "0.0.0.0:0", "[::]:0"} {
+		t.Run("port in use on "+addr, func(t *testing.T) {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			port := l.Addr().(*net.TCPAddr).Port
+			root := filepath.Join(t.TempDir(), "br")
+			cleanup(t, root)
+			_, err = Apply(context.Background(), Spec{Root: root, Port: port, Host: "127.0.0.1"})
+			if !errors.Is(err, ErrPortInUse) || !errors.Is(err, ErrStartFailed) ||
+				!strings.Contains(err.Error(), "choose another buildset_registry_port") {
+				t.Fatalf("error %v, want ErrPortInUse naming buildset_registry_port", err)
+			}
+			if pid, _ := runningPID(layout(root)); pid != 0 {
+				t.Errorf("a daemon runs after the failed start: pid %d", pid)
+			}
+		})
+	}
 	t.Run("root under a file", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "file")
 		os.WriteFile(file, nil, 0o600)
@@ -331,5 +335,43 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestConcurrentStarts runs several starts on one root at once, as parallel
+// tasks might: one starts the daemon, the others find it running, and all
+// return the same connection data.
+func TestConcurrentStarts(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "br")
+	cleanup(t, root)
+	spec := Spec{Root: root, Port: freePort(t), Host: "127.0.0.1"}
+	const n = 4
+	results := make(chan *Result, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			r, err := Apply(context.Background(), spec)
+			results <- r
+			errs <- err
+		}()
+	}
+	var changed int
+	var first *Result
+	for range n {
+		r, err := <-results, <-errs
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Changed {
+			changed++
+		}
+		if first == nil {
+			first = r
+		} else if *r.Registry != *first.Registry || r.PID != first.PID {
+			t.Errorf("different results: %+v and %+v", r, first)
+		}
+	}
+	if changed != 1 {
+		t.Errorf("%d of %d concurrent starts changed, want 1", changed, n)
 	}
 }

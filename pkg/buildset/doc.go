@@ -30,7 +30,9 @@
 //	<root>/registry.log       the daemon's log (0600)
 //	<root>/bin/               the copied executable
 //	<root>/storage/           the registry's content (pkg/registry/storage/filesystem)
-//	<root>/.lock              serialises concurrent Apply calls on one root
+//
+// Apply holds a flock on the root directory while it works, so concurrent
+// tasks on one root do not race; no lock file is needed.
 //
 // The token signing key is random at every start and never written.
 package buildset

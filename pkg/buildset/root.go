@@ -32,8 +32,7 @@ func (l layout) binDir() string  { return filepath.Join(string(l), "bin") }
 func (l layout) binary() string {
 	return filepath.Join(string(l), "bin", "imagegate-buildset-registry")
 }
-func (l layout) storage() string  { return filepath.Join(string(l), "storage") }
-func (l layout) lockFile() string { return filepath.Join(string(l), ".lock") }
+func (l layout) storage() string { return filepath.Join(string(l), "storage") }
 
 // config is the content of registry.json: what the daemon serves with, and
 // the credentials Apply returns.
@@ -140,6 +139,18 @@ const (
 	rootOurs                      // a directory holding registry.json
 )
 
+// rootExists reports whether something is at the root path.
+func rootExists(l layout) (bool, error) {
+	_, err := os.Lstat(l.root())
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, unusable(l, err)
+	}
+	return true, nil
+}
+
 // inspectRoot reports what is at l. A path that exists but is neither an
 // empty directory nor a buildset registry root is ErrForeignRoot.
 func inspectRoot(l layout) (rootStatus, error) {
@@ -167,57 +178,70 @@ func inspectRoot(l layout) (rootStatus, error) {
 	return 0, fmt.Errorf("buildset_registry_root %s is a non-empty directory without registry.json (%w): choose a new or empty directory; imagegate does not take over or delete directories it did not create", l.root(), ErrForeignRoot)
 }
 
-// makeRoot creates the root directory (mode 0700) and checks that it is
-// writable.
-func makeRoot(l layout) error {
-	unusable := func(err error) error {
-		return fmt.Errorf("buildset_registry_root %s: %w: %w; choose a directory the module's user can write", l.root(), ErrRootUnusable, err)
-	}
+func unusable(l layout, err error) error {
+	return fmt.Errorf("buildset_registry_root %s: %w: %w; choose a directory the module's user can write", l.root(), ErrRootUnusable, err)
+}
+
+// mkdirRoot creates the root directory, mode 0700, unless it exists.
+func mkdirRoot(l layout) error {
 	if err := os.MkdirAll(filepath.Dir(l.root()), 0o755); err != nil {
-		return unusable(err)
+		return unusable(l, err)
 	}
 	if err := os.Mkdir(l.root(), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return unusable(err)
+		return unusable(l, err)
 	}
+	return nil
+}
+
+// prepareRoot makes an empty root directory mode 0700 and checks that it is
+// writable. It runs under the root's lock, so no other Apply sees its probe
+// file.
+func prepareRoot(l layout) error {
 	if err := os.Chmod(l.root(), 0o700); err != nil {
-		return unusable(err)
+		return unusable(l, err)
 	}
 	// Permission bits do not stop root, so try a write: a read-only file
 	// system, a full disk or an immutable directory show up here.
 	f, err := os.CreateTemp(l.root(), ".probe*")
 	if err != nil {
-		return unusable(err)
+		return unusable(l, err)
 	}
 	name := f.Name()
 	f.Close()
 	if err := os.Remove(name); err != nil {
-		return unusable(err)
+		return unusable(l, err)
 	}
 	return nil
 }
 
-// lockRoot takes an exclusive lock on the root so that concurrent Apply
-// calls on one root do not race. It waits until ctx is done.
-func lockRoot(ctxDone <-chan struct{}, l layout) (unlock func(), err error) {
-	f, err := os.OpenFile(l.lockFile(), os.O_RDWR|os.O_CREATE, 0o600)
+// lockRoot locks the root directory itself (flock works on directories),
+// exclusively to change it, shared to read it, so that concurrent Apply
+// calls on one root see each other's work whole, and no lock file is left
+// in a directory that turns out not to be ours. It waits until done.
+func lockRoot(done <-chan struct{}, l layout, exclusive bool) (unlock func(), err error) {
+	f, err := os.Open(l.root())
 	if err != nil {
-		return nil, fmt.Errorf("buildset_registry_root %s: %w: %w", l.root(), ErrRootUnusable, err)
+		return nil, unusable(l, err)
+	}
+	how := syscall.LOCK_SH
+	if exclusive {
+		how = syscall.LOCK_EX
 	}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
 		if err == nil {
 			return func() { f.Close() }, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()
-			return nil, fmt.Errorf("locking %s: %w", l.lockFile(), err)
+			return nil, fmt.Errorf("locking %s: %w", l.root(), err)
 		}
 		select {
-		case <-ctxDone:
+		case <-done:
 			f.Close()
-			return nil, fmt.Errorf("locking %s: another buildset_registry task on this root is still running", l.lockFile())
+			return nil, fmt.Errorf("locking %s: another buildset_registry task on this root is still running", l.root())
 		case <-tick.C:
 		}
 	}
