@@ -204,15 +204,21 @@ func Push(t testing.TB, r Registry, ref string, content remote.Taggable) string 
 // go-containerregistry: an independent check of what a copy wrote.
 func Manifest(t testing.TB, r Registry, ref string) (raw []byte, digest string) {
 	t.Helper()
-	nref, err := name.ParseReference(ref, name.WeakValidation)
-	if err != nil {
-		t.Fatal(err)
-	}
-	desc, err := remote.Get(nref, remote.WithAuth(r.authenticator()), remote.WithTransport(r.transport()))
+	desc, err := ManifestErr(r, ref)
 	if err != nil {
 		t.Fatalf("reading %s: %v", ref, err)
 	}
 	return desc.Manifest, desc.Digest.String()
+}
+
+// ManifestErr is Manifest returning the error, for checks that something
+// is absent.
+func ManifestErr(r Registry, ref string) (*remote.Descriptor, error) {
+	nref, err := name.ParseReference(ref, name.WeakValidation)
+	if err != nil {
+		return nil, err
+	}
+	return remote.Get(nref, remote.WithAuth(r.authenticator()), remote.WithTransport(r.transport()))
 }
 
 func (r Registry) authenticator() authn.Authenticator {
