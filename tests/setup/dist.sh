@@ -1,0 +1,96 @@
+#!/bin/bash
+# dist.sh assembles imagegate's release tree for Zuul operators, after
+# `make build-all` has put the module binaries (linux/amd64 and linux/arm64)
+# and their documentation in roles/imagegate-modules/library:
+#
+#   dist/imagegate/                 the tree to add to Zuul as a project
+#     zuul.d/ playbooks/ roles/     jobs, playbooks, roles (with the binaries)
+#     docs/ README.md               documentation
+#     bin/linux_<arch>/             the commands (runner, registry, ...)
+#     VERSION SHA256SUMS
+#   dist/imagegate-<version>.tar.gz the same tree, packed reproducibly
+#
+# Usage: tests/setup/dist.sh [output directory, default dist]
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+OUT=${1:-dist}
+TREE=$OUT/imagegate
+LIBRARY=roles/imagegate-modules/library
+GO=${GO:-go}
+ARCHES=(amd64 arm64)
+
+log() { echo "dist: $*" >&2; }
+die() { echo "dist: $*" >&2; exit 1; }
+
+suffix() { [ "$1" = amd64 ] && echo "" || echo "_$1"; }
+
+# Every module must be there for every architecture, with its docs.
+modules=()
+for main in modules/*/main.go; do
+	modules+=("$(basename "$(dirname "$main")")")
+done
+[ ${#modules[@]} -gt 0 ] || die "no modules found under modules/"
+missing=()
+for m in "${modules[@]}"; do
+	[ -f "$LIBRARY/$m.yml" ] || missing+=("$LIBRARY/$m.yml")
+	for a in "${ARCHES[@]}"; do
+		[ -x "$LIBRARY/$m$(suffix "$a")" ] || missing+=("$LIBRARY/$m$(suffix "$a")")
+	done
+	[ -L "roles/imagegate-modules/action_plugins/$m.py" ] ||
+		die "module $m has no action plugin link roles/imagegate-modules/action_plugins/$m.py"
+done
+[ ${#missing[@]} -eq 0 ] || die "missing (run make build-all): ${missing[*]}"
+# Each binary must be built for the architecture its name says: the action
+# plugin trusts the name.
+for m in "${modules[@]}"; do
+	for a in "${ARCHES[@]}"; do
+		bin="$LIBRARY/$m$(suffix "$a")"
+		got=$($GO version -m "$bin" 2>/dev/null | sed -n 's/^[[:space:]]*build[[:space:]]*GOARCH=//p')
+		goos=$($GO version -m "$bin" 2>/dev/null | sed -n 's/^[[:space:]]*build[[:space:]]*GOOS=//p')
+		[ "$got" = "$a" ] && [ "$goos" = linux ] ||
+			die "$bin is built for ${goos:-?}/${got:-?}, not linux/$a: rebuild with make build-all"
+	done
+done
+
+VERSION=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
+log "assembling $TREE ($VERSION, ${#modules[@]} modules, ${ARCHES[*]})"
+rm -rf "$TREE" "$OUT"/imagegate-*.tar.gz
+mkdir -p "$TREE"
+
+# Tracked files of the Zuul-facing directories, then the built library.
+git ls-files -z zuul.d playbooks roles docs README.md LICENSE 2>/dev/null |
+	while IFS= read -r -d '' f; do
+		[ -e "$f" ] || [ -L "$f" ] || continue
+		mkdir -p "$TREE/$(dirname "$f")"
+		cp -P "$f" "$TREE/$f"
+	done
+mkdir -p "$TREE/$LIBRARY"
+for m in "${modules[@]}"; do
+	cp "$LIBRARY/$m.yml" "$TREE/$LIBRARY/"
+	for a in "${ARCHES[@]}"; do
+		cp "$LIBRARY/$m$(suffix "$a")" "$TREE/$LIBRARY/"
+	done
+done
+
+# The commands, for both architectures.
+commands=()
+for main in cmd/*/main.go; do
+	[ -f "$main" ] && commands+=("$(basename "$(dirname "$main")")")
+done
+for a in "${ARCHES[@]}"; do
+	for c in "${commands[@]}"; do
+		CGO_ENABLED=0 GOOS=linux GOARCH=$a $GO build -trimpath -ldflags "-s -w" \
+			-o "$TREE/bin/linux_$a/$c" "./cmd/$c"
+	done
+done
+
+echo "$VERSION" > "$TREE/VERSION"
+(cd "$TREE" && find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum > SHA256SUMS)
+
+# Reproducible tarball: sorted names, fixed owner and time.
+mtime=$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+tarball="$OUT/imagegate-$VERSION.tar.gz"
+tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="$mtime" \
+	-C "$OUT" -cf - imagegate | gzip -n > "$tarball"
+log "wrote $TREE and $tarball ($(du -sh "$tarball" | cut -f1))"
