@@ -221,3 +221,22 @@ func TestParseRange(t *testing.T) {
 		}
 	}
 }
+
+func TestRouteNames(t *testing.T) {
+	t.Parallel()
+	for path, want := range map[string]string{
+		"/v2/":                        "base",
+		"/auth/token":                 "token",
+		"/v2/a/b/manifests/latest":    "manifest",
+		"/v2/a/blobs/uploads/":        "uploads",
+		"/v2/a/blobs/uploads/x":       "upload",
+		"/v2/Bad/manifests/latest":    "manifest",
+		"/metrics":                    "unknown",
+		"/v2/a/things/x":              "unknown",
+		"/v2/a/referrers/sha256:abcd": "referrers",
+	} {
+		if got := Route(path); got != want {
+			t.Errorf("Route(%q) = %q, want %q", path, got, want)
+		}
+	}
+}

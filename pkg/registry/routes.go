@@ -183,3 +183,15 @@ func checkTag(tag string) error {
 	}
 	return nil
 }
+
+// Route names the API endpoint a request path addresses: "base",
+// "catalog", "token", "blob", "uploads", "upload", "manifest", "tags",
+// "referrers", or "unknown". Its values are few and fixed, for metric
+// labels (the repository name and reference are left out).
+func Route(path string) string {
+	rt, err := parseRoute(path)
+	if err != nil && rt.kind == "" {
+		return "unknown"
+	}
+	return string(rt.kind)
+}
