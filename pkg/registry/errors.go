@@ -150,6 +150,11 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	} else {
 		log.DebugContext(r.Context(), "request refused", "method", r.Method, "path", r.URL.Path, "status", e.Status, "code", e.Code, "error", err)
 	}
+	// A handler may have set the headers of the entity it meant to send
+	// before failing; they do not describe the error.
+	for _, k := range []string{"Docker-Content-Digest", "ETag", "Cache-Control", "Accept-Ranges", "Content-Range", "Location", "OCI-Subject", "OCI-Tag"} {
+		w.Header().Del(k)
+	}
 	for k, vs := range e.Header {
 		for _, v := range vs {
 			w.Header().Add(k, v)

@@ -102,24 +102,25 @@ func (rg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route
 	} else if err != nil {
 		return storageError("reading manifest", err)
 	}
+	var rc io.ReadCloser
+	if r.Method != http.MethodHead {
+		rc, err = rg.driver.OpenBlob(ctx, dg, 0, -1)
+		if errors.Is(err, storage.ErrNotFound) {
+			return manifestUnknown(rt.name, rt.ref)
+		} else if err != nil {
+			return storageError("reading manifest", err)
+		}
+		defer rc.Close()
+	}
 	h := w.Header()
 	h.Set("Content-Type", string(mt))
 	h.Set("Docker-Content-Digest", dg.String())
 	h.Set("Content-Length", strconv.FormatInt(size, 10))
 	h.Set("ETag", `"`+dg.String()+`"`)
-	if r.Method == http.MethodHead {
+	if rc == nil {
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	rc, err := rg.driver.OpenBlob(ctx, dg, 0, -1)
-	if errors.Is(err, storage.ErrNotFound) {
-		h.Del("Content-Length")
-		return manifestUnknown(rt.name, rt.ref)
-	} else if err != nil {
-		h.Del("Content-Length")
-		return storageError("reading manifest", err)
-	}
-	defer rc.Close()
 	w.WriteHeader(http.StatusOK)
 	if _, err := io.Copy(w, rc); err != nil {
 		rg.log.WarnContext(ctx, "sending manifest failed", "digest", dg, "error", err)
