@@ -73,7 +73,8 @@ type Driver interface {
 	// DeleteEntry removes key, or returns ErrNotFound.
 	DeleteEntry(ctx context.Context, repo string, table Table, key string) error
 	// ListEntries returns up to n entries (all when n < 0) of table whose
-	// keys sort after after ("" for the start), in ascending byte order.
+	// keys sort after after ("" for the start), in ascending byte order;
+	// none, and no error, for a table or repository that holds nothing.
 	// It never returns a key that has been deleted, whatever the
 	// consistency of the store's own listing.
 	ListEntries(ctx context.Context, repo string, table Table, after string, n int) ([]Entry, error)
