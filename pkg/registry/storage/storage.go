@@ -85,7 +85,7 @@ type Driver interface {
 	Repositories(ctx context.Context, after string, n int) ([]string, error)
 
 	// NewUpload creates an upload session for repo with an initial state
-	// and returns it, Size 0.
+	// and returns it, Size 0, Started and Updated now.
 	NewUpload(ctx context.Context, repo string, state []byte) (Upload, error)
 	// GetUpload returns the session id, or ErrUploadUnknown.
 	GetUpload(ctx context.Context, id string) (Upload, error)
@@ -93,8 +93,9 @@ type Driver interface {
 	// the session's Size (ErrRangeInvalid otherwise, with the session as
 	// it is). length is the chunk's length, or -1 when unknown. When r
 	// has been read to io.EOF, the driver calls state with the new size
-	// and saves the returned state together with that size: a session
-	// never records bytes without the state that covers them. A read
+	// and saves the returned state together with that size (and Updated,
+	// now): a session never records bytes without the state that covers
+	// them. A read
 	// error, a state error or a cancelled context leaves the session as it
 	// was.
 	AppendUpload(ctx context.Context, id string, offset, length int64, r io.Reader, state func(size int64) ([]byte, error)) (Upload, error)
@@ -169,4 +170,8 @@ type Upload struct {
 	State []byte
 	// Started is when the session was created.
 	Started time.Time
+	// Updated is when the session last received a chunk (Started before
+	// the first), so a long push in progress is not taken for an
+	// abandoned one.
+	Updated time.Time
 }

@@ -10,7 +10,7 @@
 //	    _tags/<tag>                      the tagged manifest's digest
 //	    _referrers/<alg>/<hex>/<digest>  descriptor (JSON) of a manifest whose subject is <alg>:<hex>
 //	uploads/<id>/data                    bytes received by an upload session
-//	uploads/<id>/session                 the session record (JSON: repository, size, state, started)
+//	uploads/<id>/session                 the session record (JSON: repository, size, state, started, updated)
 //	tmp/                                 files and directories being written
 //
 // Repository name components never start with "_", so a table directory
@@ -437,6 +437,7 @@ type session struct {
 	Size       int64     `json:"size"`
 	State      []byte    `json:"state"`
 	Started    time.Time `json:"started"`
+	Updated    time.Time `json:"updated"`
 }
 
 var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
@@ -473,7 +474,8 @@ func (d *Driver) NewUpload(ctx context.Context, repo string, state []byte) (stor
 	if err != nil {
 		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
 	}
-	up := storage.Upload{ID: id, Repository: repo, State: state, Started: time.Now().UTC()}
+	now := time.Now().UTC()
+	up := storage.Upload{ID: id, Repository: repo, State: state, Started: now, Updated: now}
 	tmp, err := os.MkdirTemp(d.tmpDir(), "upload-*")
 	if err != nil {
 		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
@@ -500,7 +502,7 @@ func (d *Driver) NewUpload(ctx context.Context, repo string, state []byte) (stor
 }
 
 func writeSession(path string, up storage.Upload) error {
-	b, err := json.Marshal(session{Repository: up.Repository, Size: up.Size, State: up.State, Started: up.Started})
+	b, err := json.Marshal(session{Repository: up.Repository, Size: up.Size, State: up.State, Started: up.Started, Updated: up.Updated})
 	if err != nil {
 		return err
 	}
@@ -519,7 +521,7 @@ func (d *Driver) readSession(id, dir string) (storage.Upload, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return storage.Upload{}, fmt.Errorf("reading upload %s: %w", id, err)
 	}
-	return storage.Upload{ID: id, Repository: s.Repository, Size: s.Size, State: s.State, Started: s.Started}, nil
+	return storage.Upload{ID: id, Repository: s.Repository, Size: s.Size, State: s.State, Started: s.Started, Updated: s.Updated}, nil
 }
 
 // GetUpload implements storage.Driver.
@@ -601,7 +603,7 @@ func (d *Driver) AppendUpload(ctx context.Context, id string, offset, length int
 	}
 	if err == nil {
 		next := up
-		next.Size, next.State = up.Size+n, st
+		next.Size, next.State, next.Updated = up.Size+n, st, time.Now().UTC()
 		if err = writeSession(filepath.Join(dir, "session"), next); err == nil {
 			return next, nil
 		}

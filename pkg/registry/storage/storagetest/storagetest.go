@@ -511,13 +511,14 @@ func testUploadLifecycle(t *testing.T, open Opener) {
 	if err != nil {
 		t.Fatalf("NewUpload: %v", err)
 	}
-	if up.ID == "" || up.Repository != "team/app" || up.Size != 0 || string(up.State) != "state-0" || up.Started.Before(before) {
+	if up.ID == "" || up.Repository != "team/app" || up.Size != 0 || string(up.State) != "state-0" || up.Started.Before(before) || up.Updated.Before(up.Started) {
 		t.Fatalf("NewUpload = %+v", up)
 	}
 	got, err := d.GetUpload(c, up.ID)
 	if err != nil || got.Repository != up.Repository || got.Size != 0 || string(got.State) != "state-0" || !got.Started.Equal(up.Started) {
 		t.Fatalf("GetUpload = %+v, %v; want %+v", got, err, up)
 	}
+	started := got.Started
 	chunks := [][]byte{randomBytes(t, 1000), randomBytes(t, 1), randomBytes(t, 5<<20), nil}
 	var content []byte
 	for i, ch := range chunks {
@@ -527,7 +528,8 @@ func testUploadLifecycle(t *testing.T, open Opener) {
 			t.Fatalf("after chunk %d: Size %d, want %d", i, up.Size, len(content))
 		}
 		got, err := d.GetUpload(c, up.ID)
-		if err != nil || got.Size != int64(len(content)) || string(got.State) != fmt.Sprintf("state-%d", i+1) {
+		if err != nil || got.Size != int64(len(content)) || string(got.State) != fmt.Sprintf("state-%d", i+1) ||
+			!got.Started.Equal(started) || got.Updated.Before(started) || got.Updated.After(time.Now().Add(time.Minute)) {
 			t.Fatalf("GetUpload after chunk %d = %+v, %v", i, got, err)
 		}
 	}
