@@ -1,0 +1,257 @@
+package publish
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imagegate/imagegate/pkg/dockerhub/hubtest"
+	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/pkg/transfer/faultproxy"
+	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
+	"github.com/imagegate/imagegate/tests/testenv"
+)
+
+// hubBehind is emulated Docker Hub with a fault-injecting proxy in front of
+// its registry endpoint and one in front of its web API.
+type hubBehind struct {
+	hub                *hubtest.Server
+	direct             registry // the registry endpoint, without faults
+	regProxy, apiProxy *faultproxy.Proxy
+	// registryHost and apiURL are the proxies; cert trusts both.
+	registryHost, apiURL, cert string
+}
+
+func newHubBehind(t *testing.T, regCfg, apiCfg faultproxy.Config) *hubBehind {
+	t.Helper()
+	backend := registrytest.New(t)
+	hub := hubtest.New(t, hubtest.Backend{Host: backend.Host, CA: backend.CAPEM, Username: backend.Username, Password: backend.Password})
+	h := &hubBehind{hub: hub, direct: registry{Host: hub.RegistryHost, Username: backend.Username, Password: backend.Password, CA: hub.CACert}}
+	api, _ := url.Parse(hub.URL)
+	regP, regVia := transfertest.Proxy(t, transfertest.Registry{Host: hub.RegistryHost, CA: hub.CACert}, "", regCfg)
+	apiP, apiVia := transfertest.Proxy(t, transfertest.Registry{Host: api.Host, CA: hub.CACert}, "", apiCfg)
+	h.regProxy, h.apiProxy = regP, apiP
+	h.registryHost, h.apiURL = regVia.Host, "https://"+apiVia.Host
+	h.cert = string(regVia.CA) + string(apiVia.CA)
+	return h
+}
+
+func (h *hubBehind) args(images []any, zuulVars map[string]any) map[string]any {
+	return map[string]any{
+		"docker_images":        images,
+		"docker_credentials":   map[string]any{"username": h.direct.Username, "password": h.direct.Password},
+		"docker_registry":      "docker.io",
+		"docker_registry_url":  "https://" + h.registryHost,
+		"docker_hub_url":       h.apiURL,
+		"docker_registry_cert": h.cert,
+		"zuul":                 zuulVars,
+	}
+}
+
+// TestFaultyNetwork uploads and promotes through proxies that reset
+// connections, answer 500/502/503 (before and after doing the work), throttle
+// with 429 and Retry-After, and cut responses short, between the modules and
+// every registry and API: both finish, with the right digests.
+func TestFaultyNetwork(t *testing.T) {
+	t.Parallel()
+	faults := faultproxy.Config{Seed: 20261127, Reset: 0.06, Error: 0.1, Throttle: 0.04, Truncate: 0.06, RetryAfter: time.Second}
+	brs := registrytest.New(t)
+	brDirect := registry{Host: brs.Host, Username: brs.Username, Password: brs.Password, CA: brs.CAPEM}
+	brProxy, brVia := transfertest.Proxy(t, transfertest.Registry{Host: brs.Host, Username: brs.Username, Password: brs.Password, CA: brs.CAPEM}, "", faults)
+	faults.Seed++
+	// The web API gets few requests (a login, a listing and deletes per
+	// image): higher rates, so faults hit it too. Decisions depend only on
+	// the seed and each path's request sequence, so this seed gives every
+	// kind of fault here, and never five in a row to one request (which
+	// would exhaust the retries: correct behaviour, but not this test's).
+	apiFaults := faultproxy.Config{Seed: faults.Seed + 2, Reset: 0.06, Error: 0.12, Throttle: 0.06, Truncate: 0.06, RetryAfter: time.Second}
+	h := newHubBehind(t, faults, apiFaults)
+
+	var images []any
+	want := map[string]string{}
+	for i, repo := range []string{"myorg/app", "myorg/lib", "myorg/tool"} {
+		tags := []any{"latest", "1.0"}
+		var d string
+		if i == 1 {
+			idx := index(t, "42", repo)
+			brDirect.push(t, repo+":latest", idx)
+			brDirect.push(t, repo+":1.0", idx)
+			d = digestOf(t, idx)
+		} else {
+			img := image(t, "42", repo, time.Now())
+			brDirect.push(t, repo+":latest", img)
+			brDirect.push(t, repo+":1.0", img)
+			d = digestOf(t, img)
+		}
+		for _, tag := range tags {
+			want[repo+":"+tag.(string)] = d
+		}
+		images = append(images, map[string]any{"context": ".", "repository": repo, "tags": tags})
+	}
+	brHost, brPort, _ := strings.Cut(brVia.Host, ":")
+	args := h.args(images, map[string]any{"change": "42", "pipeline": "gate"})
+	delete(args, "docker_hub_url")
+	args["buildset_registry"] = map[string]any{"host": brHost, "port": brPort, "username": brs.Username, "password": brs.Password, "cert": string(brVia.CA)}
+	runModule(t, "docker_image_upload", args)
+	for ref, d := range want {
+		repo, tag, _ := strings.Cut(ref, ":")
+		if got := h.direct.digest(t, repo+":change_42_"+tag); got != d {
+			t.Errorf("staged %s = %q, want %s", ref, got, d)
+		}
+	}
+
+	args = h.args(images, map[string]any{"change": "42", "pipeline": "promote"})
+	res := runModule(t, "docker_image_promote", args)
+	for ref, d := range want {
+		repo, tag, _ := strings.Cut(ref, ":")
+		if got := h.direct.digest(t, ref); got != d {
+			t.Errorf("promoted %s = %q, want %s", ref, got, d)
+		}
+		if got := h.direct.digest(t, repo+":change_42_"+tag); got != "" {
+			t.Errorf("staging tag of %s still there", ref)
+		}
+	}
+	if w, ok := res["warnings"]; ok {
+		t.Errorf("warnings: %v", w)
+	}
+	for name, p := range map[string]*faultproxy.Proxy{"buildset registry": brProxy, "registry": h.regProxy, "web API": h.apiProxy} {
+		s := p.Stats()
+		t.Logf("%s proxy: %d requests, %d resets, %d errors, %d throttles, %d truncations", name, s.Requests, s.Resets, s.Errors, s.Throttles, s.Truncations)
+		if s.Faults() == 0 {
+			t.Errorf("no fault was injected in front of the %s: the test proves nothing", name)
+		}
+	}
+}
+
+// TestRegistryDown: a web API that answers 503 to everything fails the
+// promote with a message saying where, after the retries, and changes
+// nothing.
+func TestRegistryDown(t *testing.T) {
+	t.Parallel()
+	h := newHubBehind(t, faultproxy.Config{}, faultproxy.Config{FailAll: http.StatusServiceUnavailable})
+	img := image(t, "42", "app", time.Now())
+	h.direct.push(t, "myorg/app:change_42_latest", img)
+	args := h.args([]any{map[string]any{"context": ".", "repository": "myorg/app"}}, map[string]any{"change": "42", "pipeline": "promote"})
+	_, _, err := runModuleErr(t, "docker_image_promote", args)
+	if err == nil || !strings.Contains(err.Error(), "logging in to Docker Hub") || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("err = %v", err)
+	}
+	if h.direct.digest(t, "myorg/app:latest") != "" {
+		t.Error("promoted although the web API is down")
+	}
+	if n := h.apiProxy.Stats().Requests; n < 2 {
+		t.Errorf("%d login attempts: no retry", n)
+	}
+}
+
+// TestPromoteKilled kills the promote module (SIGKILL) in the middle of
+// writing the final tags, and in the middle of deleting the staging tags,
+// then runs it again: it finishes, every final tag at the staged digest and
+// every staging tag gone.
+func TestPromoteKilled(t *testing.T) {
+	t.Parallel()
+	for _, phase := range []string{"writing final tags", "deleting staging tags"} {
+		t.Run(phase, func(t *testing.T) {
+			t.Parallel()
+			// The second request of the phase hangs, so the kill lands
+			// with the first done and the rest not.
+			var seen atomic.Int32
+			hang := faultproxy.Config{Slow: 1, Delay: 10 * time.Minute}
+			var regCfg, apiCfg faultproxy.Config
+			if phase == "writing final tags" {
+				hang.Match = func(r *http.Request) bool {
+					return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") && seen.Add(1) > 1
+				}
+				regCfg = hang
+			} else {
+				hang.Match = func(r *http.Request) bool {
+					return r.Method == http.MethodDelete && seen.Add(1) > 1
+				}
+				apiCfg = hang
+			}
+			h := newHubBehind(t, regCfg, apiCfg)
+			var images []any
+			want := map[string]string{}
+			for _, repo := range []string{"myorg/app", "myorg/lib"} {
+				img := image(t, "42", repo, time.Now())
+				for _, tag := range []string{"latest", "1", "1.0"} {
+					h.direct.push(t, repo+":change_42_"+tag, img)
+					want[repo+":"+tag] = digestOf(t, img)
+				}
+				images = append(images, map[string]any{"context": ".", "repository": repo, "tags": []any{"latest", "1", "1.0"}})
+			}
+			args := h.args(images, map[string]any{"change": "42", "pipeline": "promote"})
+			args["jobs"] = 1
+
+			cmd, _ := moduleCommand(t, "docker_image_promote", args)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			testenv.WaitFor(t, "the promote to reach the hanging request", time.Minute, nil, func() error {
+				if seen.Load() < 2 {
+					return errNotYet
+				}
+				return nil
+			})
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+
+			finals, stagings := 0, 0
+			for ref := range want {
+				repo, tag, _ := strings.Cut(ref, ":")
+				if h.direct.digest(t, ref) != "" {
+					finals++
+				}
+				if h.direct.digest(t, repo+":change_42_"+tag) != "" {
+					stagings++
+				}
+			}
+			switch phase {
+			case "writing final tags":
+				if finals != 1 || stagings != 6 {
+					t.Fatalf("after the kill: %d final tags, %d staging tags; want 1 and 6", finals, stagings)
+				}
+			default:
+				if finals != 6 || stagings != 5 {
+					t.Fatalf("after the kill: %d final tags, %d staging tags; want 6 and 5", finals, stagings)
+				}
+			}
+
+			if err := h.regProxy.SetConfig(faultproxy.Config{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.apiProxy.SetConfig(faultproxy.Config{}); err != nil {
+				t.Fatal(err)
+			}
+			res := runModule(t, "docker_image_promote", args)
+			if changed, _ := res["changed"].(bool); !changed {
+				t.Error("the re-run reports no change, but it finished the promote")
+			}
+			for ref, d := range want {
+				repo, tag, _ := strings.Cut(ref, ":")
+				if got := h.direct.digest(t, ref); got != d {
+					t.Errorf("%s = %q, want %s", ref, got, d)
+				}
+				if h.direct.digest(t, repo+":change_42_"+tag) != "" {
+					t.Errorf("%s:change_42_%s still there", repo, tag)
+				}
+			}
+			res = runModule(t, "docker_image_promote", args)
+			if changed, _ := res["changed"].(bool); changed {
+				t.Error("a third run changed something")
+			}
+		})
+	}
+}
+
+type notYet struct{}
+
+func (notYet) Error() string { return "not yet" }
+
+var errNotYet error = notYet{}
