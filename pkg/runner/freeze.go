@@ -38,13 +38,17 @@ type FrozenJob struct {
 	Vars, ExtraVars     map[string]any
 	HostVars, GroupVars map[string]map[string]any
 	Nodeset             Nodeset
-	Dependencies        []Dependency
-	Requires, Provides  []string
-	Timeout             time.Duration
-	PostTimeout         time.Duration
-	Attempts            int
-	Voting              bool
-	RequiredProjects    []string
+	// NodesetSet is true when a job of the chain sets nodeset; otherwise
+	// the runner applies the queue's default, as a Zuul site's base job
+	// would.
+	NodesetSet         bool
+	Dependencies       []Dependency
+	Requires, Provides []string
+	Timeout            time.Duration
+	PostTimeout        time.Duration
+	Attempts           int
+	Voting             bool
+	RequiredProjects   []string
 }
 
 // SecretLookup returns the data of a secret for a job that names it, or an
@@ -142,7 +146,9 @@ func (l *Layout) Freeze(name string, secrets SecretLookup, extra ...*JobDef) (*F
 		switch {
 		case j.Nodeset != nil:
 			fj.Nodeset = *j.Nodeset
+			fj.NodesetSet = true
 		case j.NodesetName != "":
+			fj.NodesetSet = true
 			ns, ok := l.Nodesets[j.NodesetName]
 			if !ok {
 				return nil, configErr("%s: job %s: nodeset %s is not defined", j.Pos, j.Name, j.NodesetName)

@@ -36,6 +36,10 @@ type Queue struct {
 	Projects map[string]string `yaml:"projects"`
 	// Node says how nodes of a nodeset are reached.
 	Node NodeConfig `yaml:"node"`
+	// Nodeset is the nodeset of jobs whose inheritance chain sets none
+	// (a Zuul site sets it on its base job): a nodeset name or
+	// {nodes: [...], groups: [...]}. Default: no nodes.
+	Nodeset yaml.Node `yaml:"nodeset"`
 	// Changes are the queue items, in order.
 	Changes []*Change `yaml:"changes"`
 

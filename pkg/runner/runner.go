@@ -478,11 +478,18 @@ func (r *Runner) prepareItem(it *itemRun) error {
 		byName[e.Name] = append(byName[e.Name], e)
 	}
 	lookup := r.secretLookup(q, l)
+	defaultNodeset, err := queueNodeset(q, l)
+	if err != nil {
+		return err
+	}
 	index := map[string]*jobRun{}
 	for _, n := range order {
 		fj, err := l.Freeze(n, lookup, byName[n]...)
 		if err != nil {
 			return err
+		}
+		if !fj.NodesetSet && defaultNodeset != nil {
+			fj.Nodeset = *defaultNodeset
 		}
 		jr := &jobRun{name: n, job: fj, item: it}
 		jr.maxAttempts = min(fj.Attempts, r.maxAttempts)
@@ -527,6 +534,28 @@ func (r *Runner) prepareItem(it *itemRun) error {
 		}
 	}
 	return nil
+}
+
+// queueNodeset returns the queue's default nodeset, or nil.
+func queueNodeset(q *Queue, l *Layout) (*Nodeset, error) {
+	if q.Nodeset.Kind == 0 {
+		return nil, nil
+	}
+	v, err := plainValue("queue file", &q.Nodeset)
+	if err != nil {
+		return nil, configErr("%v", err)
+	}
+	switch x := v.(type) {
+	case string:
+		ns, ok := l.Nodesets[x]
+		if !ok {
+			return nil, configErr("queue file: nodeset %s is not defined", x)
+		}
+		return ns, nil
+	case map[string]any:
+		return parseNodeset("queue file: nodeset", x, false)
+	}
+	return nil, configErr("queue file: nodeset must be a nodeset name or {nodes: [...]}")
 }
 
 func (r *Runner) secretLookup(q *Queue, l *Layout) SecretLookup {

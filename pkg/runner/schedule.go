@@ -613,7 +613,7 @@ func (r *Report) Summary() string {
 			}
 			extra := ""
 			if b.Paused > 0 {
-				extra = fmt.Sprintf(" (paused %s)", b.Paused.Round(100*time.Millisecond))
+				extra = fmt.Sprintf(" (paused %s)", b.Paused.Round(10*time.Millisecond))
 			}
 			if !b.Voting {
 				extra += " (non-voting)"

@@ -1,0 +1,215 @@
+// Package e2e runs the container-image gating workflow end to end: the jobs
+// of the release tree built by `make dist`, run by imagegate's runner with
+// real ansible-playbook, on a node that is this machine with real dockerd
+// and buildkitd, imagegate's registry as buildset, intermediate and target
+// registry. Each scenario runs in a testenv.Sandbox, so the jobs edit the
+// real default paths (/etc/hosts, /etc/docker/certs.d) without touching the
+// machine's own files.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/pkg/runner"
+	"github.com/imagegate/imagegate/pkg/runner/lab"
+	"github.com/imagegate/imagegate/tests/testenv"
+)
+
+// distDir returns the release tree: $IMAGEGATE_DIST, or dist/imagegate of
+// the repository. The scenarios test what operators install, so a missing
+// tree is a setup failure: run `make dist`.
+func distDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("IMAGEGATE_DIST")
+	if dir == "" {
+		dir = filepath.Join(testenv.RepoRoot(), "dist", "imagegate")
+	}
+	for _, f := range []string{"zuul.d/jobs.yaml", "roles/imagegate-modules/library/docker_image_build",
+		"roles/imagegate-modules/library/docker_image_build_arm64"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("release tree %s is incomplete (%v): run `make dist` first", dir, err)
+		}
+	}
+	return dir
+}
+
+// world is one scenario's machine: daemons, registries, and a runner whose
+// ansible-playbook runs inside the sandbox.
+type world struct {
+	t      *testing.T
+	env    *lab.Env
+	dir    string
+	sb     *testenv.Sandbox
+	docker *testenv.Dockerd
+	ir     *registrytest.Registry
+	target *registrytest.Registry
+	runner *runner.Runner
+	out    *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// newWorld starts what a scenario needs. It must not run in parallel with
+// other tests of the package (t.Setenv).
+func newWorld(t *testing.T) *world {
+	dist := distDir(t)
+	w := &world{t: t, dir: testenv.ShortTempDir(t), out: &syncBuffer{}}
+	w.sb = testenv.NewSandbox(t, "/etc/hosts", "/etc/docker/certs.d")
+	t.Setenv("DOCKERD", w.sb.Wrap(t, testenv.Tool(t, "DOCKERD", "dockerd")))
+	w.docker = testenv.StartDockerd(t, testenv.DockerdOptions{})
+	w.ir = registrytest.New(t)
+	w.target = registrytest.New(t)
+	bkDir := testenv.ShortTempDir(t)
+	w.env = &lab.Env{
+		Dist:                 dist,
+		DockerHost:           w.docker.Host,
+		DockerConfigFile:     w.docker.ConfigFile,
+		DockerPidfile:        filepath.Join(w.docker.Dir, "docker.pid"),
+		DockerClientConfig:   w.docker.ClientConfig,
+		Buildkitd:            testenv.Tool(t, "BUILDKITD", "buildkitd"),
+		BuildkitDir:          bkDir,
+		BuildsetRegistryPort: testenv.FreePort(t),
+		Intermediate:         labRegistry(w.ir),
+		Target:               labRegistry(w.target),
+	}
+	work := filepath.Join(w.dir, "work")
+	r, err := runner.New(runner.WithWorkDir(work),
+		runner.WithAnsiblePlaybook(w.sb.Wrap(t, "/usr/bin/ansible-playbook")),
+		runner.WithProgress(w.out), runner.WithStream(w.out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.runner = r
+	// Registered last, so it runs first: stop what the jobs started
+	// (buildkitd from ensure-buildkit, buildset registries a failed job
+	// left running) before the sandbox and directories go.
+	t.Cleanup(func() {
+		killPidfile(t, w.env.BuildkitPidfile())
+		killUnder(t, work)
+		if t.Failed() {
+			out := w.out.String()
+			if len(out) > 200<<10 {
+				out = "...\n" + out[len(out)-200<<10:]
+			}
+			t.Logf("--- runner output ---\n%s", out)
+		}
+	})
+	return w
+}
+
+func labRegistry(r *registrytest.Registry) lab.Registry {
+	return lab.Registry{Host: "127.0.0.1", Port: r.Port, Username: r.Username, Password: r.Password, CA: string(r.CAPEM)}
+}
+
+// run runs a queue file's content and returns the report.
+func (w *world) run(queue []byte) *runner.Report {
+	w.t.Helper()
+	if err := os.WriteFile(filepath.Join(w.dir, "queue.yaml"), queue, 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+	q, err := runner.ParseQueue(queue, w.dir)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	rep, err := w.runner.Run(ctx, q)
+	if err != nil {
+		w.t.Fatalf("runner: %v", err)
+	}
+	w.t.Logf("\n%s", rep.Summary())
+	return rep
+}
+
+// project writes a project directory with the given writer.
+func (w *world) project(name string, write func(dir string) error) string {
+	w.t.Helper()
+	dir := filepath.Join(w.dir, "projects", name)
+	if err := write(dir); err != nil {
+		w.t.Fatal(err)
+	}
+	return dir
+}
+
+// killPidfile ends the process whose pid a job wrote to path.
+func killPidfile(t *testing.T, path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	stopPid(pid)
+}
+
+// killUnder ends processes whose executable lies under dir: the buildset
+// registry daemons the jobs started (the module copies itself into the
+// registry's root, inside the build's node home).
+func killUnder(t *testing.T, dir string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err == nil && strings.HasPrefix(exe, dir+"/") {
+			t.Logf("stopping %s (pid %d), left running by a job", exe, pid)
+			stopPid(pid)
+		}
+	}
+}
+
+func stopPid(pid int) {
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// build returns the report of a job of a change, failing the test if it
+// is missing.
+func build(t *testing.T, rep *runner.Report, change int, pipeline, job string) *runner.BuildReport {
+	t.Helper()
+	it := rep.Item(change, pipeline)
+	if it == nil {
+		t.Fatalf("change %d (%s) is not in the report", change, pipeline)
+	}
+	b := it.Build(job)
+	if b == nil {
+		t.Fatalf("change %d: job %s did not run (%s: %s)", change, job, it.Result, it.Message)
+	}
+	return b
+}

@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/pkg/runner"
+	"github.com/imagegate/imagegate/pkg/runner/lab"
+)
+
+// remoteOpts reads from a test registry with its write user.
+func remoteOpts(r *registrytest.Registry) []remote.Option {
+	return []remote.Option{
+		remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password}),
+		remote.WithTransport(r.Transport()),
+		remote.WithContext(context.Background()),
+	}
+}
+
+// digestOf returns the digest of repo:tag in a test registry, or "".
+func digestOf(t *testing.T, r *registrytest.Registry, ref string) string {
+	t.Helper()
+	n, err := name.ParseReference(r.Host + "/" + ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := remote.Head(n, remoteOpts(r)...)
+	if err != nil {
+		return ""
+	}
+	return d.Digest.String()
+}
+
+// artifactTag checks one artifact returned by push-to-intermediate-registry
+// (upstream's shape) and returns the intermediate registry's tag it names.
+func artifactTag(t *testing.T, a map[string]any, ir *registrytest.Registry, build *runner.BuildReport, repo, tag string) string {
+	t.Helper()
+	wantURL := "docker://127.0.0.1:" + strconv.Itoa(ir.Port) + "/" + repo + ":" + build.UUID + "_" + tag
+	meta, _ := a["metadata"].(map[string]any)
+	if a["name"] != repo+":"+tag || a["url"] != wantURL || meta["type"] != "container_image" ||
+		meta["repository"] != repo || meta["tag"] != tag {
+		t.Errorf("artifact %v, want name %s:%s url %s metadata {container_image %s %s}", a, repo, tag, wantURL, repo, tag)
+	}
+	return repo + ":" + build.UUID + "_" + tag
+}
+
+// TestProducersOnly runs opendev-build-docker-image alone: the job starts
+// its own buildset registry, builds the image into it, pushes it to the
+// intermediate registry with an artifact in upstream's shape, and stops the
+// registry.
+func TestProducersOnly(t *testing.T) {
+	w := newWorld(t)
+	app := w.project("app", func(dir string) error { return lab.WriteApp(dir, "producers only", true) })
+	queue, err := w.env.Queue(lab.Change{
+		Project: "myorg/app", Number: 301, Src: app,
+		Vars: map[string]any{"docker_images": lab.Images("myorg/app", "latest", "v1")},
+		Jobs: []any{"opendev-build-docker-image"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := w.run(queue)
+	b := build(t, rep, 301, "", "opendev-build-docker-image")
+	if b.Result != runner.Success {
+		t.Fatalf("opendev-build-docker-image: %s: %s", b.Result, b.Message)
+	}
+	if b.Paused <= 0 {
+		t.Errorf("the job started its own registry, so it pauses (and, without dependents, resumes at once): %+v", b)
+	}
+	arts := b.Artifacts()
+	if len(arts) != 2 {
+		t.Fatalf("artifacts = %v, want one per tag", arts)
+	}
+	for i, tag := range []string{"latest", "v1"} {
+		irTag := artifactTag(t, arts[i], w.ir, b, "myorg/app", tag)
+		if digestOf(t, w.ir, irTag) == "" {
+			t.Errorf("%s is not in the intermediate registry", irTag)
+		}
+	}
+	// The registry the job started is gone.
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(w.env.BuildsetRegistryPort)), time.Second)
+	if err == nil {
+		c.Close()
+		t.Errorf("the buildset registry still listens on port %d after the job", w.env.BuildsetRegistryPort)
+	}
+	if !strings.Contains(w.out.String(), "Stop the buildset registry") {
+		t.Error("the registry was not stopped by the job's post-run playbook")
+	}
+}
