@@ -139,9 +139,14 @@ func TestUploadModule(t *testing.T) {
 	for k, v := range args {
 		check[k] = v
 	}
+	// An unanchored restriction works as upstream's re.search, with a warning.
+	check["docker_credentials"] = map[string]any{"username": e.target.Username, "password": e.target.Password, "repository": "myorg/"}
 	o := ansibletest.RunBinary(t, moduleBin, check)
 	if o.Failed() || !o.Changed() || e.digest(t, "myorg/app:change_42_latest") != "" {
 		t.Fatalf("check mode: %s", o.Stdout)
+	}
+	if w := fmt.Sprint(o.Result["warnings"]); !strings.Contains(w, `docker_credentials.repository "myorg/" is not anchored with ^`) {
+		t.Errorf("warnings: %s", w)
 	}
 	if diff := fmt.Sprint(o.Result["diff"]); !strings.Contains(diff, "myorg/app:change_42_latest -> "+want.String()) {
 		t.Errorf("diff: %s", diff)

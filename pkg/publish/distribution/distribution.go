@@ -481,7 +481,8 @@ func (p *Repository) do(ctx context.Context, op, method, u string, body []byte, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	p.reg.log.Debug("registry", "method", method, "url", u, "status", resp.StatusCode, "duration", time.Since(start))
+	// The path only: an upload location's query carries session state.
+	p.reg.log.Debug("registry", "method", method, "host", req.URL.Host, "path", req.URL.Path, "status", resp.StatusCode, "duration", time.Since(start))
 	return resp, nil
 }
 
