@@ -45,7 +45,9 @@ func StartSeaweedFS(t testing.TB) *S3Server {
 		"-dir=" + filepath.Join(dir, "data"),
 		"-master.port=" + port(), "-master.port.grpc=" + port(),
 		"-master.telemetry=false",
-		"-master.volumeSizeLimitMB=64", "-volume.max=32",
+		// Every bucket is a collection that grows by several volumes:
+		// small volumes, and enough of them for the tests buckets.
+		"-master.volumeSizeLimitMB=64", "-volume.max=400",
 		"-volume.port=" + port(), "-volume.port.grpc=" + port(),
 		"-filer", "-filer.port=" + port(), "-filer.port.grpc=" + port(),
 		"-s3", "-s3.port=" + strconv.Itoa(s.Port), "-s3.port.grpc=" + port(),

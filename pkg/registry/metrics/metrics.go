@@ -24,6 +24,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imagegate/imagegate/pkg/registry"
 )
 
 // Metrics holds the registry's counters. Create it with New; it is safe
@@ -63,44 +65,6 @@ func New() *Metrics {
 	}
 }
 
-// Route classifies a request path as an endpoint of the registry API:
-// base, catalog, token, blob, uploads (start), upload (chunk, close,
-// status, cancel), manifest, tags, referrers, or other.
-func Route(path string) string {
-	switch path {
-	case "/v2", "/v2/":
-		return "base"
-	case "/v2/_catalog":
-		return "catalog"
-	case "/auth/token":
-		return "token"
-	}
-	rest, ok := strings.CutPrefix(path, "/v2/")
-	if !ok {
-		return "other"
-	}
-	segs := strings.Split(rest, "/")
-	n := len(segs)
-	switch {
-	case n >= 4 && segs[n-3] == "blobs" && segs[n-2] == "uploads":
-		if segs[n-1] == "" {
-			return "uploads"
-		}
-		return "upload"
-	case n >= 3 && segs[n-2] == "blobs" && segs[n-1] == "uploads":
-		return "uploads"
-	case n >= 3 && segs[n-2] == "blobs":
-		return "blob"
-	case n >= 3 && segs[n-2] == "manifests":
-		return "manifest"
-	case n >= 3 && segs[n-2] == "tags" && segs[n-1] == "list":
-		return "tags"
-	case n >= 3 && segs[n-2] == "referrers":
-		return "referrers"
-	}
-	return "other"
-}
-
 // knownMethods bounds the method label.
 var knownMethods = map[string]bool{http.MethodGet: true, http.MethodHead: true, http.MethodPost: true,
 	http.MethodPut: true, http.MethodPatch: true, http.MethodDelete: true}
@@ -116,7 +80,7 @@ func methodLabel(m string) string {
 func (m *Metrics) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		route, method := Route(r.URL.Path), methodLabel(r.Method)
+		route, method := registry.Route(r.URL.Path), methodLabel(r.Method)
 		m.mu.Lock()
 		m.inflight++
 		m.mu.Unlock()

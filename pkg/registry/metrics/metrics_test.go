@@ -45,29 +45,6 @@ func TestDriverConformance(t *testing.T) {
 	})
 }
 
-func TestRoute(t *testing.T) {
-	for path, want := range map[string]string{
-		"/v2/":                             "base",
-		"/v2":                              "base",
-		"/v2/_catalog":                     "catalog",
-		"/auth/token":                      "token",
-		"/v2/a/b/blobs/sha256:abc":         "blob",
-		"/v2/a/blobs/uploads/":             "uploads",
-		"/v2/a/blobs/uploads":              "uploads",
-		"/v2/a/blobs/uploads/1234":         "upload",
-		"/v2/blobs/manifests/latest":       "manifest",
-		"/v2/a/tags/list":                  "tags",
-		"/v2/a/referrers/sha256:abc":       "referrers",
-		"/metrics":                         "other",
-		"/v2/a/unknown":                    "other",
-		"/v2/manifests/blobs/uploads/x/yz": "other",
-	} {
-		if got := metrics.Route(path); got != want {
-			t.Errorf("Route(%q) = %q, want %q", path, got, want)
-		}
-	}
-}
-
 // sampleRE is a sample line of the text format.
 var sampleRE = regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*\})? [-+0-9.eEInfNa]+$`)
 

@@ -19,8 +19,8 @@
 //     its manifest), or when a repository of the catalog linked it within
 //     the grace period (a cross-repository mount or a re-upload of an old
 //     blob in an ongoing push).
-//   - An upload session started more than Policy.UploadMaxAge ago (default
-//     1 hour) is removed, as are leftovers of failed writes that the driver
+//   - An upload session that received nothing for Policy.UploadMaxAge
+//     (default 1 hour) is removed, as are leftovers of failed writes that the driver
 //     can find (storage/s3: orphaned segments and multipart uploads).
 //
 // Removing a manifest removes its tags first, then its referrer record,
@@ -223,7 +223,11 @@ func (p *pruner) pruneUploads(ctx context.Context, now time.Time) error {
 	cutoff := now.Add(-p.pol.UploadMaxAge)
 	var old []string
 	err := p.d.WalkUploads(ctx, func(u storage.Upload) error {
-		if u.Started.Before(cutoff) {
+		last := u.Started
+		if u.Updated.After(last) {
+			last = u.Updated
+		}
+		if last.Before(cutoff) {
 			old = append(old, u.ID)
 		}
 		return nil

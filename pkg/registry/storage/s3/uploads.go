@@ -29,6 +29,7 @@ type session struct {
 	Size       int64     `json:"size"`
 	State      []byte    `json:"state"`
 	Started    time.Time `json:"started"`
+	Updated    time.Time `json:"updated"`
 	Segments   []segment `json:"segments"`
 }
 
@@ -41,7 +42,7 @@ type segment struct {
 }
 
 func (s *session) upload(id string) storage.Upload {
-	return storage.Upload{ID: id, Repository: s.Repository, Size: s.Size, State: s.State, Started: s.Started}
+	return storage.Upload{ID: id, Repository: s.Repository, Size: s.Size, State: s.State, Started: s.Started, Updated: s.Updated}
 }
 
 // tail returns the index of the first of the trailing segments smaller
@@ -130,7 +131,8 @@ func (d *Driver) NewUpload(ctx context.Context, repo string, state []byte) (stor
 	if err != nil {
 		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
 	}
-	s := &session{Repository: repo, State: state, Started: time.Now().UTC()}
+	now := time.Now().UTC()
+	s := &session{Repository: repo, State: state, Started: now, Updated: now}
 	ok, err := d.writeSession(ctx, id, s, "")
 	if err != nil {
 		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
@@ -211,7 +213,7 @@ func (d *Driver) AppendUpload(ctx context.Context, id string, offset, length int
 	}
 	slices.SortFunc(written, func(a, b segment) int { return int(a.Offset - b.Offset) })
 	next := *s
-	next.Size, next.State = s.Size+total, st
+	next.Size, next.State, next.Updated = s.Size+total, st, time.Now().UTC()
 	next.Segments = append(slices.Clone(s.Segments[:keep]), written...)
 	ok, err := d.writeSession(ctx, id, &next, etag)
 	if err != nil || !ok {
