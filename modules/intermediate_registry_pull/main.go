@@ -20,7 +20,7 @@ type params struct {
 	Buildset     *zuul.BuildsetRegistry     `ansible:"buildset_registry"`
 	Intermediate *zuul.IntermediateRegistry `ansible:"intermediate_registry,required"`
 	Artifacts    []zuul.Artifact            `ansible:"zuul_artifacts,raw"`
-	Jobs         int                        `ansible:"jobs" default:"4"`
+	Jobs         int                        `ansible:"jobs" default:"16"`
 	LayerJobs    int                        `ansible:"layer_jobs" default:"8"`
 	Retries      int                        `ansible:"retries" default:"4"`
 	Timeout      int                        `ansible:"timeout" default:"1800"`

@@ -21,7 +21,7 @@ type params struct {
 	Intermediate    *zuul.IntermediateRegistry `ansible:"intermediate_registry,required"`
 	DockerImages    []zuul.Image               `ansible:"docker_images"`
 	ContainerImages []zuul.Image               `ansible:"container_images"`
-	Jobs            int                        `ansible:"jobs" default:"4"`
+	Jobs            int                        `ansible:"jobs" default:"16"`
 	LayerJobs       int                        `ansible:"layer_jobs" default:"8"`
 	Retries         int                        `ansible:"retries" default:"4"`
 	Timeout         int                        `ansible:"timeout" default:"1800"`

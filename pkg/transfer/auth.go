@@ -25,7 +25,7 @@ func authTransport(ctx context.Context, host string, et *endpointTransport, scop
 	if err != nil {
 		return nil, err
 	}
-	ch, err := ping(ctx, host, et.rt)
+	ch, err := et.ping(ctx, host)
 	if err != nil {
 		return nil, err
 	}
@@ -42,6 +42,23 @@ func authTransport(ctx context.Context, host string, et *endpointTransport, scop
 		return transport.FromToken(reg, et.auth, et.rt, ch, &transport.Token{})
 	}
 	return nil, fmt.Errorf("registry %s asks for %q authentication, which is not supported (basic and bearer are)", host, ch.Scheme)
+}
+
+// ping returns the registry's challenge, asking once per Copier: every
+// repository client of the registry needs it, and it does not change. A
+// failure is not remembered.
+func (et *endpointTransport) ping(ctx context.Context, host string) (*transport.Challenge, error) {
+	et.mu.Lock()
+	defer et.mu.Unlock()
+	if et.challenge != nil {
+		return et.challenge, nil
+	}
+	ch, err := ping(ctx, host, et.rt)
+	if err != nil {
+		return nil, err
+	}
+	et.challenge = ch
+	return ch, nil
 }
 
 func ping(ctx context.Context, host string, rt http.RoundTripper) (*transport.Challenge, error) {

@@ -90,25 +90,25 @@ func (s *session) ensureBlob(ctx context.Context, sc, dc *repoClient, d descript
 	return nil
 }
 
-func (s *session) acquire(ctx context.Context) error {
+// acquire takes a slot of sem, the pool of blob transfers or the pool of
+// mounts.
+func (s *session) acquire(ctx context.Context, sem chan struct{}) error {
 	select {
-	case s.blobSem <- struct{}{}:
+	case sem <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 }
 
-func (s *session) release() { <-s.blobSem }
-
 // placeBlob is the first placement of a blob on the target registry in
 // this operation.
 func (s *session) placeBlob(ctx context.Context, sc, dc *repoClient, d descriptor, cnt *counters) error {
 	ref := dc.host + "/" + dc.repo
-	if err := s.acquire(ctx); err != nil {
+	if err := s.acquire(ctx, s.blobSem); err != nil {
 		return s.fail(ref, StepBlob, d.Digest.String(), err)
 	}
-	defer s.release()
+	defer func() { <-s.blobSem }()
 	ok, err := dc.blobExists(ctx, d.Digest)
 	if err != nil {
 		return s.fail(ref, StepBlob, d.Digest.String(), err)
@@ -135,13 +135,16 @@ func (s *session) placeBlob(ctx context.Context, sc, dc *repoClient, d descripto
 
 // mountBlob mounts a blob another job of this operation placed in repo
 // on the same registry; a registry that will not mount gets an upload.
+// Mounts take a slot of their own, larger pool: they move no data, and
+// their cost is the registry's metadata writes, which overlap well, and
+// they should not wait behind the layer uploads they follow.
 func (s *session) mountBlob(ctx context.Context, sc, dc *repoClient, d descriptor, from string, cnt *counters) error {
 	ref := dc.host + "/" + dc.repo
-	if err := s.acquire(ctx); err != nil {
+	if err := s.acquire(ctx, s.mountSem); err != nil {
 		return s.fail(ref, StepMount, d.Digest.String(), err)
 	}
-	defer s.release()
 	loc, mounted, err := dc.startUpload(ctx, d.Digest, from)
+	<-s.mountSem
 	if err != nil {
 		return s.fail(ref, StepMount, d.Digest.String(), err)
 	}
@@ -150,6 +153,11 @@ func (s *session) mountBlob(ctx context.Context, sc, dc *repoClient, d descripto
 		s.c.log.Debug("mounted blob", "digest", d.Digest, "from", from, "to", ref)
 		return nil
 	}
+	if err := s.acquire(ctx, s.blobSem); err != nil {
+		dc.cancelUpload(loc)
+		return s.fail(ref, StepBlob, d.Digest.String(), err)
+	}
+	defer func() { <-s.blobSem }()
 	return s.upload(ctx, sc, dc, d, loc, cnt)
 }
 

@@ -67,7 +67,10 @@ func WithJobs(n int) Option {
 	}
 }
 
-// WithImageJobs bounds the images of one CopyAll copied at once (default 4).
+// WithImageJobs bounds the images of one CopyAll copied at once (default
+// 16). An image in flight costs little: its blobs wait for the shared
+// pool of WithJobs; starting them all lets small layers travel beside the
+// large ones.
 func WithImageJobs(n int) Option {
 	return func(c *Copier) error {
 		if n < 1 {
@@ -131,7 +134,7 @@ func New(opts ...Option) (*Copier, error) {
 	c := &Copier{
 		endpoints:  map[string]Endpoint{},
 		jobs:       8,
-		imageJobs:  4,
+		imageJobs:  16,
 		retry:      DefaultRetryPolicy(),
 		timeout:    30 * time.Minute,
 		log:        discard,
@@ -389,6 +392,7 @@ type session struct {
 	// every source on it. Target tokens carry pull scope for them.
 	mountable map[string][]string
 	blobSem   chan struct{}
+	mountSem  chan struct{}
 
 	mu      sync.Mutex
 	clients map[string]*clientEntry
@@ -403,6 +407,7 @@ type clientEntry struct {
 
 func newSession(ctx context.Context, c *Copier, jobs []*parsedJob, plan bool) *session {
 	s := &session{ctx: ctx, c: c, plan: plan, blobSem: make(chan struct{}, c.jobs),
+		mountSem:  make(chan struct{}, 4*c.jobs),
 		mountable: map[string][]string{}, clients: map[string]*clientEntry{}, flights: map[string]*flight{}}
 	sets := map[string]map[string]bool{}
 	add := func(host, repo string) {
@@ -477,10 +482,12 @@ func (s *session) newClient(host, repo string, scopes []string) (*repoClient, er
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	rt, err := authTransport(s.ctx, host, et, scopes)
 	if err != nil {
 		return nil, err
 	}
+	s.c.log.Debug("connected", "registry", host, "repository", repo, "scopes", len(scopes), "duration", time.Since(start))
 	hc := &http.Client{Transport: rt, CheckRedirect: func(req *http.Request, via []*http.Request) error {
 		if len(via) >= 10 {
 			return errors.New("stopped after 10 redirects")

@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // Endpoint is how to reach one registry: its credentials and the CA
@@ -59,6 +61,9 @@ type endpointTransport struct {
 	rt http.RoundTripper
 	// base closes idle connections when the Copier is closed.
 	bases []*http.Transport
+
+	mu        sync.Mutex
+	challenge *transport.Challenge
 }
 
 func newEndpointTransport(ep Endpoint, c *Copier) (*endpointTransport, error) {

@@ -30,7 +30,7 @@ import (
 type Config struct {
 	Buildset     *zuul.BuildsetRegistry
 	Intermediate *zuul.IntermediateRegistry
-	// Jobs is the number of images copied at once (default 4); LayerJobs
+	// Jobs is the number of images copied at once (default 16); LayerJobs
 	// the number of blob transfers at once, across images (default 8).
 	Jobs, LayerJobs int
 	// Timeout bounds the whole operation (default 30 minutes).
