@@ -65,9 +65,22 @@ func TestPushModule(t *testing.T) {
 	}
 	delete(args, "_ansible_check_mode")
 
-	out = ansibletest.RunBinary(t, bin, args)
+	// Credentials and CAs stay in memory: nothing is written to the
+	// user's docker configuration or to the certificate directories.
+	home := t.TempDir()
+	out = ansibletest.RunBinary(t, bin, args, "HOME="+home, "DOCKER_CONFIG=", "REGISTRY_AUTH_FILE=")
 	if out.Failed() || !out.Changed() {
 		t.Fatalf("push: %s\n%s", out.Stdout, out.Stderr)
+	}
+	if entries, _ := os.ReadDir(home); len(entries) != 0 {
+		t.Errorf("the module wrote %v into HOME", entries)
+	}
+	for _, dir := range []string{"/etc/docker/certs.d", "/etc/containers/certs.d"} {
+		for _, h := range []string{br.Host, ir.Host} {
+			if _, err := os.Stat(filepath.Join(dir, h)); err == nil {
+				t.Errorf("%s/%s exists", dir, h)
+			}
+		}
 	}
 	got, _ := json.Marshal(artifacts(t, out))
 	want := `[{"name":"docker.io/myorg/app:latest","url":"docker://` + ir.Host + `/docker.io/myorg/app:5b2e8f_latest",` +

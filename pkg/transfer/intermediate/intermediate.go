@@ -137,8 +137,9 @@ func sameHost(a, b string) bool {
 }
 
 // run copies (or plans) jobs and fills images from the results. label
-// names job i in errors.
-func (c Config) run(ctx context.Context, jobs []transfer.Job, images []Image, label func(i int) string) (bool, error) {
+// names job i in errors; notFound is the hint for a source that is not
+// there.
+func (c Config) run(ctx context.Context, jobs []transfer.Job, images []Image, label func(i int) string, notFound string) (bool, error) {
 	cp, err := c.copier()
 	if err != nil {
 		return false, err
@@ -160,7 +161,7 @@ func (c Config) run(ctx context.Context, jobs []transfer.Job, images []Image, la
 		im.Digest, im.MediaType, im.Changed = r.Digest, r.MediaType, r.Changed
 		im.BlobsCopied, im.BlobsMounted, im.BlobsExisting, im.BytesCopied = r.BlobsCopied, r.BlobsMounted, r.BlobsExisting, r.BytesCopied
 		if r.Err != nil {
-			e := fmt.Errorf("%s: %w%s", label(i), r.Err, hint(r.Err))
+			e := fmt.Errorf("%s: %w%s", label(i), r.Err, hint(r.Err, notFound))
 			im.Error = e.Error()
 			errs = append(errs, e)
 			continue
@@ -170,14 +171,11 @@ func (c Config) run(ctx context.Context, jobs []transfer.Job, images []Image, la
 	return changed, errors.Join(errs...)
 }
 
-// hint adds what the user can do about common failures.
-func hint(err error) string {
+// hint adds what the user can do about a source that is not there.
+func hint(err error, notFound string) string {
 	var te *transfer.Error
-	if !errors.As(err, &te) {
-		return ""
-	}
-	if errors.Is(err, transfer.ErrNotFound) && te.Step == transfer.StepSourceManifest {
-		return " (the image is not in the source registry under this tag)"
+	if errors.As(err, &te) && errors.Is(err, transfer.ErrNotFound) && te.Step == transfer.StepSourceManifest {
+		return " (" + notFound + ")"
 	}
 	return ""
 }

@@ -85,7 +85,8 @@ func Pull(ctx context.Context, cfg Config, artifacts []zuul.Artifact) (*PullResu
 		res.Images[i] = Image{Name: e.art.Name, Repository: zuul.StripDockerIO(e.img.Repository), Tag: e.img.Tag,
 			Source: e.img.Ref, Target: e.dst}
 	}
-	changed, err := cfg.run(ctx, jobs, res.Images, func(i int) string { return artifactLabel(entries[i].idx, entries[i].art) })
+	changed, err := cfg.run(ctx, jobs, res.Images, func(i int) string { return artifactLabel(entries[i].idx, entries[i].art) },
+		"the intermediate registry does not have it: pruned, or the artifact's url is wrong")
 	res.Changed = changed
 	return res, err
 }

@@ -74,7 +74,8 @@ func Push(ctx context.Context, cfg Config, vars *zuul.Vars, param string, images
 		res.Artifacts = []zuul.Artifact{}
 		return res, nil
 	}
-	changed, err := cfg.run(ctx, jobs, res.Images, func(i int) string { return labels[i] })
+	changed, err := cfg.run(ctx, jobs, res.Images, func(i int) string { return labels[i] },
+		"the buildset registry does not have this tag: was the image built and pushed to it under this name?")
 	res.Changed = changed
 	res.Artifacts = []zuul.Artifact{}
 	for i, im := range res.Images {
