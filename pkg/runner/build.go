@@ -484,6 +484,7 @@ func failureSummary(lines []string, err error) string {
 			if msg == "" {
 				msg = "the task failed (see the job log)"
 			}
+			msg = strings.Join(strings.Fields(msg), " ")
 			if task != "" {
 				return fmt.Sprintf("task %q on %s failed: %s", task, m[2], msg)
 			}

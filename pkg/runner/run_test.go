@@ -432,3 +432,75 @@ changes:
 		t.Errorf("%d playbooks ran, want 2 (change 5's jobs only)", got)
 	}
 }
+
+// TestRunRetries checks pre-run retries: a failing pre-run is retried up
+// to the job's attempts (each attempt a new build) and reported as
+// RETRY_LIMIT, unless the job returned zuul.retry: false, which makes the
+// failure final at once (FAILURE).
+func TestRunRetries(t *testing.T) {
+	t.Parallel()
+	files := map[string]string{
+		"cfg/zuul.d/jobs.yaml": `
+- job:
+    name: flaky-pre
+    parent: null
+    attempts: 2
+    pre-run: playbooks/fail.yaml
+    run: playbooks/fail.yaml
+- job:
+    name: config-error
+    parent: null
+    attempts: 3
+    pre-run: playbooks/no-retry.yaml
+    run: playbooks/fail.yaml
+`,
+		"cfg/playbooks/fail.yaml": `- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.shell: "echo {{ zuul.job }} >> {{ zuul.executor.work_root }}/../../../attempts.txt"
+    - ansible.builtin.fail:
+        msg: pre-run failed
+`,
+		"cfg/playbooks/no-retry.yaml": `- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.shell: "echo {{ zuul.job }} >> {{ zuul.executor.work_root }}/../../../attempts.txt"
+    - zuul_return:
+        data:
+          zuul:
+            retry: false
+    - ansible.builtin.fail:
+        msg: a configuration error
+`,
+		"p/README": "p\n",
+	}
+	dir := t.TempDir()
+	writeTree(t, dir, files)
+	q, err := ParseQueue([]byte(`
+config: [{path: cfg, project: site/config}]
+changes:
+  - {project: x/p, change: 1, src: p, jobs: [flaky-pre, config-error]}
+`), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(WithWorkDir(filepath.Join(dir, "work")), WithMaxAttempts(5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Run(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := rep.Items[0]
+	if b := it.Build("flaky-pre"); b.Result != RetryLimit || b.Attempts != 2 || !strings.Contains(b.Message, "pre-run failed") {
+		t.Errorf("flaky-pre: %+v", b)
+	}
+	if b := it.Build("config-error"); b.Result != Failure || b.Attempts != 1 || !strings.Contains(b.Message, "a configuration error") {
+		t.Errorf("config-error: %+v", b)
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "work", "attempts.txt"))
+	if got := strings.Fields(string(raw)); strings.Join(got, ",") != "flaky-pre,flaky-pre,config-error" {
+		t.Errorf("pre-run playbooks ran for %v", got)
+	}
+}

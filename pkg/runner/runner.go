@@ -32,6 +32,7 @@ type Runner struct {
 	env             []string
 	hostname        string
 	nodeAddr        string
+	itemDone        func(*ItemReport)
 }
 
 // Option configures a Runner.
@@ -145,6 +146,13 @@ func WithNodeAddress(addr string) Option {
 		r.nodeAddr = addr
 		return nil
 	}
+}
+
+// WithItemDone sets a function called after each queue item, with its
+// report, before the next item starts (to report progress, or to change
+// the world between items in a test). Default: none.
+func WithItemDone(f func(*ItemReport)) Option {
+	return func(r *Runner) error { r.itemDone = f; return nil }
 }
 
 // New returns a Runner.
@@ -330,6 +338,9 @@ func (r *Runner) Run(ctx context.Context, q *Queue) (*Report, error) {
 			}
 		}
 		done = append(done, it)
+		if r.itemDone != nil {
+			r.itemDone(it.report)
+		}
 		if ctx.Err() != nil {
 			return rep, ctx.Err()
 		}

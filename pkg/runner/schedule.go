@@ -354,7 +354,7 @@ func (r *Runner) runMain(ctx context.Context, jr *jobRun) error {
 		if err != nil {
 			return err
 		}
-		if b.preFail && attempt < jr.maxAttempts {
+		if b.preFail && attempt < jr.maxAttempts && !b.noRetry() {
 			r.progressf("   %-40s pre-run failed, retrying: %s", jr.name, b.message)
 			if err := b.runPostPhases(ctx, true); err != nil {
 				return err
@@ -441,6 +441,8 @@ func (b *build) runPostPhases(ctx context.Context, willRetry bool) error {
 	}
 	switch {
 	case b.result == TimedOut:
+	case b.preFail && b.noRetry():
+		b.result = Failure
 	case b.preFail && !willRetry:
 		b.result = RetryLimit
 	case b.preFail:
@@ -453,6 +455,18 @@ func (b *build) runPostPhases(ctx context.Context, willRetry bool) error {
 		b.result = Success
 	}
 	return nil
+}
+
+// noRetry reports whether the job returned zuul.retry: false, which makes
+// a pre-run failure final (FAILURE, not retried).
+func (b *build) noRetry() bool {
+	data, _, err := b.readResults()
+	if err != nil {
+		return false
+	}
+	z, _ := data["zuul"].(map[string]any)
+	r, ok := z["retry"].(bool)
+	return ok && !r
 }
 
 // runPost finishes a build: post-run and cleanup playbooks, the result, and
@@ -612,8 +626,11 @@ func (r *Report) Summary() string {
 				dur = b.Duration.Round(100 * time.Millisecond).String()
 			}
 			extra := ""
-			if b.Paused > 0 {
+			switch {
+			case b.Paused >= 10*time.Millisecond:
 				extra = fmt.Sprintf(" (paused %s)", b.Paused.Round(10*time.Millisecond))
+			case b.Paused > 0:
+				extra = " (paused, resumed at once: no dependents)"
 			}
 			if !b.Voting {
 				extra += " (non-voting)"

@@ -10,6 +10,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -52,9 +53,14 @@ type world struct {
 	sb     *testenv.Sandbox
 	docker *testenv.Dockerd
 	ir     *registrytest.Registry
-	target *registrytest.Registry
-	runner *runner.Runner
-	out    *syncBuffer
+	// irProcess is the intermediate registry when it runs as a separate
+	// process (withKillableIR), so a test can take it down.
+	irProcess *registrytest.Process
+	target    *registrytest.Registry
+	runner    *runner.Runner
+	out       *syncBuffer
+	// afterItem, if set, runs after each queue item.
+	afterItem func(*runner.ItemReport)
 }
 
 type syncBuffer struct {
@@ -74,15 +80,24 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+type worldOption func(*world)
+
+// withKillableIR runs the intermediate registry as a separate process.
+func withKillableIR() worldOption {
+	return func(w *world) { w.irProcess = registrytest.StartProcess(w.t) }
+}
+
 // newWorld starts what a scenario needs. It must not run in parallel with
 // other tests of the package (t.Setenv).
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, opts ...worldOption) *world {
 	dist := distDir(t)
 	w := &world{t: t, dir: testenv.ShortTempDir(t), out: &syncBuffer{}}
 	w.sb = testenv.NewSandbox(t, "/etc/hosts", "/etc/docker/certs.d")
 	t.Setenv("DOCKERD", w.sb.Wrap(t, testenv.Tool(t, "DOCKERD", "dockerd")))
 	w.docker = testenv.StartDockerd(t, testenv.DockerdOptions{})
-	w.ir = registrytest.New(t)
+	for _, o := range opts {
+		o(w)
+	}
 	w.target = registrytest.New(t)
 	bkDir := testenv.ShortTempDir(t)
 	w.env = &lab.Env{
@@ -94,13 +109,18 @@ func newWorld(t *testing.T) *world {
 		Buildkitd:            testenv.Tool(t, "BUILDKITD", "buildkitd"),
 		BuildkitDir:          bkDir,
 		BuildsetRegistryPort: testenv.FreePort(t),
-		Intermediate:         labRegistry(w.ir),
+		Intermediate:         w.intermediate(),
 		Target:               labRegistry(w.target),
 	}
 	work := filepath.Join(w.dir, "work")
 	r, err := runner.New(runner.WithWorkDir(work),
 		runner.WithAnsiblePlaybook(w.sb.Wrap(t, "/usr/bin/ansible-playbook")),
-		runner.WithProgress(w.out), runner.WithStream(w.out))
+		runner.WithProgress(w.out), runner.WithStream(w.out),
+		runner.WithItemDone(func(it *runner.ItemReport) {
+			if w.afterItem != nil {
+				w.afterItem(it)
+			}
+		}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +140,19 @@ func newWorld(t *testing.T) *world {
 		}
 	})
 	return w
+}
+
+func (w *world) intermediate() lab.Registry {
+	if w.irProcess != nil {
+		_, port, err := net.SplitHostPort(w.irProcess.Host)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		p, _ := strconv.Atoi(port)
+		return lab.Registry{Host: "127.0.0.1", Port: p, Username: w.irProcess.Username, Password: w.irProcess.Password, CA: string(w.irProcess.CAPEM)}
+	}
+	w.ir = registrytest.New(w.t)
+	return labRegistry(w.ir)
 }
 
 func labRegistry(r *registrytest.Registry) lab.Registry {
