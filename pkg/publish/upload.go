@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 
@@ -158,10 +159,15 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 		return nil, fmt.Errorf("nothing was uploaded: the target registry %s is the buildset registry", t.host)
 	}
 
-	copier, err := transfer.New(
+	topts := []transfer.Option{
 		transfer.WithEndpoint(transfer.Endpoint{Host: br.Address(), Username: br.Username, Password: br.Password, CA: []byte(br.Cert), NoSystemRoots: true}),
 		transfer.WithEndpoint(transfer.Endpoint{Host: t.host, Username: spec.Credentials.Username, Password: spec.Credentials.Password, CA: t.ca}),
-		transfer.WithImageJobs(spec.Jobs), transfer.WithLogger(o.log))
+		transfer.WithImageJobs(spec.Jobs), transfer.WithLogger(o.log)}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > 0 {
+		// The caller's deadline, not transfer's default, bounds the copies.
+		topts = append(topts, transfer.WithTimeout(time.Until(dl)))
+	}
+	copier, err := transfer.New(topts...)
 	if err != nil {
 		return nil, err
 	}
