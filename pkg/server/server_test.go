@@ -37,6 +37,7 @@ type running struct {
 	password string
 	stop     context.CancelFunc
 	done     chan error
+	stopOnce sync.Once
 }
 
 // s3Storage is the storage section of a configuration for a bucket of srv.
@@ -65,12 +66,14 @@ func start(t *testing.T, stateDir, extra string, secrets map[string]string) *run
 		vars[k] = v
 	}
 	password := vars["TEST_PASSWORD"]
+	if !strings.Contains(extra, "shutdown_timeout:") {
+		extra += "shutdown_timeout: 5s\n"
+	}
 	yaml := fmt.Sprintf(`listen: ["127.0.0.1:0"]
 state_dir: %s
 token_key_env: TEST_TOKEN_KEY
 monitoring:
   listen: 127.0.0.1:0
-shutdown_timeout: 5s
 users:
   - name: zuul
     password_env: TEST_PASSWORD
@@ -117,15 +120,16 @@ users:
 
 func (r *running) shutdown(t *testing.T) {
 	r.stop()
-	select {
-	case err, ok := <-r.done:
-		if ok && err != nil {
-			t.Errorf("Run: %v", err)
+	r.stopOnce.Do(func() {
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Error("the server did not stop")
 		}
-		close(r.done)
-	case <-time.After(2 * time.Minute):
-		t.Error("the server did not stop")
-	}
+	})
 }
 
 func (r *running) url(path string) string { return "https://" + r.host + path }
