@@ -213,6 +213,11 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Driver, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		o.DisableLogOutputChecksumValidationSkipped = true
+		if d.transport != nil {
+			// Set here rather than in LoadDefaultConfig, which insists on
+			// a buildable client when AWS_CA_BUNDLE is set.
+			o.HTTPClient = &http.Client{Transport: d.transport}
+		}
 	})
 	if !d.noProbe {
 		if err := d.probe(ctx, cfg); err != nil {
@@ -222,10 +227,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Driver, error) {
 	return d, nil
 }
 
-func (d *Driver) httpClient(caFile string) (aws.HTTPClient, error) {
-	if d.transport != nil {
-		return &http.Client{Transport: d.transport}, nil
-	}
+func (d *Driver) httpClient(caFile string) (*awshttp.BuildableClient, error) {
 	var pool *x509.CertPool
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
