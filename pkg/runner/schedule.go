@@ -608,7 +608,7 @@ func (r *Report) Summary() string {
 	for _, it := range r.Items {
 		builds += len(it.Builds)
 	}
-	fmt.Fprintf(&sb, "Summary: %d change(s), %d build(s) in %s (build directories under %s)\n",
+	fmt.Fprintf(&sb, "Summary: %d queue item(s), %d build(s) in %s (build directories under %s)\n",
 		len(r.Items), builds, r.Duration.Round(100*time.Millisecond), r.WorkDir)
 	for _, it := range r.Items {
 		fmt.Fprintf(&sb, "\n%s: %s%s\n", it.Title(), it.Result, suffix(it.Message))
