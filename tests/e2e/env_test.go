@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 	"github.com/imagegate/imagegate/pkg/runner"
 	"github.com/imagegate/imagegate/pkg/runner/lab"
@@ -245,4 +247,79 @@ func build(t *testing.T, rep *runner.Report, change int, pipeline, job string) *
 		t.Fatalf("change %d: job %s did not run (%s: %s)", change, job, it.Result, it.Message)
 	}
 	return b
+}
+
+// checkNoSecrets fails the test if a secret is left behind: in the
+// runner's output, in any file of the build directories (inventories,
+// variables, results, job logs, node homes), or as a "password" value in
+// any JSON or YAML file there; and if a job wrote a docker client
+// configuration (imagegate keeps registry credentials in memory).
+func (w *world) checkNoSecrets(secrets ...string) {
+	t := w.t
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(w.out.String(), s) {
+			t.Errorf("the runner's output holds a secret (%.4s...)", s)
+		}
+	}
+	root := filepath.Join(w.dir, "work")
+	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return nil // files of stopped daemons may vanish while walking
+		}
+		if info.IsDir() || !info.Mode().IsRegular() || info.Size() > 16<<20 {
+			return nil
+		}
+		if filepath.Base(p) == "config.json" && filepath.Base(filepath.Dir(p)) == ".docker" {
+			t.Errorf("%s: a docker client configuration was written", p)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil
+		}
+		for _, s := range secrets {
+			if bytes.Contains(b, []byte(s)) {
+				t.Errorf("%s holds a secret (%.4s...)", p, s)
+			}
+		}
+		if ext := filepath.Ext(p); ext == ".json" || ext == ".yaml" {
+			for _, v := range passwordValues(b) {
+				if v != "" && v != "********" {
+					t.Errorf("%s holds a password value (%.4s...)", p, v)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// passwordValues returns the values of every "password" key of a YAML (or
+// JSON) document.
+func passwordValues(b []byte) []string {
+	var doc any
+	if yaml.Unmarshal(b, &doc) != nil {
+		return nil
+	}
+	var out []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if s, ok := e.(string); ok && strings.Contains(strings.ToLower(k), "password") {
+					out = append(out, s)
+				}
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(doc)
+	return out
 }

@@ -113,4 +113,5 @@ func TestGateAndPromote(t *testing.T) {
 	if len(pr.Phases) == 0 {
 		t.Fatal("the promote job ran no playbook")
 	}
+	w.checkNoSecrets(w.target.Password, w.ir.Password)
 }

@@ -122,6 +122,7 @@ func TestCrossChangeSpeculation(t *testing.T) {
 	if !found {
 		t.Errorf("the test job ran myorg/app %v, want the image B built (%s)", digests, appDigest)
 	}
+	w.checkNoSecrets(w.target.Password, w.ir.Password)
 	if testB.Result != runner.Success || buildB.Paused <= 0 {
 		t.Errorf("test job %s; B's build job paused %v (it started the registry the test job used)", testB.Result, buildB.Paused)
 	}

@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imagegate/imagegate/tests/testenv"
+)
+
+// TestReleaseTree checks the tree `make dist` produced, as an operator
+// gets it: every file matches SHA256SUMS, every module is there for
+// linux/amd64 and linux/arm64 (built for the architecture its name says),
+// with its action plugin link and documentation that ansible-doc renders
+// from the role's library.
+func TestReleaseTree(t *testing.T) {
+	t.Parallel()
+	dist := distDir(t)
+	sums, err := os.Open(filepath.Join(dist, "SHA256SUMS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sums.Close()
+	listed := 0
+	sc := bufio.NewScanner(sums)
+	for sc.Scan() {
+		want, file, ok := strings.Cut(sc.Text(), "  ")
+		if !ok {
+			t.Fatalf("SHA256SUMS line %q", sc.Text())
+		}
+		f, err := os.Open(filepath.Join(dist, file))
+		if err != nil {
+			t.Errorf("%s: %v", file, err)
+			continue
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil || hex.EncodeToString(h.Sum(nil)) != want {
+			t.Errorf("%s does not match SHA256SUMS (%v)", file, err)
+		}
+		listed++
+	}
+	if listed < 20 {
+		t.Errorf("SHA256SUMS lists %d files", listed)
+	}
+
+	lib := filepath.Join(dist, "roles", "imagegate-modules", "library")
+	mains, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "modules", "*", "main.go"))
+	if len(mains) == 0 {
+		t.Fatal("no modules in the source tree")
+	}
+	for _, m := range mains {
+		mod := filepath.Base(filepath.Dir(m))
+		for bin, arch := range map[string]string{mod: "amd64", mod + "_arm64": "arm64"} {
+			out, err := exec.Command("go", "version", "-m", filepath.Join(lib, bin)).Output()
+			if err != nil {
+				t.Errorf("%s: %v", bin, err)
+				continue
+			}
+			if !strings.Contains(string(out), "GOARCH="+arch) || !strings.Contains(string(out), "GOOS=linux") ||
+				!strings.Contains(string(out), "CGO_ENABLED=0") {
+				t.Errorf("%s is not a static linux/%s build:\n%s", bin, arch, out)
+			}
+		}
+		link, err := os.Readlink(filepath.Join(dist, "roles", "imagegate-modules", "action_plugins", mod+".py"))
+		if err != nil || link != "imagegate_module.py" {
+			t.Errorf("action plugin link for %s: %q %v", mod, link, err)
+		}
+		out, err := exec.Command("ansible-doc", "-M", lib, mod).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "OPTIONS") {
+			t.Errorf("ansible-doc -M %s %s: %v\n%s", lib, mod, err, out)
+		}
+	}
+	for _, f := range []string{"zuul.d/jobs.yaml", "playbooks/docker-image/run.yaml", "roles/build-docker-image/README.rst",
+		"docs/runner.md", "docs/jobs.md", "VERSION", "bin/linux_amd64/imagegate-runner", "bin/linux_arm64/imagegate-runner"} {
+		if _, err := os.Stat(filepath.Join(dist, f)); err != nil {
+			t.Errorf("the release tree lacks %s", f)
+		}
+	}
+}
