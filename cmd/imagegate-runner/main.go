@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -44,12 +45,15 @@ func (c *configFlag) Set(v string) error {
 }
 
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run() int {
+// run is the command: it returns the exit code (0 every voting job
+// succeeded, 1 one did not, 2 the runner could not run).
+func run(args []string, stdout, stderr io.Writer) int {
 	var configs configFlag
 	fs := flag.NewFlagSet("imagegate-runner", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	fs.Var(&configs, "config", "a configuration project `DIR[=NAME]` (zuul.d/, playbooks/, roles/), e.g. the imagegate release tree; repeatable")
 	work := fs.String("work", "", "directory for build directories (default: a new temporary directory)")
 	jobs := fs.Int("jobs", 1, "builds of one change run at once")
@@ -62,7 +66,7 @@ func run() int {
 		fmt.Fprintf(fs.Output(), "Usage: imagegate-runner [flags] queue.yaml\n\nRuns a queue of changes through Zuul jobs with ansible-playbook. See docs/runner.md.\n\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() != 1 {
@@ -71,19 +75,19 @@ func run() int {
 	}
 	q, err := runner.LoadQueue(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "imagegate-runner:", err)
+		fmt.Fprintln(stderr, "imagegate-runner:", err)
 		return 2
 	}
 	opts := []runner.Option{
 		runner.WithConfig(configs...), runner.WithConcurrency(*jobs), runner.WithMaxAttempts(*attempts),
-		runner.WithProgress(os.Stderr),
-		runner.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
+		runner.WithProgress(stderr),
+		runner.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))),
 	}
 	if *work != "" {
 		opts = append(opts, runner.WithWorkDir(*work))
 	}
 	if *verbose {
-		opts = append(opts, runner.WithStream(os.Stderr))
+		opts = append(opts, runner.WithStream(stderr))
 	}
 	if *ansibleVerbose > 0 {
 		opts = append(opts, runner.WithAnsibleArgs("-"+strings.Repeat("v", *ansibleVerbose)))
@@ -93,23 +97,23 @@ func run() int {
 	}
 	r, err := runner.New(opts...)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "imagegate-runner:", err)
+		fmt.Fprintln(stderr, "imagegate-runner:", err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := r.Run(ctx, q)
 	if rep != nil {
-		fmt.Print("\n" + rep.Summary())
+		fmt.Fprint(stdout, "\n"+rep.Summary())
 		if *report != "" {
 			b, _ := json.MarshalIndent(rep, "", "  ")
 			if werr := os.WriteFile(*report, b, 0o600); werr != nil {
-				fmt.Fprintln(os.Stderr, "imagegate-runner: writing report:", werr)
+				fmt.Fprintln(stderr, "imagegate-runner: writing report:", werr)
 			}
 		}
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "imagegate-runner:", err)
+		fmt.Fprintln(stderr, "imagegate-runner:", err)
 		return 2
 	}
 	if rep.Failed() {

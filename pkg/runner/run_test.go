@@ -504,3 +504,83 @@ changes:
 		t.Errorf("pre-run playbooks ran for %v", got)
 	}
 }
+
+// TestRunConcurrencyAndTimeout runs two independent jobs at once (each
+// waits, with a deadline, for the other to have started), a job depending
+// on both after them, and a job whose run exceeds its timeout: its
+// ansible-playbook is killed and the build is TIMED_OUT.
+func TestRunConcurrencyAndTimeout(t *testing.T) {
+	t.Parallel()
+	files := map[string]string{
+		"cfg/zuul.d/jobs.yaml": `
+- job: {name: left, parent: null, run: playbooks/meet.yaml, vars: {me: left, other: right}}
+- job: {name: right, parent: null, run: playbooks/meet.yaml, vars: {me: right, other: left}}
+- job: {name: after, parent: null, run: playbooks/after.yaml}
+- job: {name: slow, parent: null, run: playbooks/slow.yaml, timeout: 3}
+`,
+		"cfg/playbooks/meet.yaml": `- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.copy:
+        content: started
+        dest: "{{ zuul.executor.work_root }}/../../../{{ me }}"
+    - name: Wait for the other job, which runs at the same time
+      ansible.builtin.wait_for:
+        path: "{{ zuul.executor.work_root }}/../../../{{ other }}"
+        timeout: 120
+`,
+		"cfg/playbooks/after.yaml": `- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.stat:
+        path: "{{ zuul.executor.work_root }}/../../../{{ item }}"
+      loop: [left, right]
+      register: met
+    - ansible.builtin.assert:
+        that: met.results | map(attribute='stat.exists') | list == [true, true]
+`,
+		"cfg/playbooks/slow.yaml": `- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Wait for a file that never comes, longer than the job's timeout
+      ansible.builtin.wait_for:
+        path: /nonexistent/imagegate-runner-test
+        timeout: 600
+`,
+		"p/README": "p\n",
+	}
+	dir := t.TempDir()
+	writeTree(t, dir, files)
+	q, err := ParseQueue([]byte(`
+config: [{path: cfg, project: site/config}]
+changes:
+  - project: x/p
+    change: 1
+    src: p
+    jobs:
+      - left
+      - right
+      - after: {dependencies: [left, right]}
+      - slow
+`), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(WithWorkDir(filepath.Join(dir, "work")), WithConcurrency(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Run(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := rep.Items[0]
+	for _, j := range []string{"left", "right", "after"} {
+		if b := it.Build(j); b.Result != Success {
+			t.Errorf("%s: %s %s", j, b.Result, b.Message)
+		}
+	}
+	if b := it.Build("slow"); b.Result != TimedOut || !strings.Contains(b.Message, "timed out") {
+		t.Errorf("slow: %+v", b)
+	}
+}
