@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -33,6 +34,7 @@ type Runner struct {
 	hostname        string
 	nodeAddr        string
 	itemDone        func(*ItemReport)
+	outMu           sync.Mutex
 }
 
 // Option configures a Runner.
@@ -220,14 +222,18 @@ func (r *Runner) nodeAddress(q *Queue) string {
 	return r.nodeAddr
 }
 
+// streamFor returns where a build's ansible output is copied live; builds
+// running at once share it under the runner's output lock.
 func (r *Runner) streamFor(*build) io.Writer {
 	if r.stream == nil {
 		return io.Discard
 	}
-	return r.stream
+	return lockedWriter{&r.outMu, r.stream}
 }
 
 func (r *Runner) progressf(format string, args ...any) {
+	r.outMu.Lock()
+	defer r.outMu.Unlock()
 	fmt.Fprintf(r.progress, format+"\n", args...)
 }
 

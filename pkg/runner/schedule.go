@@ -122,6 +122,10 @@ func (r *Runner) runBuildset(ctx context.Context, it *itemRun) error {
 					continue
 				}
 				jr.state = running
+				// The report is created here, in the scheduler, so reports
+				// list builds in start order without a lock.
+				jr.report = &BuildReport{Job: jr.name, Voting: jr.job.Voting, Start: time.Now()}
+				it.report.Builds = append(it.report.Builds, jr.report)
 				active++
 				progress = true
 				go func(jr *jobRun) {
@@ -330,11 +334,6 @@ func (r *Runner) runMain(ctx context.Context, jr *jobRun) error {
 			parentData: data, parentSecret: secret, artifacts: arts, preLevel: -1}
 		b.red.addSecret("", secret)
 		jr.b = b
-		start := time.Now()
-		if jr.report == nil {
-			jr.report = &BuildReport{Job: jr.name, Voting: jr.job.Voting, Start: start}
-			it.report.Builds = append(it.report.Builds, jr.report)
-		}
 		rep := jr.report
 		rep.UUID, rep.Attempts = b.uuid, attempt
 		if err := b.setup(); err != nil {
