@@ -64,6 +64,11 @@ func TestProducersOnly(t *testing.T) {
 		Project: "myorg/app", Number: 301, Src: app,
 		Vars: map[string]any{"docker_images": lab.Images("myorg/app", "latest", "v1")},
 		Jobs: []any{"opendev-build-docker-image"},
+	}, lab.Change{
+		// zuul-jobs' generic job, without the intermediate registry.
+		Project: "myorg/app", Number: 302, Src: app,
+		Vars: map[string]any{"docker_images": lab.Images("myorg/app")},
+		Jobs: []any{map[string]any{"upload-docker-image": lab.UploadCredentials()}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -94,5 +99,25 @@ func TestProducersOnly(t *testing.T) {
 	}
 	if !strings.Contains(w.out.String(), "Stop the buildset registry") {
 		t.Error("the registry was not stopped by the job's post-run playbook")
+	}
+
+	up := build(t, rep, 302, "", "upload-docker-image")
+	if up.Result != runner.Success {
+		t.Fatalf("upload-docker-image: %s: %s", up.Result, up.Message)
+	}
+	if len(up.Artifacts()) != 0 {
+		t.Errorf("the generic job has no intermediate registry, yet returned artifacts %v", up.Artifacts())
+	}
+	if d := digestOf(t, w.target, "myorg/app:change_302_latest"); d == "" {
+		t.Error("upload-docker-image did not stage myorg/app:change_302_latest")
+	}
+	var posts []string
+	for _, ph := range up.Phases {
+		if ph.Phase == "post" {
+			posts = append(posts, ph.Playbook)
+		}
+	}
+	if strings.Join(posts, ",") != "playbooks/docker-image/upload.yaml,playbooks/docker-image/post.yaml" {
+		t.Errorf("upload-docker-image post-run playbooks: %v", posts)
 	}
 }
