@@ -199,6 +199,7 @@ func (p *pruner) run(ctx context.Context, now time.Time) error {
 			}
 			kept = p.mark(r)
 		}
+		var expired []*manifest
 		for _, m := range r.manifests {
 			p.rep.Manifests++
 			if kept[m.dg] {
@@ -209,9 +210,13 @@ func (p *pruner) run(ctx context.Context, now time.Time) error {
 				}
 				continue
 			}
-			if err := p.removeManifest(ctx, r, m, now); err != nil {
-				return err
-			}
+			expired = append(expired, m)
+		}
+		err := forEach(ctx, p.parallel, expired, func(ctx context.Context, _ int, m *manifest) error {
+			return p.removeManifest(ctx, r, m, now)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return p.pruneBlobs(ctx, repos, referenced, now)
@@ -458,12 +463,18 @@ func (p *pruner) mark(r *repo) map[digest.Digest]bool {
 	return kept
 }
 
+// count updates the report under the lock.
+func (p *pruner) count(f func(*Report)) {
+	p.mu.Lock()
+	f(&p.rep)
+	p.mu.Unlock()
+}
+
 // removeManifest removes an expired manifest: its tags (unless moved
 // meanwhile), its referrer record, then its entry.
 func (p *pruner) removeManifest(ctx context.Context, r *repo, m *manifest, now time.Time) error {
 	if p.pol.DryRun {
-		p.rep.Removed++
-		p.rep.Tags += len(m.tags)
+		p.count(func(r *Report) { r.Removed++; r.Tags += len(m.tags) })
 		return nil
 	}
 	for _, tag := range m.tags {
@@ -479,7 +490,7 @@ func (p *pruner) removeManifest(ctx context.Context, r *repo, m *manifest, now t
 		if err := p.d.DeleteEntry(ctx, r.name, storage.Tags, tag); err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return fmt.Errorf("prune: removing tag %s of %s: %w", tag, r.name, err)
 		}
-		p.rep.Tags++
+		p.count(func(r *Report) { r.Tags++ })
 	}
 	if m.subject != "" {
 		if err := p.d.DeleteEntry(ctx, r.name, storage.Referrers(m.subject), m.dg.String()); err != nil && !errors.Is(err, storage.ErrNotFound) {
@@ -489,7 +500,7 @@ func (p *pruner) removeManifest(ctx context.Context, r *repo, m *manifest, now t
 	if err := p.d.DeleteEntry(ctx, r.name, storage.Manifests, m.dg.String()); err != nil && !errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("prune: removing manifest %s of %s: %w", m.dg, r.name, err)
 	}
-	p.rep.Removed++
+	p.count(func(r *Report) { r.Removed++ })
 	p.log.Info("removed an expired manifest", "repository", r.name, "digest", m.dg, "tags", m.tags, "age", now.Sub(m.modTime).Round(time.Second))
 	return nil
 }

@@ -123,18 +123,51 @@ func (d *Driver) DeleteEntry(ctx context.Context, repo string, table storage.Tab
 // manifest never ends without its marker. A marker left over by a race the
 // other way only costs Repositories a check.
 func (d *Driver) removeMarker(ctx context.Context, repo string) error {
-	if es, err := d.ListEntries(ctx, repo, storage.Manifests, "", 1); err != nil || len(es) > 0 {
+	if has, err := d.hasManifest(ctx, repo); err != nil || has {
 		return err
 	}
 	mk := d.markerKey(repo)
 	if _, err := d.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &d.bucket, Key: &mk}); err != nil {
 		return err
 	}
-	es, err := d.ListEntries(ctx, repo, storage.Manifests, "", 1)
-	if err == nil && len(es) > 0 {
+	has, err := d.hasManifest(ctx, repo)
+	if err == nil && has {
 		err = d.putObject(ctx, mk, nil)
 	}
 	return err
+}
+
+// hasManifest reports whether repo holds a manifest: the first listed key
+// that a HEAD confirms (usually the first one listed).
+func (d *Driver) hasManifest(ctx context.Context, repo string) (bool, error) {
+	prefix, err := d.tablePrefix(repo, storage.Manifests)
+	if err != nil {
+		return false, err
+	}
+	in := &s3.ListObjectsV2Input{Bucket: &d.bucket, Prefix: &prefix, MaxKeys: aws.Int32(100)}
+	for {
+		page, err := d.client.ListObjectsV2(ctx, in)
+		if err != nil {
+			return false, err
+		}
+		for _, o := range page.Contents {
+			k := strings.TrimPrefix(aws.ToString(o.Key), prefix)
+			if storage.ValidateKey(k) != nil {
+				continue
+			}
+			_, err := d.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: o.Key})
+			if err == nil {
+				return true, nil
+			}
+			if !isNotFound(err) {
+				return false, err
+			}
+		}
+		if !aws.ToBool(page.IsTruncated) || page.NextContinuationToken == nil {
+			return false, nil
+		}
+		in.ContinuationToken = page.NextContinuationToken
+	}
 }
 
 // ListEntries implements storage.Driver: a listing of the table's keys,
@@ -243,8 +276,8 @@ func (d *Driver) Repositories(ctx context.Context, after string, n int) ([]strin
 		chunk := names[start:min(start+batch, len(names))]
 		ok := make([]bool, len(chunk))
 		err := forEach(ctx, d.parallel, chunk, func(ctx context.Context, i int, name string) error {
-			es, err := d.ListEntries(ctx, name, storage.Manifests, "", 1)
-			ok[i] = len(es) > 0
+			has, err := d.hasManifest(ctx, name)
+			ok[i] = has
 			return err
 		})
 		if err != nil {

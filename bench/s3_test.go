@@ -1,0 +1,178 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imagegate/imagegate/tests/testenv"
+)
+
+// registryProcess is imagegate-registry started from its binary.
+type registryProcess struct {
+	*testenv.Process
+	host       string
+	caPEM      []byte
+	user, pass string
+}
+
+// buildRegistryCommand builds cmd/imagegate-registry as `make build` does.
+func buildRegistryCommand(b *testing.B) string {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "imagegate-registry")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/imagegate-registry")
+	build.Dir = testenv.RepoRoot()
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("building imagegate-registry: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startRegistryProcess runs `imagegate-registry serve` with a write user,
+// a generated certificate and the given storage section, and waits until
+// its health endpoint answers ok. env carries the secrets.
+func startRegistryProcess(b *testing.B, bin, storage string, env []string) *registryProcess {
+	b.Helper()
+	dir := testenv.ShortTempDir(b)
+	port, mon := testenv.FreePort(b), testenv.FreePort(b)
+	rp := &registryProcess{host: "127.0.0.1:" + strconv.Itoa(port), user: "zuul", pass: testenv.RandomString(b, 16)}
+	cfg := fmt.Sprintf(`listen: ["127.0.0.1:%d"]
+state_dir: %s
+monitoring:
+  listen: 127.0.0.1:%d
+log:
+  level: warn
+users:
+  - name: zuul
+    password_env: BENCH_PASSWORD
+    access: write
+%s`, port, filepath.Join(dir, "state"), mon, storage)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "-c", cfgPath)
+	cmd.Env = append(append(os.Environ(), "BENCH_PASSWORD="+rp.pass), env...)
+	rp.Process = testenv.StartProcess(b, "imagegate-registry", cmd, dir)
+	testenv.WaitFor(b, "imagegate-registry", time.Minute, rp.Process, func() error {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", mon))
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("health: %d", resp.StatusCode)
+		}
+		return nil
+	})
+	var err error
+	if rp.caPEM, err = os.ReadFile(filepath.Join(dir, "state", "tls", "ca.crt")); err != nil {
+		b.Fatal(err)
+	}
+	return rp
+}
+
+// BenchmarkS3Registry pushes and pulls the image of BenchmarkRegistry (8
+// layers, 512 MiB) through imagegate-registry on the S3 driver (versitygw
+// on loopback, over TLS, posix backend on the same disk) and on the
+// filesystem driver, both as separate processes over TLS with the same
+// client (go-containerregistry, 4 parallel layer transfers). It prints
+// throughput both ways, the S3 driver's ratios against the filesystem
+// driver, and the peak RSS (VmHWM) of each registry process and of
+// versitygw. Each direction runs three times per driver, alternating, each
+// push to a new repository; the best run counts.
+func BenchmarkS3Registry(b *testing.B) {
+	dir := b.TempDir()
+	img := benchImage(b, dir)
+	total := int64(registryBenchLayers * registryBenchLayerSize)
+	bin := buildRegistryCommand(b)
+
+	s3 := testenv.StartVersitygw(b)
+	bucket := s3.NewBucket(b)
+	s3Storage := fmt.Sprintf(`storage:
+  driver: s3
+  s3:
+    bucket: %s
+    endpoint: %s
+    path_style: true
+    access_key_id: %s
+    secret_access_key_env: BENCH_S3_SECRET
+    ca_file: %s
+`, bucket, s3.Endpoint, s3.AccessKey, s3.CAFile)
+	onS3 := startRegistryProcess(b, bin, s3Storage, []string{"BENCH_S3_SECRET=" + s3.SecretKey})
+	onFS := startRegistryProcess(b, bin, "", nil)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(onS3.caPEM)
+	pool.AppendCertsFromPEM(onFS.caPEM)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+
+	type target struct {
+		name       string
+		rp         *registryProcess
+		push, pull []time.Duration
+	}
+	targets := []*target{{name: "filesystem", rp: onFS}, {name: "s3 (versitygw)", rp: onS3}}
+	b.ResetTimer()
+	for round := range registryBenchRounds {
+		for _, tg := range targets {
+			ref, err := name.ParseReference(fmt.Sprintf("%s/bench/image-%d:latest", tg.rp.host, round))
+			if err != nil {
+				b.Fatal(err)
+			}
+			opts := []remote.Option{remote.WithTransport(tr), remote.WithContext(context.Background()),
+				remote.WithAuth(&authn.Basic{Username: tg.rp.user, Password: tg.rp.pass})}
+			start := time.Now()
+			if err := remote.Write(ref, img, opts...); err != nil {
+				b.Fatalf("pushing to %s: %v", tg.name, err)
+			}
+			tg.push = append(tg.push, time.Since(start))
+			start = time.Now()
+			if err := pullAll(ref, opts...); err != nil {
+				b.Fatalf("pulling from %s: %v", tg.name, err)
+			}
+			tg.pull = append(tg.pull, time.Since(start))
+		}
+	}
+	b.StopTimer()
+
+	rows := [][]string{{"driver", "push", "push MB/s", "pull", "pull MB/s", "registry peak RSS", "store peak RSS"}}
+	var best [2][2]time.Duration
+	for i, tg := range targets {
+		push, pull := minDuration(tg.push), minDuration(tg.pull)
+		best[i] = [2]time.Duration{push, pull}
+		peak, err := PeakRSS(tg.rp.Cmd.Process.Pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		store := "-"
+		if tg.rp == onS3 {
+			if p, err := PeakRSS(s3.Cmd.Process.Pid); err == nil {
+				store = MiB(p) + " (versitygw)"
+			}
+		}
+		rows = append(rows, []string{tg.name, Seconds(push), MBps(total, push), Seconds(pull), MBps(total, pull), MiB(peak), store})
+		b.ReportMetric(float64(total)/1e6/push.Seconds(), tg.name[:2]+"-push-MB/s")
+		b.ReportMetric(float64(total)/1e6/pull.Seconds(), tg.name[:2]+"-pull-MB/s")
+		b.ReportMetric(float64(peak)/(1<<20), tg.name[:2]+"-registry-peak-RSS-MiB")
+	}
+	rows = append(rows, []string{"s3 / filesystem",
+		"", Ratio(best[0][0].Seconds(), best[1][0].Seconds()) + " of its speed",
+		"", Ratio(best[0][1].Seconds(), best[1][1].Seconds()) + " of its speed", "", ""})
+	Table(fmt.Sprintf("Intermediate registry: push and pull of %d layers, %s in all, on the S3 driver (versitygw) beside the filesystem driver, TLS (best of %d)",
+		registryBenchLayers, MiB(total), registryBenchRounds), rows)
+}
