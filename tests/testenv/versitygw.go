@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -48,12 +49,15 @@ type S3Server struct {
 // StartVersitygw starts versitygw (VERSITYGW, built by tests/setup/deps.sh)
 // with its posix backend on a temporary directory, over TLS on a free
 // loopback port, with random root credentials and an internal IAM store
-// (so tests can add users), and waits until it answers.
+// (so tests can add users), and waits until it answers. It serves
+// path-style requests on 127.0.0.1 and virtual-host requests on
+// <bucket>.localhost (see DialLoopback).
 func StartVersitygw(t testing.TB) *S3Server {
 	t.Helper()
 	bin := Tool(t, "VERSITYGW", "versitygw")
 	dir := ShortTempDir(t)
-	tl := NewTLS(t, dir)
+	// *.localhost for virtual-host addressing (<bucket>.localhost).
+	tl := NewTLS(t, dir, "*.localhost")
 	s := &S3Server{Kind: "versitygw", Region: "us-east-1", Dir: dir, t: t,
 		AccessKey: "ig" + RandomString(t, 8), SecretKey: RandomString(t, 20),
 		CAFile: tl.CAFile, CAPEM: tl.CA.CertPEM}
@@ -70,6 +74,7 @@ func StartVersitygw(t testing.TB) *S3Server {
 		"--cert", tl.CertFile, "--key", tl.KeyFile,
 		"--region", s.Region,
 		"--iam-dir", filepath.Join(dir, "iam"),
+		"--virtual-domain", "localhost",
 		"--quiet",
 		"posix", filepath.Join(dir, "data"),
 	}
@@ -182,4 +187,17 @@ func (s *S3Server) waitWritable() {
 			Body: strings.NewReader("ready")})
 		return err
 	})
+}
+
+// DialLoopback is a DialContext that connects every host name to
+// 127.0.0.1 (same port), so virtual-host S3 requests to
+// <bucket>.localhost reach a test server whatever the resolver thinks of
+// such names.
+func DialLoopback(ctx context.Context, network, addr string) (net.Conn, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
 }

@@ -100,7 +100,7 @@ func (d *Driver) putSmallBlob(ctx context.Context, dg digest.Digest, key string,
 		// fail its digest check on this read).
 		var one [1]byte
 		var m int
-		m, eof, err = readPart(ctx, r, one[:])
+		m, _, err = readPart(ctx, r, one[:])
 		if err == nil && m > 0 {
 			err = fmt.Errorf("%w: blob %s: more than %d bytes", storage.ErrRangeInvalid, dg, size)
 		}

@@ -125,7 +125,6 @@ type Driver struct {
 	log       *slog.Logger
 	bufs      sync.Pool
 	parallel  int
-	noProbe   bool
 	transport http.RoundTripper
 }
 
@@ -148,9 +147,6 @@ func WithParallelism(n int) Option { return func(d *Driver) { d.parallel = max(n
 // WithTransport sets the HTTP transport (tests: fault injection). Default:
 // a transport trusting the system CAs and Config.CAFile.
 func WithTransport(rt http.RoundTripper) Option { return func(d *Driver) { d.transport = rt } }
-
-// withoutProbe skips the access check of New (tests of later failures).
-func withoutProbe() Option { return func(d *Driver) { d.noProbe = true } }
 
 // New returns a driver on cfg's bucket after checking that the bucket
 // exists and that the credentials can read and write it (a HeadBucket, a
@@ -219,10 +215,8 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Driver, error) {
 			o.HTTPClient = &http.Client{Transport: d.transport}
 		}
 	})
-	if !d.noProbe {
-		if err := d.probe(ctx, cfg); err != nil {
-			return nil, err
-		}
+	if err := d.probe(ctx, cfg); err != nil {
+		return nil, err
 	}
 	return d, nil
 }

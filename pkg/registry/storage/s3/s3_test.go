@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -289,3 +290,53 @@ func (h *hookReader) Read(p []byte) (int, error) {
 }
 
 var _ = aws.String
+
+// TestVirtualHostAddressing runs a round trip with virtual-host
+// addressing: the bucket in the host name (<bucket>.localhost), not in the
+// path.
+func TestVirtualHostAddressing(t *testing.T) {
+	srv := testenv.StartVersitygw(t)
+	cfg := testConfig(srv, srv.NewBucket(t))
+	cfg.PathStyle = false
+	cfg.Endpoint = "https://localhost:" + strconv.Itoa(srv.Port)
+	var hosts sync.Map
+	tr := srv.HTTPClient().Transport.(*http.Transport).Clone()
+	tr.DialContext = testenv.DialLoopback
+	d := newDriver(t, cfg, WithTransport(recordHosts{tr, &hosts}))
+	content := randomBytes(t, 7<<20) // a multipart upload
+	dg := digest.FromBytes(content)
+	if err := d.PutBlob(t.Context(), dg, -1, bytes.NewReader(content)); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := d.OpenBlob(t.Context(), dg, 100, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, content[100:150]) {
+		t.Fatal("range read back wrong")
+	}
+	want := cfg.Bucket + ".localhost:" + strconv.Itoa(srv.Port)
+	n := 0
+	hosts.Range(func(k, _ any) bool {
+		n++
+		if k.(string) != want {
+			t.Errorf("request to host %s, want %s", k, want)
+		}
+		return true
+	})
+	if n == 0 {
+		t.Fatal("no request recorded")
+	}
+}
+
+type recordHosts struct {
+	base  http.RoundTripper
+	hosts *sync.Map
+}
+
+func (r recordHosts) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.hosts.Store(req.URL.Host, true)
+	return r.base.RoundTrip(req)
+}
