@@ -67,12 +67,7 @@ var countRE = regexp.MustCompile(`(?m)^\s+(Pass|FAIL|Error|Skip|Disabled|Total)\
 // errored or skipped check fails the test.
 func TestConformanceS3(t *testing.T) {
 	bin := testenv.Tool(t, "OCI_CONFORMANCE", "conformance.test")
-	var s3 *testenv.S3Server
-	if os.Getenv("IMAGEGATE_SEAWEEDFS") == "1" {
-		s3 = testenv.StartSeaweedFS(t)
-	} else {
-		s3 = testenv.StartVersitygw(t)
-	}
+	s3 := startS3(t)
 	r := start(t, t.TempDir(), s3Storage(s3, s3.NewBucket(t)), map[string]string{"TEST_S3_SECRET": s3.SecretKey})
 	runConformance(t, bin, r)
 }

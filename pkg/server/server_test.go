@@ -163,7 +163,7 @@ func (r *running) remoteOpts() []remote.Option {
 // through A pulls through B, an upload started through A is finished
 // through B, and tags and catalog agree.
 func TestReplicasShareABucket(t *testing.T) {
-	s3 := testenv.StartVersitygw(t)
+	s3 := startS3(t)
 	bucket := s3.NewBucket(t)
 	secrets := map[string]string{"TEST_S3_SECRET": s3.SecretKey, "TEST_PASSWORD": registrytest.RandomPassword(t)}
 	state := t.TempDir() // shared: both replicas serve the same CA's certificates
@@ -278,6 +278,15 @@ func TestReplicasShareABucket(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+}
+
+// startS3 starts the S3 server of the run: versitygw, or SeaweedFS when
+// IMAGEGATE_SEAWEEDFS=1 (make test-seaweedfs).
+func startS3(t *testing.T) *testenv.S3Server {
+	if os.Getenv("IMAGEGATE_SEAWEEDFS") == "1" {
+		return testenv.StartSeaweedFS(t)
+	}
+	return testenv.StartVersitygw(t)
 }
 
 // checkSharedTokens checks that replica B accepts replica A's tokens (the
