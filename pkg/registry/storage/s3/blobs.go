@@ -87,6 +87,10 @@ func (d *Driver) PutBlob(ctx context.Context, dg digest.Digest, size int64, r io
 	if size >= 0 && size <= d.partSize {
 		return d.putSmallBlob(ctx, dg, key, size, r)
 	}
+	if size >= 0 {
+		// One byte more than announced is enough to refuse the blob.
+		r = io.LimitReader(r, size+1)
+	}
 	return d.putLargeBlob(ctx, dg, key, size, r)
 }
 

@@ -216,12 +216,24 @@ func (d *Driver) AppendUpload(ctx context.Context, id string, offset, length int
 	next.Size, next.State, next.Updated = s.Size+total, st, time.Now().UTC()
 	next.Segments = append(slices.Clone(s.Segments[:keep]), written...)
 	ok, err := d.writeSession(ctx, id, &next, etag)
-	if err != nil || !ok {
-		cleanup()
+	if err != nil {
+		// The write may have been applied with its answer lost: the
+		// record says which.
 		cur, _, rerr := d.readSession(ctx, id)
-		if err != nil {
+		switch {
+		case rerr == nil && holds(cur, written):
+			ok, err = true, nil
+		case rerr == nil:
+			cleanup()
+			return cur.upload(id), fmt.Errorf("appending to upload %s: %w", id, err)
+		default:
+			// Unknown: leave the segments to prune's orphan removal.
 			return s.upload(id), fmt.Errorf("appending to upload %s: %w", id, err)
 		}
+	}
+	if !ok {
+		cleanup()
+		cur, _, rerr := d.readSession(ctx, id)
 		if rerr != nil {
 			return storage.Upload{}, rerr
 		}
@@ -233,6 +245,20 @@ func (d *Driver) AppendUpload(ctx context.Context, id string, offset, length int
 		cancel()
 	}
 	return next.upload(id), nil
+}
+
+// holds reports whether session s records every one of segs.
+func holds(s *session, segs []segment) bool {
+	keys := map[string]bool{}
+	for _, sg := range s.Segments {
+		keys[sg.Key] = true
+	}
+	for _, sg := range segs {
+		if !keys[sg.Key] {
+			return false
+		}
+	}
+	return len(segs) > 0
 }
 
 // readSegments reads segments (small ones: they fit buf) into buf.
