@@ -22,7 +22,7 @@ LDFLAGS := -s -w
 GOBUILD := $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 # The module for linux/amd64 carries the plain name; other architectures a
 # suffix. The imagegate action plugin picks the one that matches each host.
-suffix = $(if $(filter amd64,$(1)),,_$(1))
+arch_suffix = $(if $(filter amd64,$(1)),,_$(1))
 
 .PHONY: all build build-all dist deps lint test test-unit test-integration \
 	conformance bench demo clean test-seaweedfs
@@ -37,7 +37,7 @@ build-all:
 
 build-module-%:
 	@mkdir -p $(LIBRARY)
-	GOOS=linux GOARCH=$(ARCH) $(GOBUILD) -o $(LIBRARY)/$*$(call suffix,$(ARCH)) ./modules/$*
+	GOOS=linux GOARCH=$(ARCH) $(GOBUILD) -o $(LIBRARY)/$*$(call arch_suffix,$(ARCH)) ./modules/$*
 	@cp modules/$*/$*.yml $(LIBRARY)/$*.yml
 
 build-commands:
@@ -60,7 +60,7 @@ lint:
 test-unit:
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /tests/)
 
-test-integration: build
+test-integration: dist
 	$(GO) test -count=1 -timeout 30m ./tests/...
 
 conformance:
