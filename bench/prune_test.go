@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -98,8 +99,10 @@ func populate(b *testing.B, d storage.Driver) time.Duration {
 }
 
 // BenchmarkPrune measures prune on a registry of 10,000 manifests (100
-// repositories of 100 tagged images; 30,001 blobs with the manifests), on the filesystem
-// driver and on the S3 driver (versitygw on loopback): a pass that keeps
+// repositories of 100 tagged images; 30,001 blobs with the manifests), on
+// the filesystem driver and on the S3 driver (versitygw on loopback), with
+// listings confirmed key by key (the default) and trusted
+// (consistent_listing): a pass that keeps
 // everything (the cost of examining the registry), then a pass a year
 // later that removes everything. It prints the times, the storage calls
 // each pass made and the rate in manifests per second.
@@ -109,10 +112,14 @@ func BenchmarkPrune(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := testenv.StartVersitygw(b)
-	s3Driver, err := s3.New(context.Background(), s3.Config{Bucket: srv.NewBucket(b), Endpoint: srv.Endpoint, Region: srv.Region,
-		PathStyle: true, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey, CAFile: srv.CAFile})
-	if err != nil {
-		b.Fatal(err)
+	newS3 := func(consistent bool) storage.Driver {
+		d, err := s3.New(context.Background(), s3.Config{Bucket: srv.NewBucket(b), Endpoint: srv.Endpoint, Region: srv.Region,
+			PathStyle: true, AccessKeyID: srv.AccessKey, SecretAccessKey: srv.SecretKey, CAFile: srv.CAFile,
+			ConsistentListing: consistent})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return d
 	}
 	total := pruneRepos * pruneManifests
 	rows := [][]string{{"driver", "populate", "keep-all pass", "driver calls", "manifests/s", "remove-all pass", "driver calls", "manifests/s", "removed"}}
@@ -120,7 +127,11 @@ func BenchmarkPrune(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		d    storage.Driver
-	}{{"filesystem", fsDriver}, {"s3 (versitygw)", s3Driver}} {
+	}{
+		{"filesystem", fsDriver},
+		{"s3 (versitygw), listings confirmed", newS3(false)},
+		{"s3 (versitygw), consistent_listing", newS3(true)},
+	} {
 		b.StopTimer()
 		fill := populate(b, tc.d)
 		b.StartTimer()
@@ -147,8 +158,9 @@ func BenchmarkPrune(b *testing.B) {
 			Seconds(keep.Duration), fmt.Sprint(keepCalls), fmt.Sprintf("%.0f", float64(total)/keep.Duration.Seconds()),
 			Seconds(gone.Duration), fmt.Sprint(storageCalls(m2)), fmt.Sprintf("%.0f", float64(total)/gone.Duration.Seconds()),
 			fmt.Sprintf("%d manifests, %d blobs", gone.Removed, gone.Blobs)})
-		b.ReportMetric(keep.Duration.Seconds(), tc.name[:2]+"-keep-all-s")
-		b.ReportMetric(gone.Duration.Seconds(), tc.name[:2]+"-remove-all-s")
+		unit := strings.NewReplacer(" ", "-", "(", "", ")", "", ",", "").Replace(tc.name)
+		b.ReportMetric(keep.Duration.Seconds(), unit+"-keep-all-s")
+		b.ReportMetric(gone.Duration.Seconds(), unit+"-remove-all-s")
 	}
 	b.StopTimer()
 	Table(fmt.Sprintf("Prune of a registry of %d manifests (%d repositories), 16 storage calls at a time", total, pruneRepos), rows)

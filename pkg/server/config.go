@@ -122,6 +122,7 @@ type S3Config struct {
 	SessionTokenEnv    string `yaml:"session_token_env"`
 	CAFile             string `yaml:"ca_file"`
 	PartSize           Size   `yaml:"part_size"`
+	ConsistentListing  bool   `yaml:"consistent_listing"`
 }
 
 // PruneConfig is the retention policy.

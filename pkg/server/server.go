@@ -77,7 +77,8 @@ func OpenStorage(ctx context.Context, cfg *Config, log *slog.Logger) (storage.Dr
 	case "s3":
 		c := cfg.Storage.S3
 		sc := s3.Config{Bucket: c.Bucket, Prefix: c.Prefix, Region: c.Region, Endpoint: c.Endpoint, PathStyle: c.PathStyle,
-			AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, CAFile: c.CAFile, PartSize: int64(c.PartSize)}
+			AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, CAFile: c.CAFile, PartSize: int64(c.PartSize),
+			ConsistentListing: c.ConsistentListing}
 		if c.SessionTokenEnv != "" {
 			sc.SessionToken = os.Getenv(c.SessionTokenEnv)
 		}

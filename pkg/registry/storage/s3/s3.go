@@ -38,9 +38,10 @@
 //
 // Some S3 implementations keep deleted keys or prefixes in listings for
 // minutes (SeaweedFS keeps an emptied prefix for about two). So a listing is
-// never trusted alone: every key ListEntries returns is confirmed with a
+// not trusted alone: every key ListEntries returns is confirmed with a
 // HEAD request, and Repositories confirms each catalog marker against the
-// repository's manifests. The catalog markers exist because deriving the
+// repository's manifests, unless Config.ConsistentListing says the store's
+// listings are exact. The catalog markers exist because deriving the
 // repository names from the entries would mean listing every entry of the
 // registry.
 package s3
@@ -114,6 +115,11 @@ type Config struct {
 	// PartSize is the size of segments and multipart parts, at least
 	// MinPartSize (default DefaultPartSize). A request buffers at most two.
 	PartSize int64
+	// ConsistentListing trusts the store's listings to drop deleted keys at
+	// once (AWS S3 has since December 2020; versitygw and Ceph RGW do), so
+	// listed entries are not confirmed one by one with HEAD requests. Leave
+	// it false for stores whose listings lag behind deletes (SeaweedFS).
+	ConsistentListing bool
 }
 
 // Driver is a storage.Driver on an S3 bucket.
@@ -126,6 +132,7 @@ type Driver struct {
 	bufs      sync.Pool
 	parallel  int
 	transport http.RoundTripper
+	trustList bool
 }
 
 var (
@@ -172,7 +179,7 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Driver, error) {
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	d := &Driver{bucket: cfg.Bucket, prefix: prefix, partSize: cfg.PartSize, parallel: 16}
+	d := &Driver{bucket: cfg.Bucket, prefix: prefix, partSize: cfg.PartSize, parallel: 16, trustList: cfg.ConsistentListing}
 	for _, o := range opts {
 		o(d)
 	}
