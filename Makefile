@@ -63,8 +63,8 @@ test-unit:
 test-integration: dist
 	$(GO) test -count=1 -timeout 30m ./tests/...
 
-conformance:
-	$(GO) test -count=1 -timeout 15m -run Conformance ./pkg/registry/...
+conformance: deps
+	$(GO) test -count=1 -timeout 15m -run Conformance ./pkg/registry/... ./pkg/server/
 
 test: deps lint test-unit test-integration
 
@@ -75,7 +75,8 @@ demo: deps build
 	$(GO) run ./cmd/imagegate-demo
 
 test-seaweedfs: deps
-	IMAGEGATE_SEAWEEDFS=1 $(GO) test -count=1 -timeout 60m -run SeaweedFS ./pkg/registry/storage/...
+	./tests/setup/deps.sh seaweedfs
+	IMAGEGATE_SEAWEEDFS=1 $(GO) test -count=1 -timeout 60m -run 'TestConformance|TestChunkedUploads|TestLaggingListings|TestReplicasShareABucket' ./pkg/registry/storage/s3/ ./pkg/server/
 
 clean:
 	rm -rf bin dist $(LIBRARY)

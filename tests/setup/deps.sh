@@ -15,6 +15,7 @@ VERSITYGW_VERSION=v1.8.0
 STATICCHECK_VERSION=v0.8.2
 GGCR_VERSION=v0.22.1
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
 APT_PACKAGES=(docker.io runc skopeo podman docker-registry ansible-core
 	busybox-static containerd openssl ca-certificates iproute2 uidmap
@@ -79,6 +80,19 @@ build_conformance() {
 	rm -rf "$out" "$src" && mv "$out.tmp" "$out"
 }
 
+# SeaweedFS is only for `make test-seaweedfs`: `go install` refuses it (its
+# go.mod has a replace directive), so build from a copy of the module.
+build_seaweedfs() {
+	local out=$TOOLS/seaweedfs-$SEAWEEDFS_VERSION
+	[ -x "$out/weed" ] && return 0
+	log "building SeaweedFS $SEAWEEDFS_VERSION (about 10 minutes, once)"
+	local src; src=$(mktemp -d)
+	go_module_dir "github.com/seaweedfs/seaweedfs@$SEAWEEDFS_VERSION" "$src/seaweedfs"
+	mkdir -p "$out.tmp"
+	(cd "$src/seaweedfs" && GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp/weed" ./weed)
+	rm -rf "$out" "$src" && mv "$out.tmp" "$out"
+}
+
 build_go_tool() { # name version package
 	local out=$TOOLS/$1-$2
 	[ -x "$out/$1" ] && return 0
@@ -97,8 +111,10 @@ main() {
 		echo "OCI_CONFORMANCE=$TOOLS/oci-conformance-$CONFORMANCE_VERSION/conformance.test"
 		echo "STATICCHECK=$TOOLS/staticcheck-$STATICCHECK_VERSION/staticcheck"
 		echo "CRANE=$TOOLS/crane-$GGCR_VERSION/crane"
+		echo "SEAWEEDFS=$TOOLS/seaweedfs-$SEAWEEDFS_VERSION/weed"
 		return 0 ;;
 	apt) install_apt; return ;;
+	seaweedfs) build_seaweedfs; return ;;
 	lint) build_go_tool staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck; return ;;
 	esac
 	# The Go builds and apt run side by side: neither needs the other.
