@@ -8,7 +8,6 @@
 
 SHELL := /bin/bash
 GO ?= go
-export CGO_ENABLED := 0
 
 # Tool locations (built by tests/setup/deps.sh, cached outside the repo).
 $(foreach v,$(shell tests/setup/deps.sh --print),$(eval export $(v)))
@@ -19,7 +18,7 @@ HOST_ARCH := $(shell $(GO) env GOARCH)
 ARCH ?= $(HOST_ARCH)
 LIBRARY := roles/imagegate-modules/library
 LDFLAGS := -s -w
-GOBUILD := $(GO) build -trimpath -ldflags "$(LDFLAGS)"
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 # The module for linux/amd64 carries the plain name; other architectures a
 # suffix. The imagegate action plugin picks the one that matches each host.
 arch_suffix = $(if $(filter amd64,$(1)),,_$(1))
