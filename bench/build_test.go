@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
@@ -59,13 +60,7 @@ func BenchmarkBuild(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	bin := filepath.Join(b.TempDir(), "docker_image_build")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./modules/docker_image_build")
-	cmd.Dir = testenv.RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("building the module: %v\n%s", err, out)
-	}
+	bin := ansibletest.BuildModule(b, "github.com/imagegate/imagegate/modules/docker_image_build")
 	fi, _ := os.Stat(bin)
 
 	bkConfig := fmt.Sprintf("[registry.%q]\n  http = false\n  ca = [%q]\n", reg.Host, reg.TLS.CAFile)

@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
@@ -34,13 +35,7 @@ const startRuns = 5
 // It also reports the size of the module binary, built as `make build`
 // builds it, and the idle daemons' peak RSS.
 func BenchmarkBuildsetStartup(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "buildset_registry")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./modules/buildset_registry")
-	build.Dir = testenv.RepoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building the module: %v\n%s", err, out)
-	}
+	bin := ansibletest.BuildModule(b, "github.com/imagegate/imagegate/modules/buildset_registry", "GOOS=linux", "GOARCH=amd64")
 	fi, err := os.Stat(bin)
 	if err != nil {
 		b.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
@@ -31,14 +32,7 @@ type registryProcess struct {
 // buildRegistryCommand builds cmd/imagegate-registry as `make build` does.
 func buildRegistryCommand(b *testing.B) string {
 	b.Helper()
-	bin := filepath.Join(b.TempDir(), "imagegate-registry")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/imagegate-registry")
-	build.Dir = testenv.RepoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building imagegate-registry: %v\n%s", err, out)
-	}
-	return bin
+	return ansibletest.BuildModule(b, "github.com/imagegate/imagegate/cmd/imagegate-registry")
 }
 
 // startRegistryProcess runs `imagegate-registry serve` with a write user,

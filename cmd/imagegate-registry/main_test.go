@@ -15,6 +15,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
@@ -22,13 +23,7 @@ import (
 // build compiles the command as make build does.
 func build(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "imagegate-registry")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return ansibletest.BuildModule(t, "github.com/imagegate/imagegate/cmd/imagegate-registry")
 }
 
 func writeConfig(t *testing.T, dir, body string) string {

@@ -27,28 +27,17 @@ import (
 	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/pkg/buildset"
 	"github.com/imagegate/imagegate/pkg/zuul"
+	"github.com/imagegate/imagegate/tests/testenv"
 )
 
-// moduleBin is the module, built once as `make build` builds it.
-var moduleBin string
+// lib holds the module, built once as `make build` builds it, beside its
+// documentation.
+var lib ansibletest.Library
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "buildset_registry")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	moduleBin = filepath.Join(dir, "buildset_registry")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", moduleBin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the module: %v\n%s", err, out)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "buildset_registry") }
+
+// moduleBin returns the path of the module binary.
+func moduleBin() string { return lib.Bin("buildset_registry") }
 
 func TestDocs(t *testing.T) {
 	t.Parallel()
@@ -59,41 +48,8 @@ func TestDocs(t *testing.T) {
 // ansible-doc, as a user would.
 func TestAnsibleDoc(t *testing.T) {
 	t.Parallel()
-	lib := t.TempDir()
-	for src, dst := range map[string]string{moduleBin: "buildset_registry", "buildset_registry.yml": "buildset_registry.yml"} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(lib, dst), b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command("ansible-doc", "-M", lib, "buildset_registry")
-	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "PAGER=cat", "ANSIBLE_LOCAL_TEMP="+t.TempDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("ansible-doc: %v\n%s", err, out)
-	}
-	for _, want := range []string{"buildset_registry_root", "buildset_registry_port", "buildset_registry_host",
-		"buildset_registry_listen", "EXAMPLES", "RETURN VALUES", "check_mode", "zuul_return"} {
-		if !bytes.Contains(out, []byte(want)) {
-			t.Errorf("ansible-doc output lacks %q:\n%s", want, out)
-		}
-	}
-	if bytes.Contains(out, []byte("ERROR")) || bytes.Contains(out, []byte("WARNING")) {
-		t.Errorf("ansible-doc complains:\n%s", out)
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	ansibletest.CheckAnsibleDoc(t, lib, "buildset_registry",
+		"buildset_registry_root", "buildset_registry_port", "buildset_registry_host", "buildset_registry_listen", "EXAMPLES", "RETURN VALUES", "check_mode", "zuul_return")
 }
 
 // newRoot returns a root path and port for one registry, and removes the
@@ -102,17 +58,17 @@ func newRoot(t *testing.T) (string, int) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "buildset_registry")
 	t.Cleanup(func() {
-		o := ansibletest.RunBinary(t, moduleBin, map[string]any{"state": "absent", "buildset_registry_root": root})
+		o := ansibletest.RunBinary(t, moduleBin(), map[string]any{"state": "absent", "buildset_registry_root": root})
 		if o.Failed() {
 			t.Errorf("cleanup: %s", o.Msg())
 		}
 	})
-	return root, freePort(t)
+	return root, testenv.FreePort(t)
 }
 
 func runModule(t *testing.T, args map[string]any, env ...string) *ansibletest.Output {
 	t.Helper()
-	return ansibletest.RunBinary(t, moduleBin, args, env...)
+	return ansibletest.RunBinary(t, moduleBin(), args, env...)
 }
 
 func mustSucceed(t *testing.T, o *ansibletest.Output) {
@@ -229,7 +185,7 @@ func sessionOf(t *testing.T, pid int) int {
 func TestDefaultRootAndHost(t *testing.T) {
 	t.Parallel()
 	home := t.TempDir()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	root := filepath.Join(home, "buildset_registry")
 	t.Cleanup(func() { runModule(t, map[string]any{"state": "absent"}, "HOME="+home) })
 	o := runModule(t, map[string]any{"buildset_registry_port": port}, "HOME="+home)
@@ -418,7 +374,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			root := filepath.Join(t.TempDir(), "br")
-			args := map[string]any{"buildset_registry_root": root, "buildset_registry_port": freePort(t), "buildset_registry_host": "127.0.0.1"}
+			args := map[string]any{"buildset_registry_root": root, "buildset_registry_port": testenv.FreePort(t), "buildset_registry_host": "127.0.0.1"}
 			for k, v := range tc.args {
 				args[k] = v
 			}
@@ -457,14 +413,14 @@ func TestBadInput(t *testing.T) {
 		t.Parallel()
 		args := filepath.Join(t.TempDir(), "args")
 		os.WriteFile(args, []byte(`state=started buildset_registry_port=5000`), 0o600)
-		o := ansibletest.RunBinaryFile(t, moduleBin, args)
+		o := ansibletest.RunBinaryFile(t, moduleBin(), args)
 		if !o.Failed() || o.Exit == 0 || !strings.Contains(o.Msg(), "reading module arguments") || !strings.Contains(o.Msg(), "not a JSON object") {
 			t.Errorf("result: %s", o.Stdout)
 		}
 	})
 	t.Run("no args file", func(t *testing.T) {
 		t.Parallel()
-		out, _ := exec.Command(moduleBin).Output()
+		out, _ := exec.Command(moduleBin()).Output()
 		if !bytes.Contains(out, []byte(`"failed":true`)) || !bytes.Contains(out, []byte("this is an Ansible module")) {
 			t.Errorf("result: %s", out)
 		}

@@ -18,6 +18,12 @@ import (
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
+// lib holds the module, built once as `make build` builds it, beside its
+// documentation.
+var lib ansibletest.Library
+
+func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "docker_image_build") }
+
 func TestDocs(t *testing.T) {
 	ansibletest.CheckDocs(t, "docker_image_build.yml", params{})
 }
@@ -33,7 +39,7 @@ func zuulVars(srcDir string) map[string]any {
 // the image and what to fix, and never prints the password.
 func TestBadInput(t *testing.T) {
 	t.Parallel()
-	bin := ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/docker_image_build")
+	bin := lib.Bin("docker_image_build")
 	home := t.TempDir()
 	work := filepath.Join(home, "src", "example.org", "org", "app")
 	for rel, content := range map[string]string{
@@ -100,7 +106,7 @@ func TestBadInput(t *testing.T) {
 // when not given, and the build log reaches stderr at -vv.
 func TestBuildThroughModule(t *testing.T) {
 	t.Parallel()
-	bin := ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/docker_image_build")
+	bin := lib.Bin("docker_image_build")
 	reg := testenv.StartDistribution(t, testenv.DistributionOptions{})
 	cfg := fmt.Sprintf("[registry.%q]\n  mirrors = [%q]\n[registry.%q]\n  http = false\n  ca = [%q]\n",
 		"docker.io", reg.Host, reg.Host, reg.TLS.CAFile)

@@ -3,36 +3,20 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 )
 
-// moduleBin is the module, built once as `make build` builds it.
-var moduleBin string
+// lib holds the module, built once as `make build` builds it, beside its
+// documentation.
+var lib ansibletest.Library
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "docker_image_promote")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	moduleBin = filepath.Join(dir, "docker_image_promote")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", moduleBin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the module: %v\n%s", err, out)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "docker_image_promote") }
+
+// moduleBin returns the path of the module binary.
+func moduleBin() string { return lib.Bin("docker_image_promote") }
 
 func TestDocs(t *testing.T) {
 	t.Parallel()
@@ -43,27 +27,8 @@ func TestDocs(t *testing.T) {
 // ansible-doc.
 func TestAnsibleDoc(t *testing.T) {
 	t.Parallel()
-	lib := t.TempDir()
-	for src, dst := range map[string]string{moduleBin: "docker_image_promote", "docker_image_promote.yml": "docker_image_promote.yml"} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(lib, dst), b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command("ansible-doc", "-M", lib, "docker_image_promote")
-	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "PAGER=cat", "ANSIBLE_LOCAL_TEMP="+t.TempDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("ansible-doc: %v\n%s", err, out)
-	}
-	for _, want := range []string{"docker_credentials", "stale_tag_age", "docker_hub_url", "EXAMPLES", "RETURN VALUES", "already_promoted"} {
-		if !bytes.Contains(out, []byte(want)) {
-			t.Errorf("ansible-doc output lacks %q", want)
-		}
-	}
+	ansibletest.CheckAnsibleDoc(t, lib, "docker_image_promote",
+		"docker_credentials", "stale_tag_age", "docker_hub_url", "EXAMPLES", "RETURN VALUES", "already_promoted")
 }
 
 const password = `pw-"quoted"\-7c3e1f`
@@ -111,7 +76,7 @@ func TestBadInput(t *testing.T) {
 			t.Parallel()
 			args := baseArgs()
 			tc.modify(args)
-			o := ansibletest.RunBinary(t, moduleBin, args)
+			o := ansibletest.RunBinary(t, moduleBin(), args)
 			if !o.Failed() || o.Changed() {
 				t.Fatalf("not failed: %s", o.Stdout)
 			}

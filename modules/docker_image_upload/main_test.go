@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,26 +20,14 @@ import (
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
-// moduleBin is the module, built once as `make build` builds it.
-var moduleBin string
+// lib holds the module, built once as `make build` builds it, beside its
+// documentation.
+var lib ansibletest.Library
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "docker_image_upload")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	moduleBin = filepath.Join(dir, "docker_image_upload")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", moduleBin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the module: %v\n%s", err, out)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "docker_image_upload") }
+
+// moduleBin returns the path of the module binary.
+func moduleBin() string { return lib.Bin("docker_image_upload") }
 
 func TestDocs(t *testing.T) {
 	t.Parallel()
@@ -49,27 +36,8 @@ func TestDocs(t *testing.T) {
 
 func TestAnsibleDoc(t *testing.T) {
 	t.Parallel()
-	lib := t.TempDir()
-	for src, dst := range map[string]string{moduleBin: "docker_image_upload", "docker_image_upload.yml": "docker_image_upload.yml"} {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(lib, dst), b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command("ansible-doc", "-M", lib, "docker_image_upload")
-	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1", "PAGER=cat", "ANSIBLE_LOCAL_TEMP="+t.TempDir())
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("ansible-doc: %v\n%s", err, out)
-	}
-	for _, want := range []string{"upload_docker_image_promote", "docker_registry_url", "buildset_registry", "EXAMPLES", "RETURN VALUES", "blobs_mounted"} {
-		if !bytes.Contains(out, []byte(want)) {
-			t.Errorf("ansible-doc output lacks %q", want)
-		}
-	}
+	ansibletest.CheckAnsibleDoc(t, lib, "docker_image_upload",
+		"upload_docker_image_promote", "docker_registry_url", "buildset_registry", "EXAMPLES", "RETURN VALUES", "blobs_mounted")
 }
 
 const password = `pw-"quoted"\-2b9d4a`
@@ -141,7 +109,7 @@ func TestUploadModule(t *testing.T) {
 	}
 	// An unanchored restriction works as upstream's re.search, with a warning.
 	check["docker_credentials"] = map[string]any{"username": e.target.Username, "password": e.target.Password, "repository": "myorg/"}
-	o := ansibletest.RunBinary(t, moduleBin, check)
+	o := ansibletest.RunBinary(t, moduleBin(), check)
 	if o.Failed() || !o.Changed() || e.digest(t, "myorg/app:change_42_latest") != "" {
 		t.Fatalf("check mode: %s", o.Stdout)
 	}
@@ -151,7 +119,7 @@ func TestUploadModule(t *testing.T) {
 	if diff := fmt.Sprint(o.Result["diff"]); !strings.Contains(diff, "myorg/app:change_42_latest -> "+want.String()) {
 		t.Errorf("diff: %s", diff)
 	}
-	o = ansibletest.RunBinary(t, moduleBin, args)
+	o = ansibletest.RunBinary(t, moduleBin(), args)
 	if o.Failed() || !o.Changed() {
 		t.Fatalf("upload: %s", o.Stdout)
 	}
@@ -167,7 +135,7 @@ func TestUploadModule(t *testing.T) {
 			t.Errorf("a password is in the output")
 		}
 	}
-	o = ansibletest.RunBinary(t, moduleBin, args)
+	o = ansibletest.RunBinary(t, moduleBin(), args)
 	if o.Failed() || o.Changed() {
 		t.Errorf("second run: %s", o.Stdout)
 	}
@@ -215,7 +183,7 @@ func TestBadInput(t *testing.T) {
 			args := e.args()
 			tc.modify(e, args)
 			args["_ansible_verbosity"] = 3
-			o := ansibletest.RunBinary(t, moduleBin, args)
+			o := ansibletest.RunBinary(t, moduleBin(), args)
 			if !o.Failed() || o.Changed() {
 				t.Fatalf("not failed: %s", o.Stdout)
 			}

@@ -37,9 +37,17 @@ func artifact(ir transfertest.Registry, repo, tag, build string) map[string]any 
 		"project": "org/ahead", "change": "41", "patchset": "2", "job": "build-image"}
 }
 
+// lib holds the modules, built once as `make build` builds them, beside their
+// documentation.
+var lib ansibletest.Library
+
+func TestMain(m *testing.M) {
+	ansibletest.Main(m, &lib, "intermediate_registry_pull", "intermediate_registry_push")
+}
+
 func TestPullModule(t *testing.T) {
 	t.Parallel()
-	bin := ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/intermediate_registry_pull")
+	bin := lib.Bin("intermediate_registry_pull")
 	br, ir := transfertest.Ours(t), transfertest.Distribution(t)
 	base := transfertest.Layer(1, 300_000)
 	app := transfertest.Push(t, ir, ir.Host+"/myorg/app:abc_latest", transfertest.Image(t, false, base, transfertest.Layer(2, 1000)))
@@ -109,7 +117,7 @@ func TestPullModule(t *testing.T) {
 
 func TestPullBadInput(t *testing.T) {
 	t.Parallel()
-	bin := ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/intermediate_registry_pull")
+	bin := lib.Bin("intermediate_registry_pull")
 	br, ir := transfertest.Distribution(t), transfertest.Ours(t)
 	transfertest.Push(t, ir, ir.Host+"/myorg/app:abc_latest", transfertest.Image(t, false, transfertest.Layer(6, 1000)))
 	good := artifact(ir, "myorg/app", "latest", "abc")
@@ -172,18 +180,6 @@ func TestPullBadInput(t *testing.T) {
 // file); running it again changes nothing; check mode copies nothing.
 func TestPlaybook(t *testing.T) {
 	t.Parallel()
-	lib := t.TempDir()
-	for _, mod := range []string{"intermediate_registry_pull", "intermediate_registry_push"} {
-		bin := ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/"+mod)
-		if err := os.Rename(bin, filepath.Join(lib, mod)); err != nil {
-			t.Fatal(err)
-		}
-		doc, err := os.ReadFile(filepath.Join("..", mod, mod+".yml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(lib, mod+".yml"), doc, 0o644)
-	}
 	br1, br2, ir := transfertest.Ours(t), transfertest.Ours(t), transfertest.Distribution(t)
 	want := transfertest.Push(t, br1, br1.Host+"/myorg/app:latest", transfertest.Index(t, true,
 		transfertest.PlatformImage(t, true, v1.Platform{OS: "linux", Architecture: "amd64"}, transfertest.Layer(7, 100_000)),
@@ -207,10 +203,8 @@ func TestPlaybook(t *testing.T) {
 		args := append([]string{"-i", "localhost,", "-c", "local", "-e", "@" + vars}, extra...)
 		cmd := exec.Command("ansible-playbook", append(args, pb)...)
 		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "ANSIBLE_LIBRARY="+lib, "ANSIBLE_STDOUT_CALLBACK=json",
-			"ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "tmp"), "ANSIBLE_REMOTE_TEMP="+filepath.Join(dir, "tmp"),
-			"ANSIBLE_NOCOLOR=1", "ANSIBLE_RETRY_FILES_ENABLED=0", "ANSIBLE_CONFIG="+write("ansible.cfg", "[defaults]\n"),
-			"ANSIBLE_PYTHON_INTERPRETER=auto_silent")
+		cmd.Env = append(append(os.Environ(), ansibletest.PlaybookEnv(t, dir, lib.Dir)...),
+			"ANSIBLE_STDOUT_CALLBACK=json", "ANSIBLE_PYTHON_INTERPRETER=auto_silent")
 		out, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("ansible-playbook %s: %v\n%s", pb, err, out)

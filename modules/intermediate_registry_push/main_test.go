@@ -34,9 +34,15 @@ func artifacts(t *testing.T, out *ansibletest.Output) []artifact {
 	return a
 }
 
+// lib holds the module, built once as `make build` builds it, beside its
+// documentation.
+var lib ansibletest.Library
+
+func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "intermediate_registry_push") }
+
 func TestPushModule(t *testing.T) {
 	t.Parallel()
-	bin := ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/intermediate_registry_push")
+	bin := lib.Bin("intermediate_registry_push")
 	br, ir := transfertest.Ours(t), transfertest.Distribution(t)
 	app := transfertest.Push(t, br, br.Host+"/myorg/app:latest", transfertest.Image(t, false, transfertest.Layer(1, 50_000)))
 	tool := transfertest.Push(t, br, br.Host+"/quay.io/myorg/tool:v2", transfertest.Index(t, true,
@@ -114,7 +120,7 @@ func TestPushModule(t *testing.T) {
 // started earlier in the same job.
 func TestPushFromResultData(t *testing.T) {
 	t.Parallel()
-	bin := ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/intermediate_registry_push")
+	bin := lib.Bin("intermediate_registry_push")
 	br, ir := transfertest.Distribution(t), transfertest.Ours(t)
 	transfertest.Push(t, br, br.Host+"/myorg/app:latest", transfertest.Image(t, false, transfertest.Layer(3, 1000)))
 	results := filepath.Join(t.TempDir(), "results.json")
@@ -135,7 +141,7 @@ func TestPushFromResultData(t *testing.T) {
 
 func TestPushBadInput(t *testing.T) {
 	t.Parallel()
-	bin := ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/intermediate_registry_push")
+	bin := lib.Bin("intermediate_registry_push")
 	br, ir := transfertest.Ours(t), transfertest.Distribution(t)
 	transfertest.Push(t, br, br.Host+"/myorg/app:latest", transfertest.Image(t, false, transfertest.Layer(4, 1000)))
 	wrong := registryArg(ir)

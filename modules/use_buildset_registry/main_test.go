@@ -13,13 +13,14 @@ import (
 	"github.com/imagegate/imagegate/pkg/pki"
 )
 
+// lib holds the module, built once as `make build` builds it, beside its
+// documentation.
+var lib ansibletest.Library
+
+func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "use_buildset_registry") }
+
 func TestDocs(t *testing.T) {
 	ansibletest.CheckDocs(t, "use_buildset_registry.yml", params{})
-}
-
-func moduleBinary(t *testing.T) string {
-	t.Helper()
-	return ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/use_buildset_registry")
 }
 
 // args returns module arguments with every path under root.
@@ -62,7 +63,7 @@ func tree(t *testing.T, root string) map[string]string {
 }
 
 func TestModuleIdempotentCheckAndDiff(t *testing.T) {
-	bin := moduleBinary(t)
+	bin := lib.Bin("use_buildset_registry")
 	root := t.TempDir()
 	a := args(t, root)
 	os.WriteFile(filepath.Join(root, "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
@@ -127,7 +128,7 @@ func TestModuleIdempotentCheckAndDiff(t *testing.T) {
 }
 
 func TestModuleFromResultDataFile(t *testing.T) {
-	bin := moduleBinary(t)
+	bin := lib.Bin("use_buildset_registry")
 	root := t.TempDir()
 	a := args(t, root)
 	reg := a["buildset_registry"]
@@ -153,7 +154,7 @@ func TestModuleFromResultDataFile(t *testing.T) {
 }
 
 func TestModuleBadInput(t *testing.T) {
-	bin := moduleBinary(t)
+	bin := lib.Bin("use_buildset_registry")
 	cases := []struct {
 		name   string
 		mutate func(a map[string]any, root string)

@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/pkg/zuul"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
@@ -38,69 +39,19 @@ type registry struct {
 	// CertDir holds ca.crt, for skopeo's --cert-dir options and Go's
 	// SSL_CERT_DIR.
 	CertDir string
-	lib     string
 }
 
-// buildModule builds the module as `make build` does and puts it, with its
-// documentation, in a directory for ANSIBLE_LIBRARY.
-func buildModule(t *testing.T) string {
-	t.Helper()
-	root := testenv.RepoRoot()
-	lib := t.TempDir()
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(lib, "buildset_registry"), "./modules/buildset_registry")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the module: %v\n%s", err, out)
-	}
-	doc, err := os.ReadFile(filepath.Join(root, "modules/buildset_registry/buildset_registry.yml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(lib, "buildset_registry.yml"), doc, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return lib
-}
+// lib holds the module, built once as `make build` builds it, beside its
+// documentation: ANSIBLE_LIBRARY.
+var lib ansibletest.Library
+
+func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "buildset_registry") }
 
 // playbook runs a playbook of testdata with vars, on localhost over the
 // local connection, and returns its output.
-func playbook(t *testing.T, lib, name string, vars map[string]any) string {
+func playbook(t *testing.T, name string, vars map[string]any) string {
 	t.Helper()
-	dir := t.TempDir()
-	inv := filepath.Join(dir, "inventory")
-	if err := os.WriteFile(inv, []byte("localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// An empty configuration: no ansible.cfg of the machine or the
-	// working directory changes what is tested.
-	cfg := filepath.Join(dir, "ansible.cfg")
-	if err := os.WriteFile(cfg, []byte("[defaults]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := json.Marshal(vars)
-	varsFile := filepath.Join(dir, "vars.json")
-	if err := os.WriteFile(varsFile, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	pb, err := filepath.Abs(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("ansible-playbook", "-i", inv, "-e", "@"+varsFile, pb)
-	cmd.Env = append(os.Environ(),
-		"ANSIBLE_LIBRARY="+lib,
-		"ANSIBLE_LOCAL_TEMP="+filepath.Join(dir, "local"),
-		"ANSIBLE_REMOTE_TEMP="+filepath.Join(dir, "remote"),
-		"ANSIBLE_NOCOLOR=1",
-		"ANSIBLE_RETRY_FILES_ENABLED=0",
-		"ANSIBLE_CONFIG="+cfg,
-	)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("ansible-playbook %s: %v\n%s", name, err, out)
-	}
-	return string(out)
+	return ansibletest.Playbook(t, lib, filepath.Join("testdata", name), vars)
 }
 
 // startRegistry starts the registry through ansible-playbook with the
@@ -108,8 +59,7 @@ func playbook(t *testing.T, lib, name string, vars map[string]any) string {
 // ansible-playbook at the end of the test.
 func startRegistry(t *testing.T) *registry {
 	t.Helper()
-	lib := buildModule(t)
-	r := &registry{Root: filepath.Join(t.TempDir(), "buildset_registry"), lib: lib, CertDir: t.TempDir()}
+	r := &registry{Root: filepath.Join(t.TempDir(), "buildset_registry"), CertDir: t.TempDir()}
 	port := testenv.FreePort(t)
 	out := filepath.Join(t.TempDir(), "br.json")
 	t.Cleanup(func() {
@@ -118,7 +68,7 @@ func startRegistry(t *testing.T) *registry {
 				t.Logf("--- registry.log ---\n%s", tail(b, 16<<10))
 			}
 		}
-		playbook(t, lib, "absent.yaml", map[string]any{"br_root": r.Root})
+		playbook(t, "absent.yaml", map[string]any{"br_root": r.Root})
 		if _, err := os.Stat(r.Root); !os.IsNotExist(err) {
 			t.Errorf("root left behind after state: absent: %v", err)
 		}
@@ -127,7 +77,7 @@ func startRegistry(t *testing.T) *registry {
 			t.Errorf("port %d still answers after state: absent", port)
 		}
 	})
-	log := playbook(t, lib, "start.yaml", map[string]any{"br_root": r.Root, "br_port": port, "br_out": out})
+	log := playbook(t, "start.yaml", map[string]any{"br_root": r.Root, "br_port": port, "br_out": out})
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)

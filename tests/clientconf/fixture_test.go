@@ -50,6 +50,12 @@ type fixture struct {
 	module string
 }
 
+// lib holds the module, built once as `make build` builds it, beside its
+// documentation: ANSIBLE_LIBRARY.
+var lib ansibletest.Library
+
+func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "use_buildset_registry") }
+
 // newFixture starts imagegate's registry (registrytest: TLS, a write user,
 // anonymous reads) served on host, the machine's non-loopback address:
 // loopback registries are "insecure" to dockerd, which would then skip
@@ -110,7 +116,7 @@ func newFixture(t *testing.T, host string) *fixture {
 		}
 		f.images[repo], f.digest[repo] = img, d.String()
 	}
-	f.module = ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/use_buildset_registry")
+	f.module = lib.Bin("use_buildset_registry")
 	return f
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
@@ -49,9 +50,6 @@ func TestThroughAnsiblePlaybook(t *testing.T) {
 	f := newFixture(t, localAddr(t, "ipv4"))
 	sb := testenv.NewSandbox(t, "/etc/hosts", "/etc/containers/certs.d", "/etc/docker/certs.d")
 	dir := testenv.ShortTempDir(t)
-	lib := filepath.Join(dir, "library")
-	os.MkdirAll(lib, 0o755)
-	testenv.Run(t, nil, "cp", f.module, filepath.Join(lib, "use_buildset_registry"))
 
 	results := filepath.Join(dir, "results.json")
 	rd, _ := json.Marshal(map[string]any{"data": map[string]any{}, "secret_data": map[string]any{"buildset_registry": f.registry}})
@@ -95,8 +93,7 @@ func TestThroughAnsiblePlaybook(t *testing.T) {
 `
 	pb := filepath.Join(dir, "use.yaml")
 	os.WriteFile(pb, []byte(playbook), 0o644)
-	env := []string{"ANSIBLE_LIBRARY=" + lib, "ANSIBLE_NOCOLOR=1", "ANSIBLE_LOCAL_TEMP=" + filepath.Join(dir, "tmp"),
-		"ANSIBLE_REMOTE_TMP=" + filepath.Join(dir, "rtmp"), "ANSIBLE_RETRY_FILES_ENABLED=0"}
+	env := ansibletest.PlaybookEnv(t, dir, lib.Dir)
 	out, err := sb.RunErr(env, "ansible-playbook", "--diff", "-i", filepath.Join(dir, "inventory"),
 		"-e", "@"+filepath.Join(dir, "vars.json"), pb)
 	if err != nil {

@@ -251,15 +251,16 @@ func RunBinaryFile(t testing.TB, bin, argsFile string, env ...string) *Output {
 	return o
 }
 
-// BuildModule compiles the module package pkg (an import path or a relative
-// directory) into a temporary directory and returns the binary's path.
-func BuildModule(t testing.TB, pkg string) string {
+// BuildModule compiles the main package pkg (a module or a command: an
+// import path, or a relative directory other than ".") into a temporary
+// directory as `make build` does (static, -trimpath, stripped) and returns
+// the binary's path. env is added to the
+// go command's environment (GOARCH=arm64, ...).
+func BuildModule(t testing.TB, pkg string, env ...string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s", pkg, err, b)
+	if err := build(pkg, out, env...); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
