@@ -37,12 +37,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/runner"
 	"github.com/imagegate/imagegate/pkg/runner/lab"
+	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 const stageEnv = "IMAGEGATE_DEMO_NAMESPACE"
@@ -152,42 +152,13 @@ func findTree(tree string) (string, error) {
 	return filepath.Abs(tree)
 }
 
-func toolPath(env, name string) (string, error) {
-	if p := os.Getenv(env); p != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	if out, err := exec.Command("tests/setup/deps.sh", "--print").Output(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			if p, ok := strings.CutPrefix(line, env+"="); ok {
-				if _, err := os.Stat(p); err == nil {
-					return p, nil
-				}
-			}
-		}
-	}
-	return "", fmt.Errorf("%s not found: run `make deps`", name)
-}
-
-func randomHex(n int) (string, error) {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(b), nil
-}
-
 func demo(treeFlag string, keep, verbose bool) (err error) {
 	start := time.Now()
 	tree, err := findTree(treeFlag)
 	if err != nil {
 		return err
 	}
-	buildkitd, err := toolPath("BUILDKITD", "buildkitd")
+	buildkitd, err := testenv.ToolErr("BUILDKITD", "buildkitd")
 	if err != nil {
 		return err
 	}
@@ -206,23 +177,23 @@ func demo(treeFlag string, keep, verbose bool) (err error) {
 	}
 	runWork := filepath.Join(work, "runner")
 	bkDir := filepath.Join(work, "bk")
-	var docker *dockerd
+	var docker *testenv.Dockerd
 	var ir, target *serverRegistry
 	defer func() {
-		stopPidfile(filepath.Join(bkDir, "buildkitd.pid"))
-		stopUnder(runWork)
+		testenv.StopPidfile(filepath.Join(bkDir, "buildkitd.pid"))
+		testenv.StopUnder(runWork)
 		if docker != nil {
-			docker.stop()
+			docker.Stop()
 		}
 		ir.stop()
 		target.stop()
 		if keep {
 			fmt.Printf("\nThe build directories (job logs) are in %s\n", runWork)
-			removeAll(filepath.Join(work, "docker"))
-			removeAll(bkDir)
+			testenv.RemoveAll(filepath.Join(work, "docker"))
+			testenv.RemoveAll(bkDir)
 			return
 		}
-		removeAll(work)
+		testenv.RemoveAll(work)
 	}()
 	if err := privatize(work); err != nil {
 		return err
@@ -238,33 +209,31 @@ func demo(treeFlag string, keep, verbose bool) (err error) {
 	if target, err = startRegistry("target-registry", work); err != nil {
 		return err
 	}
-	step("intermediate registry on %s, target registry on %s (imagegate's registry, TLS, authenticated)", ir.address(), target.address())
+	step("intermediate registry on %s, target registry on %s (imagegate's registry, TLS, authenticated)", ir.Host, target.Host)
 	if err := os.MkdirAll(filepath.Join(work, "docker"), 0o700); err != nil {
 		return err
 	}
-	if docker, err = startDockerd(filepath.Join(work, "docker")); err != nil {
+	if docker, err = testenv.StartDockerdErr(filepath.Join(work, "docker"), testenv.DockerdOptions{}); err != nil {
 		return err
 	}
-	step("dockerd on %s", docker.host)
-	port, err := freePort()
+	step("dockerd on %s", docker.Host)
+	port, err := testenv.FreePortErr()
 	if err != nil {
 		return err
 	}
 	env := &lab.Env{
 		Dist:       tree,
-		DockerHost: docker.host, DockerConfigFile: docker.configFile, DockerPidfile: docker.pidfile,
-		DockerClientConfig: docker.clientConfig,
+		DockerHost: docker.Host, DockerConfigFile: docker.ConfigFile, DockerPidfile: docker.Pidfile,
+		DockerClientConfig: docker.ClientConfig,
 		Buildkitd:          buildkitd, BuildkitDir: bkDir,
 		BuildsetRegistryPort: port,
-		Intermediate:         lab.Registry{Host: ir.host, Port: ir.port, Username: ir.username, Password: ir.password, CA: string(ir.caPEM)},
-		Target:               lab.Registry{Host: target.host, Port: target.port, Username: target.username, Password: target.password, CA: string(target.caPEM)},
+		Intermediate:         ir.lab(),
+		Target:               target.lab(),
 	}
 
-	nonce, err := randomHex(4)
-	if err != nil {
-		return err
-	}
-	baseMarker := "myorg/base, with change 1001 applied (" + nonce + ")"
+	nonce := make([]byte, 4)
+	_, _ = rand.Read(nonce) // crypto/rand.Read does not fail
+	baseMarker := "myorg/base, with change 1001 applied (" + hex.EncodeToString(nonce) + ")"
 	appMarker := "myorg/app, with change 1002 applied"
 	baseDir, appDir := filepath.Join(work, "src", "base"), filepath.Join(work, "src", "app")
 	if err := lab.WriteBase(baseDir, baseMarker); err != nil {

@@ -3,12 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -25,27 +21,14 @@ import (
 	"github.com/imagegate/imagegate/pkg/runner/lab"
 )
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func (rg *serverRegistry) opts(ctx context.Context) []remote.Option {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(rg.caPEM)
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return []remote.Option{remote.WithAuth(&authn.Basic{Username: rg.username, Password: rg.password}),
-		remote.WithTransport(tr), remote.WithContext(ctx)}
+	return []remote.Option{remote.WithAuth(&authn.Basic{Username: rg.Username, Password: rg.Password}),
+		remote.WithTransport(rg.Transport()), remote.WithContext(ctx)}
 }
 
 // digest returns the digest of repo:tag, or "".
 func (rg *serverRegistry) digest(ctx context.Context, ref string) string {
-	n, err := name.ParseReference(rg.address() + "/" + ref)
+	n, err := name.ParseReference(rg.Host + "/" + ref)
 	if err != nil {
 		return ""
 	}
@@ -57,7 +40,7 @@ func (rg *serverRegistry) digest(ctx context.Context, ref string) string {
 }
 
 func (rg *serverRegistry) tags(ctx context.Context, repo string) []string {
-	r, err := name.NewRepository(rg.address() + "/" + repo)
+	r, err := name.NewRepository(rg.Host + "/" + repo)
 	if err != nil {
 		return nil
 	}
@@ -95,7 +78,7 @@ func seedTarget(rg *serverRegistry) (seededTags, error) {
 		if err != nil {
 			return s, err
 		}
-		ref, err := name.ParseReference(rg.address() + "/myorg/app:" + tag)
+		ref, err := name.ParseReference(rg.Host + "/myorg/app:" + tag)
 		if err != nil {
 			return s, err
 		}
@@ -132,12 +115,12 @@ func printImages(w io.Writer, rep *runner.Report, ir, target *serverRegistry, se
 		}
 		return ""
 	}
-	fmt.Fprintf(w, "\nImages in the intermediate registry (%s), handed from change to change:\n", ir.address())
+	fmt.Fprintf(w, "\nImages in the intermediate registry (%s), handed from change to change:\n", ir.Host)
 	for _, it := range rep.Items {
 		for _, b := range it.Builds {
 			for _, a := range b.Artifacts() {
 				url, _ := a["url"].(string)
-				ref := strings.TrimPrefix(url, "docker://"+ir.address()+"/")
+				ref := strings.TrimPrefix(url, "docker://"+ir.Host+"/")
 				d := ir.digest(ctx, ref)
 				who := fmt.Sprintf("%s for change %s (%s)", b.Job, it.Ref(), it.Pipeline)
 				if d != "" {
@@ -147,7 +130,7 @@ func printImages(w io.Writer, rep *runner.Report, ir, target *serverRegistry, se
 			}
 		}
 	}
-	fmt.Fprintf(w, "\nTags in the target registry (%s):\n", target.address())
+	fmt.Fprintf(w, "\nTags in the target registry (%s):\n", target.Host)
 	for _, repo := range []string{"myorg/base", "myorg/app"} {
 		for _, tag := range target.tags(ctx, repo) {
 			d := target.digest(ctx, repo+":"+tag)

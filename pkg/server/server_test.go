@@ -83,7 +83,7 @@ users:
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := server.New(t.Context(), cfg, server.WithLogger(log))
 	if err != nil {
@@ -367,22 +367,4 @@ func TestRefusesBadStorage(t *testing.T) {
 
 func minimalWith(state, extra string) string {
 	return "state_dir: " + state + "\nusers:\n  - name: zuul\n    password: x\n    access: write\n" + extra
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

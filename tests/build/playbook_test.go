@@ -13,9 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -94,16 +92,9 @@ func TestPlaybookEnsureBuildkitAndBuild(t *testing.T) {
 
 	dir := testenv.ShortTempDir(t)
 	pidfile := filepath.Join(dir, "buildkitd.pid")
-	t.Cleanup(func() { stopPidfile(t, pidfile, filepath.Join(dir, "buildkitd.log")) })
+	t.Cleanup(func() { stopBuildkitd(t, pidfile, filepath.Join(dir, "buildkitd.log")) })
 
-	lib := filepath.Join(dir, "library")
-	if err := os.MkdirAll(lib, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := ansibletest.BuildModule(t, "github.com/imagegate/imagegate/modules/docker_image_build")
-	if err := os.Rename(bin, filepath.Join(lib, "docker_image_build")); err != nil {
-		t.Fatal(err)
-	}
+	lib := ansibletest.NewLibrary(t, "docker_image_build")
 	work := filepath.Join(dir, "home", "src", "example.org", "org", "app")
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)
@@ -142,13 +133,8 @@ func TestPlaybookEnsureBuildkitAndBuild(t *testing.T) {
 	if err := os.WriteFile(pbFile, []byte(playbook), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{
-		"ANSIBLE_LIBRARY=" + lib,
-		"ANSIBLE_ROLES_PATH=" + filepath.Join(testenv.RepoRoot(), "roles"),
-		"ANSIBLE_LOCAL_TEMP=" + filepath.Join(dir, "ansible-local"),
-		"ANSIBLE_REMOTE_TEMP=" + filepath.Join(dir, "ansible-remote"),
-		"ANSIBLE_NOCOLOR=1", "ANSIBLE_RETRY_FILES_ENABLED=0", "ANSIBLE_HOST_KEY_CHECKING=0",
-	}
+	env := append(ansibletest.PlaybookEnv(t, dir, lib.Dir),
+		"ANSIBLE_ROLES_PATH="+filepath.Join(testenv.RepoRoot(), "roles"), "ANSIBLE_HOST_KEY_CHECKING=0")
 	run := func(expectChanged bool) string {
 		cmd := exec.Command("ansible-playbook", "-i", "localhost,", "-c", "local",
 			"-e", "ansible_python_interpreter=/usr/bin/python3", "-e", "@"+varsFile,
@@ -226,29 +212,13 @@ func recapChanged(t *testing.T, out string) bool {
 	return m[1] != "0"
 }
 
-// stopPidfile stops the buildkitd the role started (it runs detached, so it
-// is not a child of the test) and waits for it to exit.
-func stopPidfile(t *testing.T, pidfile, log string) {
-	b, err := os.ReadFile(pidfile)
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return
-	}
+// stopBuildkitd stops the buildkitd the role started (it runs detached, so
+// it is not a child of the test), printing its log if the test failed.
+func stopBuildkitd(t *testing.T, pidfile, log string) {
 	if t.Failed() {
 		if l, err := os.ReadFile(log); err == nil {
 			t.Logf("buildkitd log:\n%s", l)
 		}
 	}
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err != nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
+	testenv.StopPidfile(pidfile)
 }

@@ -15,8 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -60,26 +58,9 @@ type world struct {
 	irProcess *registrytest.Process
 	target    *registrytest.Registry
 	runner    *runner.Runner
-	out       *syncBuffer
+	out       *testenv.SyncBuffer
 	// afterItem, if set, runs after each queue item.
 	afterItem func(*runner.ItemReport)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type worldOption func(*world)
@@ -93,7 +74,7 @@ func withKillableIR() worldOption {
 // other tests of the package (t.Setenv).
 func newWorld(t *testing.T, opts ...worldOption) *world {
 	dist := distDir(t)
-	w := &world{t: t, dir: testenv.ShortTempDir(t), out: &syncBuffer{}}
+	w := &world{t: t, dir: testenv.ShortTempDir(t), out: &testenv.SyncBuffer{}}
 	w.sb = testenv.NewSandbox(t, "/etc/hosts", "/etc/docker/certs.d")
 	t.Setenv("DOCKERD", w.sb.Wrap(t, testenv.Tool(t, "DOCKERD", "dockerd")))
 	w.docker = testenv.StartDockerd(t, testenv.DockerdOptions{})
@@ -106,7 +87,7 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 		Dist:                 dist,
 		DockerHost:           w.docker.Host,
 		DockerConfigFile:     w.docker.ConfigFile,
-		DockerPidfile:        filepath.Join(w.docker.Dir, "docker.pid"),
+		DockerPidfile:        w.docker.Pidfile,
 		DockerClientConfig:   w.docker.ClientConfig,
 		Buildkitd:            testenv.Tool(t, "BUILDKITD", "buildkitd"),
 		BuildkitDir:          bkDir,
@@ -131,8 +112,10 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 	// (buildkitd from ensure-buildkit, buildset registries a failed job
 	// left running) before the sandbox and directories go.
 	t.Cleanup(func() {
-		killPidfile(t, w.env.BuildkitPidfile())
-		killUnder(t, work)
+		testenv.StopPidfile(w.env.BuildkitPidfile())
+		for _, exe := range testenv.StopUnder(work) {
+			t.Logf("stopped %s, left running by a job", exe)
+		}
 		if t.Failed() {
 			out := w.out.String()
 			if len(out) > 200<<10 {
@@ -189,49 +172,6 @@ func (w *world) project(name string, write func(dir string) error) string {
 		w.t.Fatal(err)
 	}
 	return dir
-}
-
-// killPidfile ends the process whose pid a job wrote to path.
-func killPidfile(t *testing.T, path string) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return
-	}
-	stopPid(pid)
-}
-
-// killUnder ends processes whose executable lies under dir: the buildset
-// registry daemons the jobs started (the module copies itself into the
-// registry's root, inside the build's node home).
-func killUnder(t *testing.T, dir string) {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err == nil && strings.HasPrefix(exe, dir+"/") {
-			t.Logf("stopping %s (pid %d), left running by a job", exe, pid)
-			stopPid(pid)
-		}
-	}
-}
-
-func stopPid(pid int) {
-	_ = syscall.Kill(pid, syscall.SIGTERM)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
 // build returns the report of a job of a change, failing the test if it

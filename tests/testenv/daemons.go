@@ -14,19 +14,23 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// Dockerd is a docker daemon started for a test.
+// Dockerd is a docker daemon started for a test (StartDockerd) or a
+// program (StartDockerdErr).
 type Dockerd struct {
 	*Process
 	// Host is the DOCKER_HOST value: unix://<dir>/docker.sock.
 	Host string
 	// ConfigFile is the daemon.json the daemon reads (--config-file).
 	ConfigFile string
+	// Pidfile is the daemon's --pidfile.
+	Pidfile string
 	// Dir is the daemon's private directory.
 	Dir string
 	// ClientConfig is a private DOCKER_CONFIG directory for the CLI, so
 	// logins never touch ~/.docker.
 	ClientConfig string
 	t            testing.TB
+	bin          string
 	args         []string
 }
 
@@ -44,12 +48,46 @@ type DockerdOptions struct {
 // answers.
 func StartDockerd(t testing.TB, o DockerdOptions) *Dockerd {
 	t.Helper()
-	bin := Tool(t, "DOCKERD", "dockerd")
-	dir := ShortTempDir(t)
-	d := &Dockerd{Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock"), t: t,
-		ClientConfig: filepath.Join(dir, "client")}
-	if err := os.MkdirAll(d.ClientConfig, 0o700); err != nil {
+	d, err := newDockerd(ShortTempDir(t), o)
+	if err != nil {
 		t.Fatal(err)
+	}
+	d.t = t
+	d.Process = StartProcess(t, "dockerd", exec.Command(d.bin, d.args...), d.Dir)
+	d.waitReady()
+	return d
+}
+
+// StartDockerdErr is StartDockerd for programs (cmd/imagegate-demo): the
+// daemon's files go in dir (keep its path short: unix sockets), and the
+// caller stops it (Stop). The methods that fail a test (Docker, Login,
+// Restart) are not for it.
+func StartDockerdErr(dir string, o DockerdOptions) (*Dockerd, error) {
+	d, err := newDockerd(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	if d.Process, err = StartProcessErr("dockerd", exec.Command(d.bin, d.args...), d.Dir); err != nil {
+		return nil, err
+	}
+	if err := WaitForErr("dockerd", 60*time.Second, d.Process, d.ping); err != nil {
+		d.Stop()
+		return nil, err
+	}
+	return d, nil
+}
+
+// newDockerd prepares a daemon in dir: its configuration file and command
+// line.
+func newDockerd(dir string, o DockerdOptions) (*Dockerd, error) {
+	bin, err := ToolErr("DOCKERD", "dockerd")
+	if err != nil {
+		return nil, err
+	}
+	d := &Dockerd{Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock"), bin: bin,
+		Pidfile: filepath.Join(dir, "docker.pid"), ClientConfig: filepath.Join(dir, "client")}
+	if err := os.MkdirAll(d.ClientConfig, 0o700); err != nil {
+		return nil, err
 	}
 	d.ConfigFile = o.ConfigFile
 	if d.ConfigFile == "" {
@@ -62,30 +100,31 @@ func StartDockerd(t testing.TB, o DockerdOptions) *Dockerd {
 		}
 		b, _ := json.MarshalIndent(cfg, "", "  ")
 		if err := os.WriteFile(d.ConfigFile, b, 0o644); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	d.args = []string{
 		"--data-root", filepath.Join(dir, "data"),
 		"--exec-root", filepath.Join(dir, "exec"),
 		"--host", d.Host,
-		"--pidfile", filepath.Join(dir, "docker.pid"),
+		"--pidfile", d.Pidfile,
 		"--config-file", d.ConfigFile,
 		"--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
 		"--containerd-namespace", "ig-" + filepath.Base(dir),
 		"--containerd-plugins-namespace", "igp-" + filepath.Base(dir),
 	}
-	d.Process = StartProcess(t, "dockerd", exec.Command(bin, d.args...), dir)
-	d.waitReady()
-	return d
+	return d, nil
+}
+
+// ping asks the daemon its version.
+func (d *Dockerd) ping() error {
+	_, err := RunErr(d.Env(), "docker", "version", "--format", "{{.Server.Version}}")
+	return err
 }
 
 func (d *Dockerd) waitReady() {
 	d.t.Helper()
-	WaitFor(d.t, "dockerd", 60*time.Second, d.Process, func() error {
-		_, err := RunErr(d.Env(), "docker", "version", "--format", "{{.Server.Version}}")
-		return err
-	})
+	WaitFor(d.t, "dockerd", 60*time.Second, d.Process, d.ping)
 }
 
 // Restart stops the daemon and starts it again with the same directories
@@ -94,8 +133,7 @@ func (d *Dockerd) waitReady() {
 func (d *Dockerd) Restart() {
 	d.t.Helper()
 	d.Process.Stop()
-	bin := Tool(d.t, "DOCKERD", "dockerd")
-	d.Process = StartProcess(d.t, "dockerd", exec.Command(bin, d.args...), d.Dir)
+	d.Process = StartProcess(d.t, "dockerd", exec.Command(d.bin, d.args...), d.Dir)
 	d.waitReady()
 }
 

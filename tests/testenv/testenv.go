@@ -35,24 +35,34 @@ import (
 // looked up in PATH. It fails t if neither is found.
 func Tool(t testing.TB, envVar, name string) string {
 	t.Helper()
+	p, err := ToolErr(envVar, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// ToolErr is Tool returning the error, for programs (cmd/imagegate-demo):
+// the value of envVar if set, else name looked up in PATH, else where
+// tests/setup/deps.sh puts it.
+func ToolErr(envVar, name string) (string, error) {
 	if envVar != "" {
 		if p := os.Getenv(envVar); p != "" {
 			if _, err := os.Stat(p); err == nil {
-				return p
+				return p, nil
 			}
-			t.Fatalf("%s=%s does not exist: run `make deps` (tests/setup/deps.sh)", envVar, p)
+			return "", fmt.Errorf("%s=%s does not exist: run `make deps` (tests/setup/deps.sh)", envVar, p)
 		}
 	}
 	if p, err := exec.LookPath(name); err == nil {
-		return p
+		return p, nil
 	}
 	if envVar != "" {
 		if p := toolFromDeps(envVar); p != "" {
-			return p
+			return p, nil
 		}
 	}
-	t.Fatalf("%s not found (set %s or install it): run `make deps` (tests/setup/deps.sh)", name, envVar)
-	return ""
+	return "", fmt.Errorf("%s not found (set %s or install it): run `make deps` (tests/setup/deps.sh)", name, envVar)
 }
 
 var depsOnce sync.Once
@@ -109,12 +119,21 @@ func RepoRoot() string {
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := FreePortErr()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return port
+}
+
+// FreePortErr is FreePort returning the error.
+func FreePortErr() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // RandomString returns n random bytes, hex-encoded.
@@ -135,13 +154,13 @@ func ShortTempDir(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { removeAll(dir) })
+	t.Cleanup(func() { RemoveAll(dir) })
 	return dir
 }
 
-// removeAll removes a daemon's directory, unmounting anything the daemon
+// RemoveAll removes a daemon's directory, unmounting anything the daemon
 // left mounted below it (overlay mounts of dockerd or buildkitd).
-func removeAll(dir string) {
+func RemoveAll(dir string) {
 	if err := os.RemoveAll(dir); err == nil {
 		return
 	}
@@ -160,8 +179,8 @@ func removeAll(dir string) {
 	_ = os.RemoveAll(dir)
 }
 
-// Process is a daemon started for a test. It is stopped at the end of the
-// test; its log is printed when the test fails.
+// Process is a daemon started for a test (StartProcess) or a program
+// (StartProcessErr).
 type Process struct {
 	Name string
 	Cmd  *exec.Cmd
@@ -174,23 +193,10 @@ type Process struct {
 // registers its stop (SIGTERM, then SIGKILL after 10 s) with t.Cleanup.
 func StartProcess(t testing.TB, name string, cmd *exec.Cmd, logDir string) *Process {
 	t.Helper()
-	logPath := filepath.Join(logDir, name+".log")
-	f, err := os.Create(logPath)
+	p, err := StartProcessErr(name, cmd, logDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	p := &Process{Name: name, Cmd: cmd, Log: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
 		if t.Failed() {
 			p.dumpLog(t)
@@ -198,6 +204,30 @@ func StartProcess(t testing.TB, name string, cmd *exec.Cmd, logDir string) *Proc
 		p.Stop()
 	})
 	return p
+}
+
+// StartProcessErr starts cmd as a daemon in its own process group (killed
+// if this process dies), its output going to <logDir>/<name>.log. The
+// caller stops it (Stop).
+func StartProcessErr(name string, cmd *exec.Cmd, logDir string) (*Process, error) {
+	logPath := filepath.Join(logDir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &Process{Name: name, Cmd: cmd, Log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
 }
 
 // Exited reports whether the process has ended.
@@ -239,21 +269,28 @@ func (p *Process) dumpLog(t testing.TB) {
 // it fails t with the last error, and the process log when p is given.
 func WaitFor(t testing.TB, what string, timeout time.Duration, p *Process, cond func() error) {
 	t.Helper()
+	if err := WaitForErr(what, timeout, p, cond); err != nil {
+		if p != nil {
+			p.dumpLog(t)
+		}
+		t.Fatal(err)
+	}
+}
+
+// WaitForErr is WaitFor returning the error: cond's last error, and whether
+// the process p (if given) exited or the deadline passed.
+func WaitForErr(what string, timeout time.Duration, p *Process, cond func() error) error {
 	deadline := time.Now().Add(timeout)
-	var err error
 	for {
-		if err = cond(); err == nil {
-			return
+		err := cond()
+		if err == nil {
+			return nil
 		}
 		if p != nil && p.Exited() {
-			p.dumpLog(t)
-			t.Fatalf("%s: %s exited: %v (last check: %v)", what, p.Name, p.err, err)
+			return fmt.Errorf("%s: %s exited: %v (last check: %v; log: %s)", what, p.Name, p.err, err, p.Log)
 		}
 		if time.Now().After(deadline) {
-			if p != nil {
-				p.dumpLog(t)
-			}
-			t.Fatalf("%s: not ready after %s: %v", what, timeout, err)
+			return fmt.Errorf("%s: not ready after %s: %v", what, timeout, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

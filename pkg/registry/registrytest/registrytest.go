@@ -6,23 +6,24 @@
 package registrytest
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/registry"
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
+	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // Registry is a running test registry.
@@ -49,7 +50,9 @@ type Registry struct {
 	// Driver is the filesystem storage driver under Root.
 	Driver *filesystem.Driver
 
-	logs *syncBuffer
+	logs *testenv.SyncBuffer
+	srv  *http.Server
+	done chan struct{}
 }
 
 // New starts a registry for the test and stops it at the test's end. opts
@@ -58,55 +61,74 @@ type Registry struct {
 // printed when the test fails.
 func New(t testing.TB, opts ...registry.Option) *Registry {
 	t.Helper()
-	dir := t.TempDir()
-	rg := &Registry{Username: "zuul", Password: RandomPassword(t), Root: filepath.Join(dir, "storage"), logs: &syncBuffer{}}
-	drv, err := filesystem.New(rg.Root)
+	logs := &testenv.SyncBuffer{}
+	rg, err := Serve(t.TempDir(), logs, opts...)
 	if err != nil {
 		t.Fatalf("registrytest: %v", err)
 	}
-	rg.Driver = drv
-	log := slog.New(slog.NewTextHandler(rg.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	all := append([]registry.Option{
-		registry.WithUsers(registry.User{Name: rg.Username, Password: rg.Password, Access: registry.AccessWrite}),
-		registry.WithLogger(log),
-	}, opts...)
-	rg.Handler, err = registry.New(drv, all...)
-	if err != nil {
-		t.Fatalf("registrytest: %v", err)
-	}
-	cert, caPEM := serverCert(t)
-	rg.CAPEM = caPEM
-	rg.CAFile = filepath.Join(dir, "ca.crt")
-	if err := os.WriteFile(rg.CAFile, caPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("registrytest: listening: %v", err)
-	}
-	rg.Port = l.Addr().(*net.TCPAddr).Port
-	rg.Host = l.Addr().String()
-	srv := &http.Server{
-		Handler:           rg.Handler,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			rg.logs.Write([]byte("serve: " + err.Error() + "\n"))
-		}
-	}()
+	rg.logs = logs
 	t.Cleanup(func() {
-		srv.Close()
-		<-done
+		rg.Close()
 		if t.Failed() {
 			t.Logf("--- registry log (%s) ---\n%s", rg.Host, rg.logs.String())
 		}
 	})
 	return rg
+}
+
+// Serve starts a registry as New does, for programs (cmd/imagegate-demo):
+// its storage and CA file in dir, its log (debug level) written to log. The
+// caller stops it (Close).
+func Serve(dir string, log io.Writer, opts ...registry.Option) (*Registry, error) {
+	rg := &Registry{Username: "zuul", Password: randomHex(16), Root: filepath.Join(dir, "storage")}
+	drv, err := filesystem.New(rg.Root)
+	if err != nil {
+		return nil, err
+	}
+	rg.Driver = drv
+	logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	all := append([]registry.Option{
+		registry.WithUsers(registry.User{Name: rg.Username, Password: rg.Password, Access: registry.AccessWrite}),
+		registry.WithLogger(logger),
+	}, opts...)
+	if rg.Handler, err = registry.New(drv, all...); err != nil {
+		return nil, err
+	}
+	cert, caPEM, err := serverCert()
+	if err != nil {
+		return nil, err
+	}
+	rg.CAPEM = caPEM
+	rg.CAFile = filepath.Join(dir, "ca.crt")
+	if err := os.WriteFile(rg.CAFile, caPEM, 0o644); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listening: %w", err)
+	}
+	rg.Port = l.Addr().(*net.TCPAddr).Port
+	rg.Host = l.Addr().String()
+	rg.srv = &http.Server{
+		Handler:           rg.Handler,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	rg.done = make(chan struct{})
+	go func() {
+		defer close(rg.done)
+		if err := rg.srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("serve", "err", err)
+		}
+	}()
+	return rg, nil
+}
+
+// Close stops the registry and waits until it has.
+func (rg *Registry) Close() {
+	rg.srv.Close()
+	<-rg.done
 }
 
 // URL returns https://<Host>.
@@ -130,52 +152,42 @@ func (rg *Registry) Transport() *http.Transport {
 	return tr
 }
 
-// Logs returns what the registry logged so far.
-func (rg *Registry) Logs() string { return rg.logs.String() }
+// Logs returns what the registry logged so far (New only; "" for Serve).
+func (rg *Registry) Logs() string {
+	if rg.logs == nil {
+		return ""
+	}
+	return rg.logs.String()
+}
 
 // RandomPassword returns 128 random bits, hex-encoded.
 func RandomPassword(t testing.TB) string {
 	t.Helper()
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
+	return randomHex(16)
+}
+
+// randomHex returns n random bytes, hex-encoded. crypto/rand.Read does not
+// return errors (it crashes the program when the system's source fails).
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
 
 // serverCert issues a certificate for every name of this host from a new
 // CA, and returns it with the CA's PEM.
-func serverCert(t testing.TB) (tls.Certificate, []byte) {
-	t.Helper()
+func serverCert() (tls.Certificate, []byte, error) {
 	ca, err := pki.NewCA("imagegate registrytest CA", 24*time.Hour)
 	if err != nil {
-		t.Fatalf("registrytest: %v", err)
+		return tls.Certificate{}, nil, err
 	}
 	sc, err := ca.Issue(pki.HostNames(), 24*time.Hour)
 	if err != nil {
-		t.Fatalf("registrytest: %v", err)
+		return tls.Certificate{}, nil, err
 	}
 	cert, err := sc.TLSCertificate()
 	if err != nil {
-		t.Fatalf("registrytest: %v", err)
+		return tls.Certificate{}, nil, err
 	}
-	return cert, ca.CertPEM
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	return cert, ca.CertPEM, nil
 }

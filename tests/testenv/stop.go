@@ -1,0 +1,61 @@
+package testenv
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The jobs under test start daemons that are not children of the test:
+// ensure-buildkit's buildkitd (pid file), the buildset registry (the module
+// copies itself into the registry's root). These functions stop them.
+
+// StopPid ends the process pid: SIGTERM, then SIGKILL if it is still there
+// after 10 s.
+func StopPid(pid int) {
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// StopPidfile ends the process whose pid is written in the file path, if
+// the file holds one.
+func StopPidfile(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return
+	}
+	StopPid(pid)
+}
+
+// StopUnder ends every process whose executable lies under dir, and returns
+// the executables it stopped.
+func StopUnder(dir string) []string {
+	var stopped []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err == nil && strings.HasPrefix(exe, dir+"/") {
+			StopPid(pid)
+			stopped = append(stopped, exe+" (pid "+strconv.Itoa(pid)+")")
+		}
+	}
+	return stopped
+}
