@@ -3,11 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,19 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/pkg/dockerhub"
 	"github.com/imagegate/imagegate/pkg/dockerhub/hubtest"
-	"github.com/imagegate/imagegate/pkg/pki"
-	"github.com/imagegate/imagegate/pkg/publish/distribution"
 	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
 
@@ -43,7 +35,9 @@ const (
 // promoteSite is emulated Docker Hub (web API emulated, in front of
 // imagegate's registry) holding the staged images of change 42.
 type promoteSite struct {
-	hub        *hubtest.Server
+	hub *hubtest.Server
+	// reg is the emulation's registry endpoint.
+	reg        transfertest.Registry
 	user, pass string
 	// staged maps each final reference (repo:tag) to the staged digest.
 	staged map[string]string
@@ -58,13 +52,7 @@ type promoteSite struct {
 // registries with the same content. Requests are counted at the emulation
 // (web API and registry endpoint, token requests included).
 func BenchmarkPromote(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "docker_image_promote")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./modules/docker_image_promote")
-	build.Dir = testenv.RepoRoot()
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building the module: %v\n%s", err, out)
-	}
+	bin := ansibletest.BuildModule(b, "github.com/imagegate/imagegate/modules/docker_image_promote", "GOOS=linux", "GOARCH=amd64")
 	fi, err := os.Stat(bin)
 	if err != nil {
 		b.Fatal(err)
@@ -122,7 +110,7 @@ func BenchmarkPromote(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(certDir, "ca.crt"), upstream.hub.CACert, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	hubTransport := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: promotePool(b, upstream.hub.CACert)}}
+	hubTransport := upstream.reg.Transport()
 	ctx := context.Background()
 	upstream.hub.ResetRequests()
 	start = time.Now()
@@ -195,34 +183,15 @@ func newPromoteSite(b *testing.B) *promoteSite {
 	backend := registrytest.New(b)
 	s := &promoteSite{user: backend.Username, pass: backend.Password, staged: map[string]string{}}
 	s.hub = hubtest.New(b, hubtest.Backend{Host: backend.Host, CA: backend.CAPEM, Username: backend.Username, Password: backend.Password})
-	opts := []remote.Option{remote.WithAuth(&authn.Basic{Username: backend.Username, Password: backend.Password}),
-		remote.WithTransport(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: promotePool(b, s.hub.CACert)}})}
+	s.reg = transfertest.Registry{Host: s.hub.RegistryHost, Username: backend.Username, Password: backend.Password, CA: s.hub.CACert}
 	for i := 0; i < promoteImages; i++ {
 		repo := promoteRepo(i)
-		var content remote.Taggable
-		var digest v1.Hash
+		var content remote.Taggable = promoteImage(b, i, "amd64")
 		if i%2 == 1 {
-			idx := promoteIndex(b, i)
-			content, digest = idx, promoteDigest(b, idx)
-		} else {
-			img := promoteImage(b, i, "amd64")
-			content, digest = img, promoteDigest(b, img)
+			content = testenv.ChangeIndex(b, "42", time.Now(), func(arch string) [][]byte { return promoteLayersOf(i, arch) })
 		}
 		for _, tag := range promoteTagNames() {
-			ref, err := name.ParseReference(s.hub.RegistryHost + "/" + repo + ":change_42_" + tag)
-			if err != nil {
-				b.Fatal(err)
-			}
-			switch c := content.(type) {
-			case v1.ImageIndex:
-				err = remote.WriteIndex(ref, c, opts...)
-			case v1.Image:
-				err = remote.Write(ref, c, opts...)
-			}
-			if err != nil {
-				b.Fatalf("staging %s: %v", ref, err)
-			}
-			s.staged[repo+":"+tag] = digest.String()
+			s.staged[repo+":"+tag] = s.reg.Push(b, repo+":change_42_"+tag, content)
 		}
 	}
 	return s
@@ -244,26 +213,12 @@ func (s *promoteSite) images() []any {
 // staging tags left.
 func (s *promoteSite) verify(b *testing.B) (preserved, left int) {
 	b.Helper()
-	c, err := distribution.New(s.hub.RegistryHost, distribution.WithTransport(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: promotePool(b, s.hub.CACert)}}),
-		distribution.WithAuth(&authn.Basic{Username: s.user, Password: s.pass}))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
 	for ref, want := range s.staged {
-		repoName, tag, _ := strings.Cut(ref, ":")
-		repo, err := c.Repository(ctx, repoName, false)
-		if err != nil {
-			b.Fatal(err)
-		}
-		d, err := repo.Head(ctx, tag)
-		if err != nil {
-			b.Fatalf("%s: %v", ref, err)
-		}
-		if d.Digest == want {
+		repo, tag, _ := strings.Cut(ref, ":")
+		if s.reg.Digest(b, ref) == want {
 			preserved++
 		}
-		if _, err := repo.Head(ctx, "change_42_"+tag); err == nil {
+		if s.reg.Digest(b, repo+":change_42_"+tag) != "" {
 			left++
 		}
 	}
@@ -274,49 +229,13 @@ func (s *promoteSite) verify(b *testing.B) (preserved, left int) {
 // own on top, labelled as the build labels an image of change 42.
 func promoteImage(b *testing.B, i int, arch string) v1.Image {
 	b.Helper()
+	return testenv.ChangeImage(b, "42", arch, time.Now(), promoteLayersOf(i, arch)...)
+}
+
+func promoteLayersOf(i int, arch string) [][]byte {
 	var layers [][]byte
 	for l := 0; l < promoteLayers; l++ {
 		layers = append(layers, testenv.FileLayer(fmt.Sprintf("app/%d.txt", l), []byte(fmt.Sprintf("image %d layer %d %s\n", i, l, arch))))
 	}
-	img := testenv.BusyboxImage(b, layers...)
-	cf, err := img.ConfigFile()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.Architecture = arch
-	cf.Created = v1.Time{Time: time.Now()}
-	cf.Config.Labels = map[string]string{"org.zuul-ci.change": "42"}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		b.Fatal(err)
-	}
-	return img
-}
-
-func promoteIndex(b *testing.B, i int) v1.ImageIndex {
-	b.Helper()
-	var adds []mutate.IndexAddendum
-	for _, arch := range []string{"amd64", "arm64"} {
-		adds = append(adds, mutate.IndexAddendum{Add: promoteImage(b, i, arch),
-			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}}})
-	}
-	return mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.OCIImageIndex)
-}
-
-func promoteDigest(b *testing.B, x interface{ Digest() (v1.Hash, error) }) v1.Hash {
-	b.Helper()
-	d, err := x.Digest()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return d
-}
-
-func promotePool(b *testing.B, pem []byte) *x509.CertPool {
-	b.Helper()
-	p, err := pki.CertPool(pem)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return p
+	return layers
 }

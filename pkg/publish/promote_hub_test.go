@@ -9,6 +9,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/publish"
 	"github.com/imagegate/imagegate/pkg/zuul"
+	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // TestPromoteDockerHub promotes on emulated Docker Hub: final tags at the
@@ -22,11 +23,11 @@ func TestPromoteDockerHub(t *testing.T) {
 	app := image(t, "12", "app change 12", now)
 	multi := index(t, "12", "multi change 12", now)
 	other := image(t, "3", "app change 3", now.Add(-time.Hour))
-	reg.push(t, "myorg/app:change_12_latest", app)
-	reg.push(t, "myorg/app:change_12_v1", app)
-	reg.push(t, "myorg/multi:change_12_latest", multi)
+	reg.Push(t, "myorg/app:change_12_latest", app)
+	reg.Push(t, "myorg/app:change_12_v1", app)
+	reg.Push(t, "myorg/multi:change_12_latest", multi)
 	for _, tag := range []string{"change_3_latest", "change_13_latest", "periodic_latest", "periodical_x", "release_1", "v0.9"} {
-		reg.push(t, "myorg/app:"+tag, other)
+		reg.Push(t, "myorg/app:"+tag, other)
 	}
 	for _, tag := range []string{"change_3_latest", "periodic_latest", "periodical_x", "release_1", "v0.9"} {
 		hub.SetLastUpdated("myorg/app", tag, now.Add(-49*time.Hour))
@@ -46,7 +47,7 @@ func TestPromoteDockerHub(t *testing.T) {
 	tagsOf := func(repo string) []string {
 		var names []string
 		for _, tag := range []string{"latest", "v1", "change_12_latest", "change_12_v1", "change_3_latest", "change_13_latest", "periodic_latest", "periodical_x", "release_1", "v0.9"} {
-			if reg.digest(t, repo+":"+tag) != "" {
+			if reg.Digest(t, repo+":"+tag) != "" {
 				names = append(names, tag)
 			}
 		}
@@ -58,7 +59,7 @@ func TestPromoteDockerHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Changed || reg.digest(t, "myorg/app:latest") != "" || reg.digest(t, "myorg/app:change_12_latest") == "" {
+	if !res.Changed || reg.Digest(t, "myorg/app:latest") != "" || reg.Digest(t, "myorg/app:change_12_latest") == "" {
 		t.Fatalf("check mode wrote something, or reports no change (%v)", res.Changed)
 	}
 	var wouldDelete []string
@@ -79,15 +80,15 @@ func TestPromoteDockerHub(t *testing.T) {
 	if !res.Changed {
 		t.Error("not changed")
 	}
-	for ref, want := range map[string]string{"myorg/app:latest": digestOf(t, app), "myorg/app:v1": digestOf(t, app), "myorg/multi:latest": digestOf(t, multi)} {
-		if got := reg.digest(t, ref); got != want {
+	for ref, want := range map[string]string{"myorg/app:latest": testenv.DigestOf(t, app), "myorg/app:v1": testenv.DigestOf(t, app), "myorg/multi:latest": testenv.DigestOf(t, multi)} {
+		if got := reg.Digest(t, ref); got != want {
 			t.Errorf("%s = %q, want %s", ref, got, want)
 		}
 	}
 	if got := strings.Join(tagsOf("myorg/app"), " "); got != "change_13_latest latest periodical_x release_1 v0.9 v1" {
 		t.Errorf("myorg/app tags after promote: %s", got)
 	}
-	if reg.digest(t, "myorg/multi:change_12_latest") != "" {
+	if reg.Digest(t, "myorg/multi:change_12_latest") != "" {
 		t.Error("myorg/multi:change_12_latest not deleted")
 	}
 	for _, d := range res.Deleted {

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/publish"
+	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 	"github.com/imagegate/imagegate/pkg/zuul"
+	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // TestPromoteImagegateRegistry promotes on imagegate's registry, which
@@ -19,14 +21,14 @@ import (
 // the sweep ages tags by their image's creation time.
 func TestPromoteImagegateRegistry(t *testing.T) {
 	t.Parallel()
-	reg := imagegateRegistry(t)
+	reg := transfertest.Ours(t)
 	now := time.Now()
 	app := image(t, "12", "app change 12", now)
-	reg.push(t, "myorg/app:change_12_latest", app)
-	reg.push(t, "myorg/app:change_3_latest", image(t, "3", "three days old", now.Add(-72*time.Hour)))
-	reg.push(t, "myorg/app:change_13_latest", image(t, "13", "an hour old", now.Add(-time.Hour)))
-	reg.push(t, "myorg/app:change_14_latest", image(t, "14", "reproducible", time.Unix(0, 0)))
-	reg.push(t, "myorg/app:v0.1", image(t, "", "old release", now.Add(-1000*time.Hour)))
+	reg.Push(t, "myorg/app:change_12_latest", app)
+	reg.Push(t, "myorg/app:change_3_latest", image(t, "3", "three days old", now.Add(-72*time.Hour)))
+	reg.Push(t, "myorg/app:change_13_latest", image(t, "13", "an hour old", now.Add(-time.Hour)))
+	reg.Push(t, "myorg/app:change_14_latest", image(t, "14", "reproducible", time.Unix(0, 0)))
+	reg.Push(t, "myorg/app:v0.1", image(t, "", "old release", now.Add(-1000*time.Hour)))
 	spec := publish.PromoteSpec{
 		Images:      []zuul.Image{{Repository: "myorg/app", Tags: []string{"latest"}}},
 		Target:      publish.Target{Registry: reg.Host, CA: reg.CA},
@@ -39,11 +41,11 @@ func TestPromoteImagegateRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"latest": digestOf(t, app), "change_12_latest": "", "change_3_latest": "",
+		"latest": testenv.DigestOf(t, app), "change_12_latest": "", "change_3_latest": "",
 		"change_13_latest": "x", "change_14_latest": "x", "v0.1": "x",
 	}
 	for tag, w := range want {
-		got := reg.digest(t, "myorg/app:"+tag)
+		got := reg.Digest(t, "myorg/app:"+tag)
 		if (w == "" && got != "") || (w == "x" && got == "") || (w != "" && w != "x" && got != w) {
 			t.Errorf("myorg/app:%s = %q, want %q", tag, got, w)
 		}
@@ -92,11 +94,11 @@ func TestPromoteInterrupted(t *testing.T) {
 	} {
 		t.Run(cut.name, func(t *testing.T) {
 			t.Parallel()
-			reg := imagegateRegistry(t)
+			reg := transfertest.Ours(t)
 			app, lib := image(t, "12", "app", time.Now()), index(t, "12", "lib", time.Now())
 			for _, tag := range []string{"latest", "v1", "v1.2"} {
-				reg.push(t, "myorg/app:change_12_"+tag, app)
-				reg.push(t, "myorg/lib:change_12_"+tag, lib)
+				reg.Push(t, "myorg/app:change_12_"+tag, app)
+				reg.Push(t, "myorg/lib:change_12_"+tag, lib)
 			}
 			spec := publish.PromoteSpec{
 				Images: []zuul.Image{
@@ -110,7 +112,7 @@ func TestPromoteInterrupted(t *testing.T) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			rt := &interrupter{base: reg.transport(t), method: cut.method, frag: cut.frag, n: 1, cancel: cancel}
+			rt := &interrupter{base: reg.Transport(), method: cut.method, frag: cut.frag, n: 1, cancel: cancel}
 			if _, err := publish.Promote(ctx, spec, publish.WithTransport(rt)); err == nil && cut.method == http.MethodPut {
 				t.Fatal("the interrupted promote did not fail")
 			} else if err != nil && !errors.Is(err, context.Canceled) {
@@ -136,14 +138,14 @@ func TestPromoteInterrupted(t *testing.T) {
 				t.Errorf("%d tags recognised as promoted by the cut-off run, want 1 (the one whose staging tag it deleted)", recovered)
 			}
 			for _, tag := range []string{"latest", "v1", "v1.2"} {
-				if got := reg.digest(t, "myorg/app:"+tag); got != digestOf(t, app) {
+				if got := reg.Digest(t, "myorg/app:"+tag); got != testenv.DigestOf(t, app) {
 					t.Errorf("myorg/app:%s = %q", tag, got)
 				}
-				if got := reg.digest(t, "myorg/lib:"+tag); got != digestOf(t, lib) {
+				if got := reg.Digest(t, "myorg/lib:"+tag); got != testenv.DigestOf(t, lib) {
 					t.Errorf("myorg/lib:%s = %q", tag, got)
 				}
 				for _, repo := range []string{"myorg/app", "myorg/lib"} {
-					if got := reg.digest(t, repo+":change_12_"+tag); got != "" {
+					if got := reg.Digest(t, repo+":change_12_"+tag); got != "" {
 						t.Errorf("%s:change_12_%s still there", repo, tag)
 					}
 				}

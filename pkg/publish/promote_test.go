@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/publish"
+	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 	"github.com/imagegate/imagegate/pkg/zuul"
+	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 func creds(r registry) publish.Credentials {
@@ -77,16 +79,16 @@ func TestPromoteValidation(t *testing.T) {
 // stay with a warning, and nothing is deleted by digest.
 func TestPromoteDistribution28(t *testing.T) {
 	t.Parallel()
-	reg := distributionRegistry(t)
+	reg := transfertest.Distribution(t)
 	now := time.Now()
 	app := image(t, "12", "app change 12", now)
 	multi := index(t, "12", "multi change 12", now)
 	old := image(t, "3", "app change 3", now.Add(-72*time.Hour))
-	reg.push(t, "myorg/app:change_12_latest", app)
-	reg.push(t, "myorg/app:change_12_v1", app)
-	reg.push(t, "myorg/app:change_3_latest", old)
-	reg.push(t, "myorg/app:v0.9", old)
-	reg.push(t, "myorg/multi:change_12_latest", multi)
+	reg.Push(t, "myorg/app:change_12_latest", app)
+	reg.Push(t, "myorg/app:change_12_v1", app)
+	reg.Push(t, "myorg/app:change_3_latest", old)
+	reg.Push(t, "myorg/app:v0.9", old)
+	reg.Push(t, "myorg/multi:change_12_latest", multi)
 	spec := publish.PromoteSpec{
 		Images: []zuul.Image{
 			{Repository: "myorg/app", Tags: []string{"latest", "v1"}},
@@ -104,10 +106,10 @@ func TestPromoteDistribution28(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Changed || len(res.Promoted) != 3 || reg.digest(t, "myorg/app:latest") != "" {
-		t.Fatalf("check mode: changed %v, %d promotions, latest %q", res.Changed, len(res.Promoted), reg.digest(t, "myorg/app:latest"))
+	if !res.Changed || len(res.Promoted) != 3 || reg.Digest(t, "myorg/app:latest") != "" {
+		t.Fatalf("check mode: changed %v, %d promotions, latest %q", res.Changed, len(res.Promoted), reg.Digest(t, "myorg/app:latest"))
 	}
-	if !strings.Contains(res.After, reg.Host+"/myorg/app:latest -> "+digestOf(t, app)) || !strings.Contains(res.Before, reg.Host+"/myorg/app:latest -> (absent)") {
+	if !strings.Contains(res.After, reg.Host+"/myorg/app:latest -> "+testenv.DigestOf(t, app)) || !strings.Contains(res.Before, reg.Host+"/myorg/app:latest -> (absent)") {
 		t.Errorf("diff:\n%s---\n%s", res.Before, res.After)
 	}
 
@@ -119,10 +121,10 @@ func TestPromoteDistribution28(t *testing.T) {
 		t.Error("first promote not changed")
 	}
 	for ref, want := range map[string]string{
-		"myorg/app:latest": digestOf(t, app), "myorg/app:v1": digestOf(t, app), "myorg/multi:latest": digestOf(t, multi),
-		"myorg/app:change_12_latest": digestOf(t, app), "myorg/app:v0.9": digestOf(t, old), "myorg/app:change_3_latest": digestOf(t, old),
+		"myorg/app:latest": testenv.DigestOf(t, app), "myorg/app:v1": testenv.DigestOf(t, app), "myorg/multi:latest": testenv.DigestOf(t, multi),
+		"myorg/app:change_12_latest": testenv.DigestOf(t, app), "myorg/app:v0.9": testenv.DigestOf(t, old), "myorg/app:change_3_latest": testenv.DigestOf(t, old),
 	} {
-		if got := reg.digest(t, ref); got != want {
+		if got := reg.Digest(t, ref); got != want {
 			t.Errorf("%s = %q, want %s", ref, got, want)
 		}
 	}
@@ -156,10 +158,10 @@ func TestPromoteDistribution28(t *testing.T) {
 // whole promote before anything is written.
 func TestPromoteMissingStagingTag(t *testing.T) {
 	t.Parallel()
-	reg := distributionRegistry(t)
+	reg := transfertest.Distribution(t)
 	app := image(t, "12", "app", time.Now())
-	reg.push(t, "myorg/app:change_12_latest", app)
-	reg.push(t, "myorg/lib:latest", image(t, "9", "lib release", time.Now()))
+	reg.Push(t, "myorg/app:change_12_latest", app)
+	reg.Push(t, "myorg/lib:latest", image(t, "9", "lib release", time.Now()))
 	spec := publish.PromoteSpec{
 		Images: []zuul.Image{
 			{Repository: "myorg/app", Tags: []string{"latest"}},
@@ -184,7 +186,7 @@ func TestPromoteMissingStagingTag(t *testing.T) {
 			t.Errorf("error does not contain %q:\n%v", w, err)
 		}
 	}
-	if d := reg.digest(t, "myorg/app:latest"); d != "" {
+	if d := reg.Digest(t, "myorg/app:latest"); d != "" {
 		t.Errorf("myorg/app:latest was written (%s) although the promote failed", d)
 	}
 

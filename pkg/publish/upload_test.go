@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/publish"
+	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 	"github.com/imagegate/imagegate/pkg/zuul"
+	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // TestUpload stages an image and a multi-platform index from the buildset
@@ -16,13 +18,13 @@ import (
 func TestUpload(t *testing.T) {
 	t.Parallel()
 	brReg, br := buildsetRegistry(t)
-	target := distributionRegistry(t)
+	target := transfertest.Distribution(t)
 	app := image(t, "42", "app", time.Now())
 	multi := index(t, "42", "multi", time.Now())
 	for _, tag := range []string{"latest", "1.0"} {
-		brReg.push(t, "myorg/app:"+tag, app)
+		brReg.Push(t, "myorg/app:"+tag, app)
 	}
-	brReg.push(t, "quay.io/myorg/multi:latest", multi)
+	brReg.Push(t, "quay.io/myorg/multi:latest", multi)
 	spec := publish.UploadSpec{
 		Images: []zuul.Image{
 			{Repository: "myorg/app", Tags: []string{"latest", "1.0"}},
@@ -39,24 +41,24 @@ func TestUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Changed || len(res.Uploads) != 3 || target.digest(t, "myorg/app:change_42_latest") != "" {
-		t.Fatalf("check mode: changed %v, %d uploads, target %q", res.Changed, len(res.Uploads), target.digest(t, "myorg/app:change_42_latest"))
+	if !res.Changed || len(res.Uploads) != 3 || target.Digest(t, "myorg/app:change_42_latest") != "" {
+		t.Fatalf("check mode: changed %v, %d uploads, target %q", res.Changed, len(res.Uploads), target.Digest(t, "myorg/app:change_42_latest"))
 	}
 	res, err = publish.Upload(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"myorg/app:change_42_latest": digestOf(t, app), "myorg/app:change_42_1.0": digestOf(t, app),
-		"quay.io/myorg/multi:change_42_latest": digestOf(t, multi),
+		"myorg/app:change_42_latest": testenv.DigestOf(t, app), "myorg/app:change_42_1.0": testenv.DigestOf(t, app),
+		"quay.io/myorg/multi:change_42_latest": testenv.DigestOf(t, multi),
 	}
 	for ref, d := range want {
-		if got := target.digest(t, ref); got != d {
+		if got := target.Digest(t, ref); got != d {
 			t.Errorf("%s = %q, want %s", ref, got, d)
 		}
 	}
 	for _, tag := range []string{"myorg/app:latest", "myorg/app:1.0", "quay.io/myorg/multi:latest"} {
-		if target.digest(t, tag) != "" {
+		if target.Digest(t, tag) != "" {
 			t.Errorf("%s was uploaded although promotion is on", tag)
 		}
 	}
@@ -79,7 +81,7 @@ func TestUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Changed || target.digest(t, "quay.io/myorg/multi:latest") != digestOf(t, multi) {
+	if !res.Changed || target.Digest(t, "quay.io/myorg/multi:latest") != testenv.DigestOf(t, multi) {
 		t.Errorf("release upload: changed %v", res.Changed)
 	}
 }
@@ -90,9 +92,9 @@ func TestUpload(t *testing.T) {
 func TestUploadPeriodic(t *testing.T) {
 	t.Parallel()
 	brReg, br := buildsetRegistry(t)
-	target := imagegateRegistry(t)
+	target := transfertest.Ours(t)
 	app := image(t, "", "nightly", time.Now())
-	brReg.push(t, "myorg/app:latest", app)
+	brReg.Push(t, "myorg/app:latest", app)
 	_, err := publish.Upload(context.Background(), publish.UploadSpec{
 		Images:      []zuul.Image{{Repository: "myorg/app", Tags: []string{"latest"}}},
 		Target:      publish.Target{Registry: target.Host, CA: target.CA},
@@ -101,7 +103,7 @@ func TestUploadPeriodic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := target.digest(t, "myorg/app:periodic_latest"); got != digestOf(t, app) {
+	if got := target.Digest(t, "myorg/app:periodic_latest"); got != testenv.DigestOf(t, app) {
 		t.Errorf("periodic_latest = %q", got)
 	}
 }
@@ -112,9 +114,9 @@ func TestUploadPeriodic(t *testing.T) {
 func TestUploadNothingOnBadInput(t *testing.T) {
 	t.Parallel()
 	brReg, br := buildsetRegistry(t)
-	target := imagegateRegistry(t)
-	brReg.push(t, "myorg/app:latest", image(t, "42", "app", time.Now()))
-	brReg.push(t, "myorg/lib:latest", image(t, "42", "lib", time.Now()))
+	target := transfertest.Ours(t)
+	brReg.Push(t, "myorg/app:latest", image(t, "42", "app", time.Now()))
+	brReg.Push(t, "myorg/lib:latest", image(t, "42", "lib", time.Now()))
 	good := publish.UploadSpec{
 		Images: []zuul.Image{
 			{Repository: "myorg/app", Tags: []string{"latest"}},
@@ -159,7 +161,7 @@ func TestUploadNothingOnBadInput(t *testing.T) {
 				t.Error("the error shows the password")
 			}
 			for _, ref := range []string{"myorg/app:change_42_latest", "myorg/lib:change_42_latest"} {
-				if target.digest(t, ref) != "" {
+				if target.Digest(t, ref) != "" {
 					t.Errorf("%s was uploaded", ref)
 				}
 			}

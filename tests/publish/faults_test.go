@@ -88,14 +88,14 @@ func TestFaultyNetwork(t *testing.T) {
 		var d string
 		if i == 1 {
 			idx := index(t, "42", repo)
-			brDirect.push(t, repo+":latest", idx)
-			brDirect.push(t, repo+":1.0", idx)
-			d = digestOf(t, idx)
+			brDirect.Push(t, repo+":latest", idx)
+			brDirect.Push(t, repo+":1.0", idx)
+			d = testenv.DigestOf(t, idx)
 		} else {
 			img := image(t, "42", repo, time.Now())
-			brDirect.push(t, repo+":latest", img)
-			brDirect.push(t, repo+":1.0", img)
-			d = digestOf(t, img)
+			brDirect.Push(t, repo+":latest", img)
+			brDirect.Push(t, repo+":1.0", img)
+			d = testenv.DigestOf(t, img)
 		}
 		for _, tag := range tags {
 			want[repo+":"+tag.(string)] = d
@@ -109,7 +109,7 @@ func TestFaultyNetwork(t *testing.T) {
 	runModule(t, "docker_image_upload", args)
 	for ref, d := range want {
 		repo, tag, _ := strings.Cut(ref, ":")
-		if got := h.direct.digest(t, repo+":change_42_"+tag); got != d {
+		if got := h.direct.Digest(t, repo+":change_42_"+tag); got != d {
 			t.Errorf("staged %s = %q, want %s", ref, got, d)
 		}
 	}
@@ -118,10 +118,10 @@ func TestFaultyNetwork(t *testing.T) {
 	res := runModule(t, "docker_image_promote", args)
 	for ref, d := range want {
 		repo, tag, _ := strings.Cut(ref, ":")
-		if got := h.direct.digest(t, ref); got != d {
+		if got := h.direct.Digest(t, ref); got != d {
 			t.Errorf("promoted %s = %q, want %s", ref, got, d)
 		}
-		if got := h.direct.digest(t, repo+":change_42_"+tag); got != "" {
+		if got := h.direct.Digest(t, repo+":change_42_"+tag); got != "" {
 			t.Errorf("staging tag of %s still there", ref)
 		}
 	}
@@ -144,13 +144,13 @@ func TestRegistryDown(t *testing.T) {
 	t.Parallel()
 	h := newHubBehind(t, faultproxy.Config{}, faultproxy.Config{FailAll: http.StatusServiceUnavailable})
 	img := image(t, "42", "app", time.Now())
-	h.direct.push(t, "myorg/app:change_42_latest", img)
+	h.direct.Push(t, "myorg/app:change_42_latest", img)
 	args := h.args([]any{map[string]any{"context": ".", "repository": "myorg/app"}}, map[string]any{"change": "42", "pipeline": "promote"})
 	_, _, err := runModuleErr(t, "docker_image_promote", args)
 	if err == nil || !strings.Contains(err.Error(), "logging in to Docker Hub") || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("err = %v", err)
 	}
-	if h.direct.digest(t, "myorg/app:latest") != "" {
+	if h.direct.Digest(t, "myorg/app:latest") != "" {
 		t.Error("promoted although the web API is down")
 	}
 	if n := h.apiProxy.Stats().Requests; n < 2 {
@@ -189,8 +189,8 @@ func TestPromoteKilled(t *testing.T) {
 			for _, repo := range []string{"myorg/app", "myorg/lib"} {
 				img := image(t, "42", repo, time.Now())
 				for _, tag := range []string{"latest", "1", "1.0"} {
-					h.direct.push(t, repo+":change_42_"+tag, img)
-					want[repo+":"+tag] = digestOf(t, img)
+					h.direct.Push(t, repo+":change_42_"+tag, img)
+					want[repo+":"+tag] = testenv.DigestOf(t, img)
 				}
 				images = append(images, map[string]any{"context": ".", "repository": repo, "tags": []any{"latest", "1", "1.0"}})
 			}
@@ -215,10 +215,10 @@ func TestPromoteKilled(t *testing.T) {
 			finals, stagings := 0, 0
 			for ref := range want {
 				repo, tag, _ := strings.Cut(ref, ":")
-				if h.direct.digest(t, ref) != "" {
+				if h.direct.Digest(t, ref) != "" {
 					finals++
 				}
-				if h.direct.digest(t, repo+":change_42_"+tag) != "" {
+				if h.direct.Digest(t, repo+":change_42_"+tag) != "" {
 					stagings++
 				}
 			}
@@ -245,10 +245,10 @@ func TestPromoteKilled(t *testing.T) {
 			}
 			for ref, d := range want {
 				repo, tag, _ := strings.Cut(ref, ":")
-				if got := h.direct.digest(t, ref); got != d {
+				if got := h.direct.Digest(t, ref); got != d {
 					t.Errorf("%s = %q, want %s", ref, got, d)
 				}
-				if h.direct.digest(t, repo+":change_42_"+tag) != "" {
+				if h.direct.Digest(t, repo+":change_42_"+tag) != "" {
 					t.Errorf("%s:change_42_%s still there", repo, tag)
 				}
 			}

@@ -27,9 +27,9 @@ func TestGateAndPromote(t *testing.T) {
 			br := registry{Host: brs.Host, Username: brs.Username, Password: brs.Password, CA: brs.CAPEM}
 			app := image(t, "42", "app of change 42", time.Now())
 			multi := index(t, "42", "multi of change 42")
-			br.push(t, "myorg/app:latest", app)
-			br.push(t, "myorg/app:1.0", app)
-			br.push(t, "myorg/multi:latest", multi)
+			br.Push(t, "myorg/app:latest", app)
+			br.Push(t, "myorg/app:1.0", app)
+			br.Push(t, "myorg/multi:latest", multi)
 
 			vars := map[string]any{
 				"images": []any{
@@ -52,13 +52,13 @@ func TestGateAndPromote(t *testing.T) {
 				hub = hubtest.New(t, hubtest.Backend{Host: backend.Host, CA: backend.CAPEM, Username: backend.Username, Password: backend.Password})
 				tgt = registry{Host: hub.RegistryHost, Username: backend.Username, Password: backend.Password, CA: hub.CACert}
 				vars["registry"], vars["registry_url"], vars["hub_url"] = "docker.io", "https://"+hub.RegistryHost, hub.URL
-				tgt.push(t, "myorg/app:change_7_latest", stale)
+				tgt.Push(t, "myorg/app:change_7_latest", stale)
 				hub.SetLastUpdated("myorg/app", "change_7_latest", time.Now().Add(-30*time.Hour))
 			case "docker-registry":
 				d := testenv.StartDistribution(t, testenv.DistributionOptions{})
 				tgt = registry{Host: d.Host, Username: d.Username, Password: d.Password, CA: d.TLS.CA.CertPEM}
 				vars["registry"] = d.Host
-				tgt.push(t, "myorg/app:change_7_latest", stale)
+				tgt.Push(t, "myorg/app:change_7_latest", stale)
 			}
 			vars["registry_cert"] = string(tgt.CA)
 			vars["credentials"] = map[string]any{"username": tgt.Username, "password": tgt.Password, "repository": "^myorg/"}
@@ -92,9 +92,9 @@ func TestGateAndPromote(t *testing.T) {
 			if err := json.Unmarshal(b, &res); err != nil {
 				t.Fatal(err)
 			}
-			want := map[string]string{"myorg/app:latest": digestOf(t, app), "myorg/app:1.0": digestOf(t, app), "myorg/multi:latest": digestOf(t, multi)}
+			want := map[string]string{"myorg/app:latest": testenv.DigestOf(t, app), "myorg/app:1.0": testenv.DigestOf(t, app), "myorg/multi:latest": testenv.DigestOf(t, multi)}
 			for ref, d := range want {
-				if got := tgt.digest(t, ref); got != d {
+				if got := tgt.Digest(t, ref); got != d {
 					t.Errorf("%s = %q, want %s", ref, got, d)
 				}
 			}
@@ -103,14 +103,14 @@ func TestGateAndPromote(t *testing.T) {
 					t.Errorf("upload %+v", u)
 				}
 			}
-			if len(res.PromoteCheck.Diff) != 1 || !strings.Contains(res.PromoteCheck.Diff[0].After, "myorg/multi:latest -> "+digestOf(t, multi)) {
+			if len(res.PromoteCheck.Diff) != 1 || !strings.Contains(res.PromoteCheck.Diff[0].After, "myorg/multi:latest -> "+testenv.DigestOf(t, multi)) {
 				t.Errorf("check mode diff: %+v", res.PromoteCheck.Diff)
 			}
 			staging := []string{"myorg/app:change_42_latest", "myorg/app:change_42_1.0", "myorg/multi:change_42_latest", "myorg/app:change_7_latest"}
 			switch target {
 			case "docker hub":
 				for _, ref := range staging {
-					if d := tgt.digest(t, ref); d != "" {
+					if d := tgt.Digest(t, ref); d != "" {
 						t.Errorf("%s still there", ref)
 					}
 				}
@@ -122,7 +122,7 @@ func TestGateAndPromote(t *testing.T) {
 				}
 			case "docker-registry":
 				for _, ref := range staging {
-					if d := tgt.digest(t, ref); d == "" {
+					if d := tgt.Digest(t, ref); d == "" {
 						t.Errorf("%s deleted on a registry that cannot delete tags (by digest?)", ref)
 					}
 				}
