@@ -16,25 +16,19 @@ import (
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
-type credentials struct {
-	Username   string `ansible:"username,required"`
-	Password   string `ansible:"password,required,no_log"`
-	Repository string `ansible:"repository"`
-}
-
 type params struct {
-	Images         []zuul.Image `ansible:"docker_images,required"`
-	Credentials    *credentials `ansible:"docker_credentials,required"`
-	Zuul           zuul.Vars    `ansible:"zuul,raw,required"`
-	Registry       string       `ansible:"docker_registry" default:"docker.io"`
-	RegistryURL    string       `ansible:"docker_registry_url"`
-	HubURL         string       `ansible:"docker_hub_url"`
-	Cert           string       `ansible:"docker_registry_cert"`
-	Sweep          bool         `ansible:"stale_tag_sweep" default:"true"`
-	StaleAge       int          `ansible:"stale_tag_age" default:"86400"`
-	StalePipelines []string     `ansible:"stale_tag_pipelines"`
-	Jobs           int          `ansible:"jobs" default:"8"`
-	Timeout        int          `ansible:"timeout" default:"1800"`
+	Images         []zuul.Image         `ansible:"docker_images,required"`
+	Credentials    *publish.Credentials `ansible:"docker_credentials,required"`
+	Zuul           zuul.Vars            `ansible:"zuul,raw,required"`
+	Registry       string               `ansible:"docker_registry" default:"docker.io"`
+	RegistryURL    string               `ansible:"docker_registry_url"`
+	HubURL         string               `ansible:"docker_hub_url"`
+	Cert           string               `ansible:"docker_registry_cert"`
+	Sweep          bool                 `ansible:"stale_tag_sweep" default:"true"`
+	StaleAge       int                  `ansible:"stale_tag_age" default:"86400"`
+	StalePipelines []string             `ansible:"stale_tag_pipelines"`
+	Jobs           int                  `ansible:"jobs" default:"8"`
+	Timeout        int                  `ansible:"timeout" default:"1800"`
 }
 
 func main() {
@@ -47,7 +41,7 @@ func main() {
 		spec := publish.PromoteSpec{
 			Images:      p.Images,
 			Target:      publish.Target{Registry: p.Registry, URL: p.RegistryURL, HubURL: p.HubURL, CA: []byte(p.Cert)},
-			Credentials: publish.Credentials{Username: p.Credentials.Username, Password: p.Credentials.Password, Repository: p.Credentials.Repository},
+			Credentials: *p.Credentials,
 			Zuul:        p.Zuul,
 			Sweep:       p.Sweep, StaleAge: time.Duration(p.StaleAge) * time.Second, Pipelines: p.StalePipelines,
 			Jobs: p.Jobs,

@@ -15,15 +15,9 @@ import (
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
-type credentials struct {
-	Username   string `ansible:"username,required"`
-	Password   string `ansible:"password,required,no_log"`
-	Repository string `ansible:"repository"`
-}
-
 type params struct {
 	Images           []zuul.Image           `ansible:"docker_images,required"`
-	Credentials      *credentials           `ansible:"docker_credentials,required"`
+	Credentials      *publish.Credentials   `ansible:"docker_credentials,required"`
 	Zuul             zuul.Vars              `ansible:"zuul,raw,required"`
 	Registry         string                 `ansible:"docker_registry" default:"docker.io"`
 	RegistryURL      string                 `ansible:"docker_registry_url"`
@@ -53,7 +47,7 @@ func main() {
 		spec := publish.UploadSpec{
 			Images:           p.Images,
 			Target:           publish.Target{Registry: p.Registry, URL: p.RegistryURL, CA: []byte(p.Cert)},
-			Credentials:      publish.Credentials{Username: p.Credentials.Username, Password: p.Credentials.Password, Repository: p.Credentials.Repository},
+			Credentials:      *p.Credentials,
 			Zuul:             p.Zuul,
 			Promote:          p.Promote,
 			BuildsetRegistry: br,

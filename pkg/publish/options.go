@@ -12,13 +12,23 @@ import (
 
 // Credentials are docker_credentials: the account that writes to the
 // target registry (and, on Docker Hub, deletes tags through its web API),
-// and the optional repository restriction.
+// and the optional repository restriction. The ansible tags make it the
+// parameter type of docker_image_upload and docker_image_promote.
 type Credentials struct {
-	Username string
-	Password string
+	Username string `ansible:"username,required"`
+	Password string `ansible:"password,required,no_log"`
 	// Repository is a regular expression every image's repository must
 	// match (see RepositoryPattern); empty allows any.
-	Repository string
+	Repository string `ansible:"repository"`
+}
+
+// restriction compiles the repository restriction, nil when there is none;
+// warning is set when the expression is not anchored.
+func (c Credentials) restriction() (p *RepositoryPattern, warning string, err error) {
+	if c.Repository == "" {
+		return nil, "", nil
+	}
+	return CompileRepositoryPattern(c.Repository)
 }
 
 func (c Credentials) check() error {

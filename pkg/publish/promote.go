@@ -188,31 +188,19 @@ func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
 		return nil, fmt.Errorf("the stale tag age must be positive, got %s", spec.StaleAge)
 	}
 	p.pipelines = append([]string{spec.Zuul.Pipeline}, spec.Pipelines...)
-	var pattern *RepositoryPattern
-	if spec.Credentials.Repository != "" {
-		var warning string
-		if pattern, warning, err = CompileRepositoryPattern(spec.Credentials.Repository); err != nil {
-			return nil, err
-		}
-		if warning != "" {
-			p.warn("%s", warning)
-		}
+	pattern, warning, err := spec.Credentials.restriction()
+	if err != nil {
+		return nil, err
+	}
+	if warning != "" {
+		p.warn("%s", warning)
 	}
 	var errs []error
 	owner := map[string]int{}
 	for i, img := range spec.Images {
-		where := fmt.Sprintf("docker_images[%d] (%s)", i, img.Repository)
-		if err := img.CheckTags("docker_images", i); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if pattern != nil && !pattern.Allows(img.Repository) {
-			errs = append(errs, fmt.Errorf("%s: repository %s not permitted by docker_credentials.repository %q", where, img.Repository, pattern))
-			continue
-		}
-		repo, err := t.repository(img.Repository)
+		repo, where, err := t.imageRepository(pattern, i, img)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			errs = append(errs, err)
 			continue
 		}
 		ip := &imagePlan{index: i, img: img, repo: repo}

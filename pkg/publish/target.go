@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/imagegate/imagegate/pkg/dockerhub"
+	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
 // DockerHub is the docker_registry value that means Docker Hub.
@@ -111,3 +112,21 @@ func (t *target) repository(repo string) (string, error) {
 
 // ref names repo:tag in the target as users know it: docker.io/myorg/app:latest.
 func (t *target) ref(repo, tag string) string { return t.name + "/" + repo + ":" + tag }
+
+// imageRepository checks docker_images[i] before anything is written: its
+// tags, that the credentials' restriction (pattern, nil for none) permits
+// its repository, and its repository's name on the target, which it
+// returns with how errors name the image.
+func (t *target) imageRepository(pattern *RepositoryPattern, i int, img zuul.Image) (repo, where string, err error) {
+	where = fmt.Sprintf("docker_images[%d] (%s)", i, img.Repository)
+	if err := img.CheckTags("docker_images", i); err != nil {
+		return "", where, err
+	}
+	if pattern != nil && !pattern.Allows(img.Repository) {
+		return "", where, fmt.Errorf("%s: repository %s not permitted by docker_credentials.repository %q", where, img.Repository, pattern)
+	}
+	if repo, err = t.repository(img.Repository); err != nil {
+		return "", where, fmt.Errorf("%s: %w", where, err)
+	}
+	return repo, where, nil
+}

@@ -98,15 +98,12 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	if spec.Jobs <= 0 {
 		spec.Jobs = DefaultJobs
 	}
-	var pattern *RepositoryPattern
-	if spec.Credentials.Repository != "" {
-		var warning string
-		if pattern, warning, err = CompileRepositoryPattern(spec.Credentials.Repository); err != nil {
-			return nil, err
-		}
-		if warning != "" {
-			res.Warnings = append(res.Warnings, warning)
-		}
+	pattern, warning, err := spec.Credentials.restriction()
+	if err != nil {
+		return nil, err
+	}
+	if warning != "" {
+		res.Warnings = append(res.Warnings, warning)
 	}
 
 	// Every image, statically.
@@ -116,18 +113,9 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	repos := map[string]bool{}
 	var errs []error
 	for i, img := range spec.Images {
-		where := fmt.Sprintf("docker_images[%d] (%s)", i, img.Repository)
-		if err := img.CheckTags("docker_images", i); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if pattern != nil && !pattern.Allows(img.Repository) {
-			errs = append(errs, fmt.Errorf("%s: repository %s not permitted by docker_credentials.repository %q", where, img.Repository, pattern))
-			continue
-		}
-		repo, err := t.repository(img.Repository)
+		repo, where, err := t.imageRepository(pattern, i, img)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			errs = append(errs, err)
 			continue
 		}
 		repos[repo] = true
