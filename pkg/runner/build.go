@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
 //go:embed plugins
@@ -126,7 +128,7 @@ func (b *build) setup() error {
 		return err
 	}
 	for _, p := range b.it.projectList() {
-		if err := copyTree(p.Path, filepath.Join(b.srcRoot, p.Canonical)); err != nil {
+		if err := zuul.CopySource(p.Path, filepath.Join(b.srcRoot, p.Canonical)); err != nil {
 			return fmt.Errorf("preparing %s: %w", p.Canonical, err)
 		}
 	}

@@ -10,56 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/imagegate/imagegate/pkg/zuul"
 )
-
-// copyTree copies a directory tree, keeping file modes and symbolic links.
-// Sockets, devices and pipes are skipped.
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(target, info.Mode().Perm()|0o700)
-		case info.Mode()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case info.Mode().IsRegular():
-			return copyFile(p, target, info.Mode().Perm())
-		}
-		return nil
-	})
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
 
 // tarTree writes the tree under dir to a tar file, paths relative to dir.
 func tarTree(dir, path string) error {
@@ -141,7 +94,7 @@ func prepareRepo(src, dst, checkout, message string) (string, error) {
 			}
 		}
 	} else {
-		if err := copyTree(src, dst); err != nil {
+		if err := zuul.CopySource(src, dst); err != nil {
 			return "", fmt.Errorf("copying %s: %w", src, err)
 		}
 		if _, err := git(dst, "init", "-q"); err != nil {
