@@ -179,7 +179,7 @@ func (p *pruner) run(ctx context.Context, now time.Time) error {
 	}
 	p.rep.Repositories = len(names)
 	repos := make([]*repo, len(names))
-	err = forEach(ctx, 4, names, func(ctx context.Context, i int, name string) error {
+	err = storage.ForEach(ctx, 4, names, func(ctx context.Context, i int, name string) error {
 		r, err := p.loadRepo(ctx, name, now)
 		repos[i] = r
 		return err
@@ -212,7 +212,7 @@ func (p *pruner) run(ctx context.Context, now time.Time) error {
 			}
 			expired = append(expired, m)
 		}
-		err := forEach(ctx, p.parallel, expired, func(ctx context.Context, _ int, m *manifest) error {
+		err := storage.ForEach(ctx, p.parallel, expired, func(ctx context.Context, _ int, m *manifest) error {
 			return p.removeManifest(ctx, r, m, now)
 		})
 		if err != nil {
@@ -288,7 +288,7 @@ func (p *pruner) loadRepo(ctx context.Context, name string, now time.Time) (*rep
 	for _, m := range r.manifests {
 		ms = append(ms, m)
 	}
-	err := forEach(ctx, p.parallel, ms, func(ctx context.Context, _ int, m *manifest) error {
+	err := storage.ForEach(ctx, p.parallel, ms, func(ctx context.Context, _ int, m *manifest) error {
 		return p.readManifest(ctx, m)
 	})
 	if err != nil {
@@ -336,7 +336,7 @@ func (p *pruner) loadTimes(ctx context.Context, r *repo, now time.Time) error {
 		dg  digest.Digest
 	}
 	tags := make([]tagged, len(tes))
-	err = forEach(ctx, p.parallel, tes, func(ctx context.Context, i int, e storage.Entry) error {
+	err = storage.ForEach(ctx, p.parallel, tes, func(ctx context.Context, i int, e storage.Entry) error {
 		v, err := p.d.GetEntry(ctx, name, storage.Tags, e.Key)
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil
@@ -540,7 +540,7 @@ func (p *pruner) pruneBlobs(ctx context.Context, repos []*repo, referenced map[d
 			removed[b.Digest] = true
 		}
 	} else {
-		err = forEach(ctx, p.parallel, doomed, func(ctx context.Context, _ int, b storage.BlobInfo) error {
+		err = storage.ForEach(ctx, p.parallel, doomed, func(ctx context.Context, _ int, b storage.BlobInfo) error {
 			err := p.d.DeleteBlob(ctx, b.Digest)
 			if errors.Is(err, storage.ErrNotFound) {
 				return nil
@@ -571,7 +571,7 @@ func (p *pruner) pruneBlobs(ctx context.Context, repos []*repo, referenced map[d
 		p.rep.Links += len(links)
 		return nil
 	}
-	return forEach(ctx, p.parallel, links, func(ctx context.Context, _ int, l link) error {
+	return storage.ForEach(ctx, p.parallel, links, func(ctx context.Context, _ int, l link) error {
 		err := p.d.DeleteEntry(ctx, l.repo, storage.Blobs, l.key)
 		if err != nil && !errors.Is(err, storage.ErrNotFound) {
 			return fmt.Errorf("prune: removing link %s of %s: %w", l.key, l.repo, err)
@@ -581,36 +581,4 @@ func (p *pruner) pruneBlobs(ctx context.Context, repos []*repo, referenced map[d
 		p.mu.Unlock()
 		return nil
 	})
-}
-
-// forEach runs fn on every item with at most n at once and returns the
-// first error.
-func forEach[T any](parent context.Context, n int, items []T, fn func(context.Context, int, T) error) error {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	sem := make(chan struct{}, n)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for i, it := range items {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := fn(ctx, i, it); err != nil {
-				once.Do(func() { first = err; cancel() })
-			}
-		}()
-	}
-	wg.Wait()
-	if first == nil {
-		first = parent.Err()
-	}
-	return first
 }

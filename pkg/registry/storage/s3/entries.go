@@ -232,7 +232,7 @@ func (d *Driver) ListEntries(ctx context.Context, repo string, table storage.Tab
 // with their modification times.
 func (d *Driver) confirm(ctx context.Context, prefix string, keys []string) ([]storage.Entry, error) {
 	found := make([]*storage.Entry, len(keys))
-	err := forEach(ctx, d.parallel, keys, func(ctx context.Context, i int, k string) error {
+	err := storage.ForEach(ctx, d.parallel, keys, func(ctx context.Context, i int, k string) error {
 		full := prefix + k
 		out, err := d.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: &full})
 		if isNotFound(err) {
@@ -282,7 +282,7 @@ func (d *Driver) Repositories(ctx context.Context, after string, n int) ([]strin
 	for start := 0; start < len(names) && (n < 0 || len(out) < n); start += batch {
 		chunk := names[start:min(start+batch, len(names))]
 		ok := make([]bool, len(chunk))
-		err := forEach(ctx, d.parallel, chunk, func(ctx context.Context, i int, name string) error {
+		err := storage.ForEach(ctx, d.parallel, chunk, func(ctx context.Context, i int, name string) error {
 			has, err := d.hasManifest(ctx, name)
 			ok[i] = has
 			return err

@@ -375,38 +375,3 @@ func wrap(err error, format string, args ...any) error {
 func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 }
-
-// forEach runs fn on every item with at most n at once, and returns the
-// first error.
-func forEach[T any](parent context.Context, n int, items []T, fn func(context.Context, int, T) error) error {
-	if len(items) == 0 {
-		return parent.Err()
-	}
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	sem := make(chan struct{}, n)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for i, it := range items {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if err := fn(ctx, i, it); err != nil {
-				once.Do(func() { first = err; cancel() })
-			}
-		}()
-	}
-	wg.Wait()
-	if first == nil {
-		first = parent.Err()
-	}
-	return first
-}

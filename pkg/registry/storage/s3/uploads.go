@@ -285,7 +285,7 @@ func (d *Driver) readSegments(ctx context.Context, segs []segment, buf []byte) (
 // deleteSegments removes segment objects, logging failures: prune removes
 // what is left.
 func (d *Driver) deleteSegments(ctx context.Context, segs []segment) {
-	_ = forEach(ctx, d.parallel, segs, func(ctx context.Context, _ int, sg segment) error {
+	_ = storage.ForEach(ctx, d.parallel, segs, func(ctx context.Context, _ int, sg segment) error {
 		if _, err := d.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &d.bucket, Key: aws.String(sg.Key)}); err != nil {
 			d.log.Warn("deleting an upload segment failed", "key", sg.Key, "error", err)
 		}
@@ -370,7 +370,7 @@ func (d *Driver) assemble(ctx context.Context, key string, s *session) error {
 		}
 	}()
 	parts := make([]types.CompletedPart, t, t+1)
-	err = forEach(ctx, min(d.parallel, 8), segs[:t], func(ctx context.Context, i int, sg segment) error {
+	err = storage.ForEach(ctx, min(d.parallel, 8), segs[:t], func(ctx context.Context, i int, sg segment) error {
 		out, err := d.client.UploadPartCopy(ctx, &s3.UploadPartCopyInput{Bucket: &d.bucket, Key: &key, UploadId: mpu.UploadId,
 			PartNumber: aws.Int32(int32(i + 1)), CopySource: aws.String(d.copySource(sg.Key))})
 		if err != nil {
