@@ -222,7 +222,12 @@ func TestStopAbsentAndCrash(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the killed daemon to stop answering", func() bool { return answers(t, br) != nil })
+	testenv.WaitFor(t, "the killed daemon to stop answering", 30*time.Second, nil, func() error {
+		if answers(t, br) == nil {
+			return errors.New("it still answers")
+		}
+		return nil
+	})
 	if _, err := os.Stat(filepath.Join(root, "registry.pid")); err != nil {
 		t.Fatalf("no stale pid file: %v", err)
 	}
@@ -501,15 +506,4 @@ func TestSecrets(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // TestMain lets the test binary act as the daemon: Apply installs and
@@ -22,16 +25,6 @@ import (
 func TestMain(m *testing.M) {
 	ServeIfRequested()
 	os.Exit(m.Run())
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func apply(t *testing.T, spec Spec, opts ...Option) *Result {
@@ -88,7 +81,7 @@ func get(t *testing.T, url, caPEM, user, pw string) (*http.Response, error) {
 
 func TestLifecycle(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "br")
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	cleanup(t, root)
 	spec := Spec{Root: root, Port: port, Host: "127.0.0.1"}
 
@@ -159,7 +152,12 @@ func TestLifecycle(t *testing.T) {
 	if err := syscall.Kill(r4.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the killed daemon to release its lock", func() bool { pid, _ := runningPID(layout(root)); return pid == 0 })
+	testenv.WaitFor(t, "the killed daemon to release its lock", 30*time.Second, nil, func() error {
+		if pid, _ := runningPID(layout(root)); pid != 0 {
+			return fmt.Errorf("pid %d holds it", pid)
+		}
+		return nil
+	})
 	if _, err := os.Stat(filepath.Join(root, "registry.pid")); err != nil {
 		t.Fatalf("no stale pid file after the crash: %v", err)
 	}
@@ -169,7 +167,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	// A new port restarts the daemon with the same credentials and CA.
-	port2 := freePort(t)
+	port2 := testenv.FreePort(t)
 	r6 := apply(t, Spec{Root: root, Port: port2, Host: "127.0.0.1"})
 	if !r6.Changed || r6.Registry.Port != port2 || r6.Registry.Password != br.Password || r6.Registry.Cert != br.Cert {
 		t.Errorf("port change: %+v", r6)
@@ -193,7 +191,7 @@ func TestLifecycle(t *testing.T) {
 
 func TestCheckMode(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "br")
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	cleanup(t, root)
 	spec := Spec{Root: root, Port: port, Host: "127.0.0.1"}
 	check := WithCheckMode(true)
@@ -225,7 +223,7 @@ func TestCheckMode(t *testing.T) {
 	if pid, _ := runningPID(layout(root)); pid != started.PID {
 		t.Fatalf("check mode stopped the daemon: pid %d, was %d", pid, started.PID)
 	}
-	port2 := freePort(t)
+	port2 := testenv.FreePort(t)
 	r = apply(t, Spec{Root: root, Port: port2, Host: "127.0.0.1"}, check)
 	if !r.Changed || r.Registry == nil || r.Registry.Port != port2 || r.Before == r.After {
 		t.Errorf("check port change: %+v", r)
@@ -261,14 +259,14 @@ func TestStartErrors(t *testing.T) {
 	t.Run("root under a file", func(t *testing.T) {
 		file := filepath.Join(t.TempDir(), "file")
 		os.WriteFile(file, nil, 0o600)
-		_, err := Apply(context.Background(), Spec{Root: filepath.Join(file, "br"), Port: freePort(t), Host: "127.0.0.1"})
+		_, err := Apply(context.Background(), Spec{Root: filepath.Join(file, "br"), Port: testenv.FreePort(t), Host: "127.0.0.1"})
 		if !errors.Is(err, ErrRootUnusable) || !strings.Contains(err.Error(), "buildset_registry_root") {
 			t.Fatalf("error %v, want ErrRootUnusable naming buildset_registry_root", err)
 		}
 	})
 	t.Run("read-only file system", func(t *testing.T) {
 		// /proc/sys is read-only for everyone, root included.
-		_, err := Apply(context.Background(), Spec{Root: "/proc/sys/imagegate-br", Port: freePort(t), Host: "127.0.0.1"})
+		_, err := Apply(context.Background(), Spec{Root: "/proc/sys/imagegate-br", Port: testenv.FreePort(t), Host: "127.0.0.1"})
 		if !errors.Is(err, ErrRootUnusable) {
 			t.Fatalf("error %v, want ErrRootUnusable", err)
 		}
@@ -276,7 +274,7 @@ func TestStartErrors(t *testing.T) {
 	t.Run("daemon exits before ready", func(t *testing.T) {
 		root := filepath.Join(t.TempDir(), "br")
 		cleanup(t, root)
-		_, err := Apply(context.Background(), Spec{Root: root, Port: freePort(t), Host: "127.0.0.1"}, WithExecutable("/bin/false"))
+		_, err := Apply(context.Background(), Spec{Root: root, Port: testenv.FreePort(t), Host: "127.0.0.1"}, WithExecutable("/bin/false"))
 		if !errors.Is(err, ErrStartFailed) || !strings.Contains(err.Error(), "exited (exit status 1) before it was ready") {
 			t.Fatalf("error %v, want ErrStartFailed saying the daemon exited", err)
 		}
@@ -286,7 +284,7 @@ func TestStartErrors(t *testing.T) {
 		os.WriteFile(script, []byte("#!/bin/sh\necho hanging\nexec sleep 60\n"), 0o755)
 		root := filepath.Join(t.TempDir(), "br")
 		cleanup(t, root)
-		_, err := Apply(context.Background(), Spec{Root: root, Port: freePort(t), Host: "127.0.0.1"},
+		_, err := Apply(context.Background(), Spec{Root: root, Port: testenv.FreePort(t), Host: "127.0.0.1"},
 			WithExecutable(script), WithStartTimeout(300*time.Millisecond))
 		if !errors.Is(err, ErrStartFailed) || !strings.Contains(err.Error(), "no ready report") || !strings.Contains(err.Error(), "hanging") {
 			t.Fatalf("error %v, want ErrStartFailed with the log tail", err)
@@ -297,7 +295,7 @@ func TestStartErrors(t *testing.T) {
 		keep := filepath.Join(dir, "precious")
 		os.WriteFile(keep, []byte("x"), 0o644)
 		for _, state := range []State{Started, Absent} {
-			_, err := Apply(context.Background(), Spec{State: state, Root: dir, Port: freePort(t), Host: "127.0.0.1"})
+			_, err := Apply(context.Background(), Spec{State: state, Root: dir, Port: testenv.FreePort(t), Host: "127.0.0.1"})
 			if !errors.Is(err, ErrForeignRoot) {
 				t.Errorf("%s: error %v, want ErrForeignRoot", state, err)
 			}
@@ -313,7 +311,7 @@ func TestStartErrors(t *testing.T) {
 
 func TestExplicitListen(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "br")
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	cleanup(t, root)
 	r := apply(t, Spec{Root: root, Port: port, Host: "localhost", Listen: []string{"::1"}})
 	if resp, err := get(t, "https://[::1]:"+strconv.Itoa(port)+"/v2/", r.Registry.Cert, "", ""); err != nil {
@@ -327,24 +325,13 @@ func TestExplicitListen(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestConcurrentStarts runs several starts on one root at once, as parallel
 // tasks might: one starts the daemon, the others find it running, and all
 // return the same connection data.
 func TestConcurrentStarts(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "br")
 	cleanup(t, root)
-	spec := Spec{Root: root, Port: freePort(t), Host: "127.0.0.1"}
+	spec := Spec{Root: root, Port: testenv.FreePort(t), Host: "127.0.0.1"}
 	const n = 4
 	results := make(chan *Result, n)
 	errs := make(chan error, n)

@@ -1,6 +1,7 @@
 package publish_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -55,4 +56,21 @@ func buildsetRegistry(t testing.TB) (registry, *zuul.BuildsetRegistry) {
 	r := registrytest.New(t)
 	return registry{Host: r.Host, Username: r.Username, Password: r.Password, CA: r.CAPEM},
 		&zuul.BuildsetRegistry{Host: "127.0.0.1", Port: r.Port, Username: r.Username, Password: r.Password, Cert: string(r.CAPEM)}
+}
+
+// checkError fails t unless err is an error whose message holds each of
+// want and not secret.
+func checkError(t testing.TB, err error, secret string, want ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not contain %q:\n%v", w, err)
+		}
+	}
+	if secret != "" && strings.Contains(err.Error(), secret) {
+		t.Errorf("the error shows the password: %v", err)
+	}
 }

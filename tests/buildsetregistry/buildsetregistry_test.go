@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -21,9 +20,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/pkg/zuul"
@@ -108,39 +104,6 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// ociImage is an OCI image (manifest, config and layers of the OCI media
-// types, which skopeo's oci: transport requires) of the busybox layer and
-// the given extra layers.
-func ociImage(t *testing.T, extra ...[]byte) v1.Image {
-	t.Helper()
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	for _, l := range append([][]byte{testenv.BusyboxLayer(t)}, extra...) {
-		data := l
-		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(data)), nil
-		}, tarball.WithMediaType(types.OCILayer))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if img, err = mutate.AppendLayers(img, layer); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.Architecture, cf.OS = "amd64", "linux"
-	cf.Config.Env = []string{"PATH=/bin"}
-	cf.Config.Cmd = []string{"/bin/sh"}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		t.Fatal(err)
-	}
-	return img
-}
-
 // ociLayout writes img to a new OCI image layout under tag, for skopeo's
 // oci: transport.
 func ociLayout(t *testing.T, img v1.Image, tag string) string {
@@ -203,7 +166,7 @@ func TestBuildsetRegistryClients(t *testing.T) {
 	appRef := r.Location + "/" + app
 
 	// skopeo pushes myorg/app:latest with the credentials...
-	img := ociImage(t, testenv.FileLayer("etc/imagegate", []byte("buildset "+testenv.RandomString(t, 8))))
+	img := testenv.BusyboxOCIImage(t, testenv.FileLayer("etc/imagegate", []byte("buildset "+testenv.RandomString(t, 8))))
 	src := ociLayout(t, img, "latest")
 	skopeo(t, "copy", "--dest-cert-dir", r.CertDir, "--dest-authfile", auth, "oci:"+src+":latest", "docker://"+appRef)
 	digest := strings.TrimSpace(skopeo(t, "inspect", "--cert-dir", r.CertDir, "--format", "{{.Digest}}", "docker://"+appRef))

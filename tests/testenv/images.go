@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // BusyboxPath is where Debian's busybox-static package installs busybox.
@@ -66,13 +67,30 @@ func BusyboxLayer(t testing.TB) []byte {
 // top, for images that must differ by content.
 func BusyboxImage(t testing.TB, extra ...[]byte) v1.Image {
 	t.Helper()
+	return busyboxImage(t, false, extra)
+}
+
+// BusyboxOCIImage is BusyboxImage with the OCI media types (manifest,
+// config and layers), as skopeo's oci: transport requires.
+func BusyboxOCIImage(t testing.TB, extra ...[]byte) v1.Image {
+	t.Helper()
+	return busyboxImage(t, true, extra)
+}
+
+func busyboxImage(t testing.TB, oci bool, extra [][]byte) v1.Image {
+	t.Helper()
 	layers := append([][]byte{BusyboxLayer(t)}, extra...)
 	img := empty.Image
+	var lopts []tarball.LayerOption
+	if oci {
+		img = mutate.ConfigMediaType(mutate.MediaType(img, types.OCIManifestSchema1), types.OCIConfigJSON)
+		lopts = append(lopts, tarball.WithMediaType(types.OCILayer))
+	}
 	for _, l := range layers {
 		data := l
 		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(data)), nil
-		})
+		}, lopts...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,10 @@
-// Package ansibletest holds test helpers for imagegate modules: running a
-// module binary on an args file, and checking that a module's sidecar
-// documentation agrees with its parameter struct.
+// Package ansibletest holds test helpers for imagegate modules: building
+// module binaries as `make build` does (once per test package: Main,
+// Library), running a binary on an args file as Ansible does (RunBinary),
+// checking that a module's sidecar documentation agrees with its parameter
+// struct (CheckDocs) and renders with ansible-doc (CheckAnsibleDoc), and
+// running ansible-playbook in a private environment (Playbook,
+// PlaybookEnv).
 package ansibletest
 
 import (
@@ -212,15 +216,8 @@ func (o *Output) Msg() string { s, _ := o.Result["msg"].(string); return s }
 // is not exactly one JSON object or when failed is not set explicitly.
 func RunBinary(t testing.TB, bin string, args map[string]any, env ...string) *Output {
 	t.Helper()
-	dir := t.TempDir()
-	b, err := json.Marshal(args)
-	if err != nil {
-		t.Fatal(err)
-	}
-	argsFile := filepath.Join(dir, "args")
-	if err := os.WriteFile(argsFile, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	argsFile := filepath.Join(t.TempDir(), "args")
+	writeJSON(t, argsFile, args)
 	return RunBinaryFile(t, bin, argsFile, env...)
 }
 

@@ -147,14 +147,8 @@ func Playbook(t testing.TB, lib Library, playbook string, vars map[string]any, a
 	if err := os.WriteFile(inv, []byte("localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, err := json.Marshal(vars)
-	if err != nil {
-		t.Fatal(err)
-	}
 	varsFile := filepath.Join(dir, "vars.json")
-	if err := os.WriteFile(varsFile, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeJSON(t, varsFile, vars)
 	pb, err := filepath.Abs(playbook)
 	if err != nil {
 		t.Fatal(err)
@@ -166,4 +160,17 @@ func Playbook(t testing.TB, lib Library, playbook string, vars map[string]any, a
 		t.Fatalf("ansible-playbook %s: %v\n%s", playbook, err, out)
 	}
 	return string(out)
+}
+
+// writeJSON writes v as JSON to path, readable by its owner only: module
+// arguments and variables hold passwords.
+func writeJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
