@@ -126,3 +126,28 @@ func mustTime(t *testing.T) (tm time.Time) {
 	t.Helper()
 	return time.Now().Add(-2 * time.Hour)
 }
+
+// TestEmptyEntries: empty entries (blob links) are created in place; one
+// written over a value replaces it, and writing one twice is harmless.
+func TestEmptyEntries(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	d, err := filesystem.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key := digest.FromString("layer").String()
+	for i, value := range [][]byte{nil, nil, []byte("a value"), nil} {
+		if err := d.PutEntry(ctx, "team/app", storage.Blobs, key, value); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		got, err := d.GetEntry(ctx, "team/app", storage.Blobs, key)
+		if err != nil || !bytes.Equal(got, value) {
+			t.Fatalf("write %d of %q: read %q, %v", i, value, got, err)
+		}
+	}
+	if left, _ := os.ReadDir(filepath.Join(root, "tmp")); len(left) != 0 {
+		t.Errorf("tmp/ holds %d files after the writes", len(left))
+	}
+}
