@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/opencontainers/go-digest"
 )
 
 // flight is one piece of work of an operation that several jobs may
@@ -163,10 +162,24 @@ func (s *session) mountBlob(ctx context.Context, sc, dc *repoClient, d descripto
 
 // upload streams a blob from the source into the target: GET, then one
 // PUT to the upload session (location, or a new one). The PUT body is the
-// GET body, verified against the digest as it passes, so a layer is never
-// held in memory. A failure that may pass (a reset, a 5xx, a body cut
-// short) restarts the transfer with the retry policy's backoff; a failed
+// GET body, so a layer is never held in memory. A failure that may pass
+// (a reset, a 5xx, a body cut short, content that does not match its
+// digest) restarts the transfer with the retry policy's backoff; a failed
 // attempt's session is cancelled.
+//
+// The content is checked on the way for its size only; its digest is
+// checked by the target. The PUT names the digest, and a registry hashes
+// what it receives and refuses to commit content that does not match it
+// (DIGEST_INVALID, distribution spec "Pushing blobs"): imagegate's
+// registry, distribution and zuul-registry all do, before the blob
+// becomes visible. Hashing here too would be a second SHA-256 of every
+// byte, a third of this process's CPU in a copy, for no content the
+// target would not refuse anyway. What the client keeps is what the
+// target cannot know: the size the manifest gives (the PUT announces it;
+// a shorter stream fails the PUT before its body is complete, a longer
+// one is cut at the size) and the attribution of a mismatch to the
+// source (the target's DIGEST_INVALID becomes ErrDigestMismatch, and the
+// transfer is retried).
 func (s *session) upload(ctx context.Context, sc, dc *repoClient, d descriptor, location string, cnt *counters) error {
 	ref := dc.host + "/" + dc.repo
 	p := s.c.retry
@@ -211,15 +224,34 @@ func (s *session) uploadOnce(ctx context.Context, sc, dc *repoClient, d descript
 		return 0, err
 	}
 	defer body.Close()
-	vr := &verifyingReader{r: body, v: d.Digest.Verifier(), want: d}
-	if err := dc.putBlob(ctx, location, d, vr); err != nil {
+	sr := &sizedReader{r: body, want: d}
+	if err := dc.putBlob(ctx, location, d, sr); err != nil {
 		dc.cancelUpload(location)
-		if vr.err != nil {
-			return 0, vr.err // the source's fault, not the target's
+		if sr.err != nil {
+			return 0, sr.err // the source's fault, not the target's
+		}
+		if hasErrorCode(err, "DIGEST_INVALID") {
+			return 0, fmt.Errorf("%w: blob %s: the target registry found another digest in the content the source sent (%v)",
+				ErrDigestMismatch, d.Digest, err)
 		}
 		return 0, err
 	}
-	return vr.n, nil
+	return sr.n, nil
+}
+
+// hasErrorCode reports whether err is a registry answer carrying the
+// error code (distribution spec, "Error Codes").
+func hasErrorCode(err error, code string) bool {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return false
+	}
+	for _, d := range te.Errors {
+		if string(d.Code) == code {
+			return true
+		}
+	}
+	return false
 }
 
 // retryableBlobError reports whether a blob transfer is worth restarting.
@@ -231,41 +263,32 @@ func retryableBlobError(err error) bool {
 	return errors.Is(err, ErrDigestMismatch) || retryableError(err)
 }
 
-// verifyingReader passes a blob through, counting and hashing it; at the
-// end it fails, instead of returning EOF, when the size or digest is not
-// the descriptor's. The PUT then fails and the registry commits nothing.
-type verifyingReader struct {
+// sizedReader passes a blob through, counting it; it fails, instead of
+// returning EOF, when the blob is not the descriptor's size, and fails a
+// read error of the source as its own. Either way the PUT fails before
+// its body is complete, and the target commits nothing.
+type sizedReader struct {
 	r    io.Reader
-	v    digest.Verifier
 	want descriptor
 	n    int64
 	err  error
 }
 
-func (r *verifyingReader) Read(p []byte) (int, error) {
+func (r *sizedReader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
 	n, err := r.r.Read(p)
-	if n > 0 {
-		r.v.Write(p[:n])
-		r.n += int64(n)
-		if r.want.Size > 0 && r.n > r.want.Size {
-			r.err = fmt.Errorf("%w: blob %s is longer than its %d bytes", ErrDigestMismatch, r.want.Digest, r.want.Size)
-			return 0, r.err
-		}
+	r.n += int64(n)
+	if r.want.Size > 0 && r.n > r.want.Size {
+		r.err = fmt.Errorf("%w: blob %s is longer than its %d bytes", ErrDigestMismatch, r.want.Digest, r.want.Size)
+		return 0, r.err
 	}
-	if err == io.EOF {
-		switch {
-		case r.want.Size > 0 && r.n != r.want.Size:
-			r.err = fmt.Errorf("%w: blob %s: read %d of %d bytes", ErrDigestMismatch, r.want.Digest, r.n, r.want.Size)
-		case !r.v.Verified():
-			r.err = fmt.Errorf("%w: blob %s: the content has another digest", ErrDigestMismatch, r.want.Digest)
-		}
-		if r.err != nil {
-			return n, r.err
-		}
-	} else if err != nil {
+	switch {
+	case err == io.EOF && r.want.Size > 0 && r.n != r.want.Size:
+		r.err = fmt.Errorf("%w: blob %s: read %d of %d bytes", ErrDigestMismatch, r.want.Digest, r.n, r.want.Size)
+		return n, r.err
+	case err != nil && err != io.EOF:
 		r.err = fmt.Errorf("reading blob %s from the source: %w", r.want.Digest, err)
 		return n, r.err
 	}

@@ -2,14 +2,20 @@ package transfer_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/pkg/registry/storage"
 	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/transfer/faultproxy"
 	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
@@ -114,4 +120,93 @@ func TestPermanentFailure(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCorruptSourceCommitsNothing: a source that sends a layer with one
+// byte changed (right length, wrong content) never gets that content
+// committed in the target, whichever registry it is (imagegate's and
+// distribution both check the digest the upload names). The copy is
+// retried as a digest mismatch of the source and fails naming the blob
+// when the corruption persists, or completes with the right content when
+// it passes.
+func TestCorruptSourceCommitsNothing(t *testing.T) {
+	t.Parallel()
+	src := transfertest.Distribution(t)
+	layer := transfertest.Layer(400, 300_000)
+	ld, _ := layer.Digest()
+	transfertest.Push(t, src, src.Host+"/org/app:latest", transfertest.Image(t, false, layer, transfertest.Layer(401, 1000)))
+	ours := registrytest.New(t)
+	targets := map[string]transfertest.Registry{
+		"imagegate":    {Host: ours.Host, Username: ours.Username, Password: ours.Password, CA: ours.CAPEM},
+		"distribution": transfertest.Distribution(t),
+	}
+	policy := transfer.RetryPolicy{Attempts: 3, MinWait: 5 * time.Millisecond, MaxWait: 20 * time.Millisecond, MaxRetryAfter: time.Second}
+	for name, dst := range targets {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			// Every GET of the layer is corrupted: all attempts fail.
+			var gets atomic.Int64
+			isLayer := func(r *http.Request) bool {
+				return r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+ld.String())
+			}
+			sp, srcP := transfertest.Proxy(t, src, "", faultproxy.Config{Corrupt: 1, Match: func(r *http.Request) bool {
+				if !isLayer(r) {
+					return false
+				}
+				gets.Add(1)
+				return true
+			}})
+			c := newCopier(t, append(endpoints(srcP, dst), transfer.WithRetry(policy))...)
+			_, err := c.Copy(context.Background(), srcP.Host+"/org/app:latest", dst.Host+"/org/app:latest")
+			var te *transfer.Error
+			if !errors.As(err, &te) || !errors.Is(err, transfer.ErrDigestMismatch) || te.Step != transfer.StepBlob || te.Digest != ld.String() {
+				t.Fatalf("copy of a corrupt layer: %v; want a digest mismatch of blob %s", err, ld)
+			}
+			if gets.Load() != int64(policy.Attempts) || sp.Stats().Corruptions != int64(policy.Attempts) {
+				t.Errorf("layer read %d times, %d corrupted; want %d attempts", gets.Load(), sp.Stats().Corruptions, policy.Attempts)
+			}
+			if _, err := transfertest.ManifestErr(dst, dst.Host+"/org/app:latest"); err == nil {
+				t.Error("the tag was written although a layer failed")
+			}
+			if code := blobStatus(t, dst, "org/app", ld.String()); code != http.StatusNotFound {
+				t.Errorf("HEAD of the corrupt layer in the target: %d, want 404", code)
+			}
+			if name == "imagegate" {
+				if _, err := ours.Driver.StatBlob(context.Background(), digest.Digest(ld.String())); !errors.Is(err, storage.ErrNotFound) {
+					t.Errorf("imagegate's storage holds blob %s: %v", ld, err)
+				}
+			}
+
+			// Corruption on the first read only: the retry copies the
+			// right content.
+			gets.Store(0)
+			if err := sp.SetConfig(faultproxy.Config{Corrupt: 1, Match: func(r *http.Request) bool {
+				return isLayer(r) && gets.Add(1) == 1
+			}}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := c.Copy(context.Background(), srcP.Host+"/org/app:latest", dst.Host+"/org/again:latest")
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkSame(t, src, src.Host+"/org/app:latest", dst, dst.Host+"/org/again:latest")
+			if gets.Load() != 2 || r.BlobsCopied != 3 {
+				t.Errorf("layer read %d times (want 2: one corrupt, one good); result %+v", gets.Load(), r)
+			}
+		})
+	}
+}
+
+// blobStatus is the status of a HEAD of a blob in repo.
+func blobStatus(t *testing.T, r transfertest.Registry, repo, dgst string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodHead, "https://"+r.Host+"/v2/"+repo+"/blobs/"+dgst, nil)
+	req.SetBasicAuth(r.Username, r.Password)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.Roots()}}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

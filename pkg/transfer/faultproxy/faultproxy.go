@@ -11,7 +11,8 @@
 //     the work, the client never hears of it);
 //   - answer 429 Too Many Requests with a Retry-After header;
 //   - forward the response but cut its body short and drop the connection;
-//   - delay the response.
+//   - delay the response;
+//   - forward the response with one byte of its body changed (same length).
 //
 // Faults are decided by rates and a seed. The decision for a request is a
 // hash of the seed, the request's method and path (upload session ids
@@ -63,6 +64,10 @@ type Config struct {
 	// Slow delays the response by Delay (default 200ms).
 	Slow  float64
 	Delay time.Duration
+	// Corrupt forwards the request and the whole response, with one byte
+	// of the body (in its middle) changed: content that does not match its
+	// digest, as a faulty disk or middlebox would deliver it.
+	Corrupt float64
 	// Match limits faults to the requests it returns true for; nil means
 	// every request. Requests it rejects are forwarded untouched.
 	Match func(*http.Request) bool
@@ -72,12 +77,12 @@ type Config struct {
 }
 
 func (c Config) validate() error {
-	for n, r := range map[string]float64{"Reset": c.Reset, "Error": c.Error, "Throttle": c.Throttle, "Truncate": c.Truncate, "Slow": c.Slow} {
+	for n, r := range map[string]float64{"Reset": c.Reset, "Error": c.Error, "Throttle": c.Throttle, "Truncate": c.Truncate, "Slow": c.Slow, "Corrupt": c.Corrupt} {
 		if r < 0 || r > 1 {
 			return fmt.Errorf("faultproxy: %s rate %v is not in [0, 1]", n, r)
 		}
 	}
-	if c.Reset+c.Error+c.Throttle+c.Truncate+c.Slow > 1 {
+	if c.Reset+c.Error+c.Throttle+c.Truncate+c.Slow+c.Corrupt > 1 {
 		return errors.New("faultproxy: the rates add up to more than 1")
 	}
 	if c.FailAll != 0 && (c.FailAll < 400 || c.FailAll > 599) {
@@ -88,8 +93,8 @@ func (c Config) validate() error {
 
 // Stats counts what the proxy did.
 type Stats struct {
-	Requests                                      int64
-	Resets, Errors, Throttles, Truncations, Slows int64
+	Requests                                                   int64
+	Resets, Errors, Throttles, Truncations, Slows, Corruptions int64
 	// BytesUp are request body bytes forwarded to the registry; BytesDown
 	// response body bytes sent back.
 	BytesUp, BytesDown int64
@@ -99,7 +104,9 @@ type Stats struct {
 }
 
 // Faults is the number of requests that got a fault.
-func (s Stats) Faults() int64 { return s.Resets + s.Errors + s.Throttles + s.Truncations + s.Slows }
+func (s Stats) Faults() int64 {
+	return s.Resets + s.Errors + s.Throttles + s.Truncations + s.Slows + s.Corruptions
+}
 
 // Proxy is a running fault-injecting proxy.
 type Proxy struct {
@@ -113,8 +120,8 @@ type Proxy struct {
 	seen   map[string]uint64
 	byKind map[string]int64
 
-	requests, resets, errs, throttles, truncations, slows atomic.Int64
-	up, down                                              atomic.Int64
+	requests, resets, errs, throttles, truncations, slows, corruptions atomic.Int64
+	up, down                                                           atomic.Int64
 }
 
 // Options are where the proxy listens and what it trusts.
@@ -163,6 +170,10 @@ func Start(upstream string, o Options, cfg Config) (*Proxy, error) {
 				resp.Body = &cutReader{r: resp.Body, left: max(resp.ContentLength/2, 1)}
 				p.truncations.Add(1)
 			}
+			if bad, _ := resp.Request.Context().Value(corruptKey{}).(bool); bad && resp.ContentLength > 0 {
+				resp.Body = &flipReader{r: resp.Body, at: resp.ContentLength / 2}
+				p.corruptions.Add(1)
+			}
 			resp.Body = &countReader{r: resp.Body, n: &p.down}
 			return nil
 		},
@@ -206,7 +217,7 @@ func (p *Proxy) Stats() Stats {
 	}
 	p.mu.Unlock()
 	return Stats{Requests: p.requests.Load(), Resets: p.resets.Load(), Errors: p.errs.Load(),
-		Throttles: p.throttles.Load(), Truncations: p.truncations.Load(), Slows: p.slows.Load(),
+		Throttles: p.throttles.Load(), Truncations: p.truncations.Load(), Slows: p.slows.Load(), Corruptions: p.corruptions.Load(),
 		BytesUp: p.up.Load(), BytesDown: p.down.Load(), ByKind: kinds}
 }
 
@@ -229,9 +240,13 @@ const (
 	throttle
 	truncate
 	slow
+	corrupt
 )
 
-type truncateKey struct{}
+type (
+	truncateKey struct{}
+	corruptKey  struct{}
+)
 
 // quiet swallows the logs of the reverse proxy and server: aborted
 // responses and dropped connections are the point here.
@@ -293,7 +308,7 @@ func (p *Proxy) decide(r *http.Request) (fault, byte, Config) {
 	for _, c := range []struct {
 		rate float64
 		f    fault
-	}{{cfg.Reset, reset}, {cfg.Error, errBefore}, {cfg.Throttle, throttle}, {cfg.Truncate, truncate}, {cfg.Slow, slow}} {
+	}{{cfg.Reset, reset}, {cfg.Error, errBefore}, {cfg.Throttle, throttle}, {cfg.Truncate, truncate}, {cfg.Slow, slow}, {cfg.Corrupt, corrupt}} {
 		if x < c.rate {
 			if c.f == errBefore && sub%2 == 1 {
 				return errAfter, sub / 2, cfg
@@ -355,6 +370,8 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	case truncate:
 		r = r.WithContext(context.WithValue(r.Context(), truncateKey{}, true))
+	case corrupt:
+		r = r.WithContext(context.WithValue(r.Context(), corruptKey{}, true))
 	case errAfter:
 		p.errs.Add(1)
 		rec := &discardWriter{h: http.Header{}}
@@ -417,6 +434,24 @@ func (c *cutReader) Read(p []byte) (int, error) {
 }
 
 func (c *cutReader) Close() error { return c.r.Close() }
+
+// flipReader passes a body through with the byte at offset at inverted.
+type flipReader struct {
+	r   io.ReadCloser
+	at  int64
+	off int64
+}
+
+func (f *flipReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if i := f.at - f.off; i >= 0 && i < int64(n) {
+		p[i] ^= 0xff
+	}
+	f.off += int64(n)
+	return n, err
+}
+
+func (f *flipReader) Close() error { return f.r.Close() }
 
 type countReader struct {
 	r io.ReadCloser

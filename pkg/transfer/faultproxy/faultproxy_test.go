@@ -58,6 +58,9 @@ func outcome(c *http.Client, p *faultproxy.Proxy, method, path string) string {
 	if ra := resp.Header.Get("Retry-After"); ra != "" {
 		return fmt.Sprintf("%d retry-after %s", resp.StatusCode, ra)
 	}
+	if changed := len(b) - strings.Count(string(b), "x"); changed > 0 {
+		return fmt.Sprintf("%d %d bytes, %d changed", resp.StatusCode, len(b), changed)
+	}
 	return fmt.Sprintf("%d %d bytes", resp.StatusCode, len(b))
 }
 
@@ -77,6 +80,7 @@ func TestEachFault(t *testing.T) {
 		// the client before the connection drops depends on buffering.
 		{"truncate", faultproxy.Config{Truncate: 1}, "200 cut after ", func(s faultproxy.Stats) int64 { return s.Truncations }},
 		{"slow", faultproxy.Config{Slow: 1, Delay: time.Millisecond}, "200 65536 bytes", func(s faultproxy.Stats) int64 { return s.Slows }},
+		{"corrupt", faultproxy.Config{Corrupt: 1}, "200 65536 bytes, 1 changed", func(s faultproxy.Stats) int64 { return s.Corruptions }},
 		{"down", faultproxy.Config{FailAll: 503}, "503", func(s faultproxy.Stats) int64 { return s.Errors }},
 		{"match", faultproxy.Config{Error: 1, Match: func(r *http.Request) bool { return r.Method == http.MethodPut }}, "200 65536 bytes",
 			func(s faultproxy.Stats) int64 { return s.Requests - s.Errors }},
@@ -123,7 +127,7 @@ func TestSeedIsDeterministic(t *testing.T) {
 
 func TestConfigValidated(t *testing.T) {
 	t.Parallel()
-	for _, cfg := range []faultproxy.Config{{Reset: 1.5}, {Error: -0.1}, {Reset: 0.6, Error: 0.6}, {FailAll: 200}} {
+	for _, cfg := range []faultproxy.Config{{Reset: 1.5}, {Error: -0.1}, {Reset: 0.6, Error: 0.6}, {Corrupt: 2}, {Slow: 0.5, Corrupt: 0.6}, {FailAll: 200}} {
 		if _, err := faultproxy.Start("127.0.0.1:1", faultproxy.Options{}, cfg); err == nil {
 			t.Errorf("config %+v accepted", cfg)
 		}
