@@ -183,6 +183,14 @@ func (c *Copier) transport(host string) (*endpointTransport, error) {
 	return t, nil
 }
 
+// maxRequests is the most requests an operation has in flight to one
+// registry: blob transfers, mounts (see newSession) and one manifest
+// request per image.
+func (c *Copier) maxRequests() int { return c.jobs + mountJobs(c.jobs) + c.imageJobs }
+
+// mountJobs is the size of the pool of mounts: see (*session).mountBlob.
+func mountJobs(jobs int) int { return 4 * jobs }
+
 func (c *Copier) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeoutCause(ctx, c.timeout, fmt.Errorf("%w (%s)", ErrDeadline, c.timeout))
 }
@@ -407,7 +415,7 @@ type clientEntry struct {
 
 func newSession(ctx context.Context, c *Copier, jobs []*parsedJob, plan bool) *session {
 	s := &session{ctx: ctx, c: c, plan: plan, blobSem: make(chan struct{}, c.jobs),
-		mountSem:  make(chan struct{}, 4*c.jobs),
+		mountSem:  make(chan struct{}, mountJobs(c.jobs)),
 		mountable: map[string][]string{}, clients: map[string]*clientEntry{}, flights: map[string]*flight{}}
 	sets := map[string]map[string]bool{}
 	add := func(host, repo string) {

@@ -71,10 +71,10 @@ func newEndpointTransport(ep Endpoint, c *Copier) (*endpointTransport, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := newHTTPTransport(regTLS, c.jobs)
+	reg := newHTTPTransport(regTLS, c.maxRequests())
 	other := reg
 	if otherTLS != regTLS {
-		other = newHTTPTransport(otherTLS, c.jobs)
+		other = newHTTPTransport(otherTLS, c.maxRequests())
 	}
 	var base http.RoundTripper = reg
 	bases := []*http.Transport{reg}
@@ -120,7 +120,7 @@ func tlsConfigs(ep Endpoint) (reg, other *tls.Config, err error) {
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: only}, other, nil
 }
 
-func newHTTPTransport(tc *tls.Config, jobs int) *http.Transport {
+func newHTTPTransport(tc *tls.Config, conns int) *http.Transport {
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -130,11 +130,14 @@ func newHTTPTransport(tc *tls.Config, jobs int) *http.Transport {
 		ResponseHeaderTimeout: 2 * time.Minute,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       90 * time.Second,
-		// One connection per parallel transfer, kept for the next one:
+		// One connection per request in flight, kept for the next one:
 		// HTTP/1.1 streams in parallel over separate connections, where
-		// HTTP/2 would share one connection's flow-control window.
-		MaxIdleConns:        4 * (jobs + 4),
-		MaxIdleConnsPerHost: jobs + 4,
+		// HTTP/2 would share one connection's flow-control window. An
+		// idle pool smaller than the requests in flight closes the
+		// surplus after each burst and dials (a TLS handshake on both
+		// sides) for the next.
+		MaxIdleConns:        2 * conns,
+		MaxIdleConnsPerHost: conns,
 	}
 }
 
