@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imagegate/imagegate/pkg/atomicfile"
 	"github.com/imagegate/imagegate/pkg/pki"
 )
 
@@ -105,7 +106,7 @@ func writeConfig(l layout, c *config) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(l.config(), append(b, '\n'), 0o600)
+	return atomicfile.WriteFile(l.config(), append(b, '\n'), 0o600)
 }
 
 // caValidity is how long the CA, and so the server certificates it issues,
@@ -341,28 +342,4 @@ func sameContent(a, b string) (bool, error) {
 			return false, errb
 		}
 	}
-}
-
-// writeFileAtomic writes data to path through a synced temporary file and a
-// rename, so a reader sees the old content or the new, never a part.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	err = tmp.Chmod(mode)
-	if err == nil {
-		_, err = tmp.Write(data)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	return err
 }

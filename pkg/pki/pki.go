@@ -22,10 +22,11 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/imagegate/imagegate/pkg/atomicfile"
 )
 
 // BuildsetAlias is the host name the use-buildset-registry role maps to the
@@ -44,25 +45,14 @@ type CA struct {
 
 // NewCA generates a certificate authority valid for validity, named cn.
 func NewCA(cn string, validity time.Duration) (*CA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating CA key: %w", err)
-	}
-	serial, err := randomSerial()
+	key, tmpl, err := newTemplate("CA", cn, validity)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: cn, Organization: []string{"imagegate"}},
-		NotBefore:             now.Add(-5 * time.Minute),
-		NotAfter:              now.Add(validity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = true
+	tmpl.MaxPathLenZero = true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return nil, fmt.Errorf("creating CA certificate: %w", err)
@@ -117,23 +107,12 @@ func (s *ServerCert) TLSCertificate() (tls.Certificate, error) {
 // Issue signs a server certificate for hosts (DNS names or IP addresses),
 // valid for validity.
 func (ca *CA) Issue(hosts []string, validity time.Duration) (*ServerCert, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating server key: %w", err)
-	}
-	serial, err := randomSerial()
+	key, tmpl, err := newTemplate("server", firstOr(hosts, "imagegate registry"), validity)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: firstOr(hosts, "imagegate registry"), Organization: []string{"imagegate"}},
-		NotBefore:    now.Add(-5 * time.Minute),
-		NotAfter:     now.Add(validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	var names []string
 	seen := map[string]bool{}
 	for _, h := range hosts {
@@ -199,6 +178,28 @@ func CertPool(pemData []byte) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// newTemplate generates a P-256 key and the part of a certificate template
+// every imagegate certificate shares: a random serial, the subject cn of
+// organisation imagegate, and validity from five minutes ago (clock skew)
+// for validity. what names the certificate in errors.
+func newTemplate(what, cn string, validity time.Duration) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generating %s key: %w", what, err)
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	return key, &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"imagegate"}},
+		NotBefore:    now.Add(-5 * time.Minute),
+		NotAfter:     now.Add(validity),
+	}, nil
+}
+
 func randomSerial() (*big.Int, error) {
 	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
@@ -233,34 +234,10 @@ func (ca *CA) WriteFiles(certFile, keyFile string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileMode(keyFile, kp, 0o600); err != nil {
+	if err := atomicfile.WriteFile(keyFile, kp, 0o600); err != nil {
 		return err
 	}
-	return writeFileMode(certFile, ca.CertPEM, 0o644)
+	return atomicfile.WriteFile(certFile, ca.CertPEM, 0o644)
 }
 
-func writeFile(path string, data []byte) error { return writeFileMode(path, data, 0o600) }
-
-func writeFileMode(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
+func writeFile(path string, data []byte) error { return atomicfile.WriteFile(path, data, 0o600) }

@@ -21,6 +21,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/imagegate/imagegate/pkg/atomicfile"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
@@ -448,7 +449,7 @@ func (b *build) scrub() {
 	if data, _, err := b.readResults(); err == nil {
 		doc := map[string]any{"data": data, "secret_data": map[string]any{}}
 		if raw, err := json.MarshalIndent(doc, "", "  "); err == nil {
-			_ = writeFileAtomic(b.resultFile, raw, 0o600)
+			_ = atomicfile.WriteFile(b.resultFile, raw, 0o600)
 		}
 	}
 	_ = os.Remove(b.resultFile + ".lock")
@@ -456,7 +457,7 @@ func (b *build) scrub() {
 		b.logFile.Close()
 		path := filepath.Join(b.logs, "job-output.txt")
 		if raw, err := os.ReadFile(path); err == nil {
-			_ = writeFileAtomic(path, []byte(b.red.redact(string(raw))), 0o600)
+			_ = atomicfile.WriteFile(path, []byte(b.red.redact(string(raw))), 0o600)
 		}
 	}
 }
@@ -548,7 +549,7 @@ func writeYAML(path string, v any, mode os.FileMode) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b, mode)
+	return atomicfile.WriteFile(path, b, mode)
 }
 
 // writeVarsYAML writes the extra variables; the change message is tagged
@@ -570,7 +571,7 @@ func writeVarsYAML(path string, vars map[string]any, message string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b, 0o600)
+	return atomicfile.WriteFile(path, b, 0o600)
 }
 
 func mappingValue(n *yaml.Node, key string) *yaml.Node {
@@ -586,30 +587,6 @@ func mappingValue(n *yaml.Node, key string) *yaml.Node {
 		}
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func firstNonEmpty(s ...string) string {

@@ -31,7 +31,9 @@ func record(label, expr string) string {
 `
 }
 
-func runQueue(t *testing.T, queue string, files map[string]string) (*Report, string) {
+// runQueue runs queue on the tree files with opts, and returns the report
+// and the tree's directory.
+func runQueue(t *testing.T, queue string, files map[string]string, opts ...Option) (*Report, string) {
 	t.Helper()
 	dir := t.TempDir()
 	writeTree(t, dir, files)
@@ -40,7 +42,7 @@ func runQueue(t *testing.T, queue string, files map[string]string) (*Report, str
 		t.Fatal(err)
 	}
 	var progress bytes.Buffer
-	r, err := New(WithWorkDir(filepath.Join(dir, "work")), WithProgress(&progress))
+	r, err := New(append([]Option{WithWorkDir(filepath.Join(dir, "work")), WithProgress(&progress)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,24 +476,11 @@ func TestRunRetries(t *testing.T) {
 `,
 		"p/README": "p\n",
 	}
-	dir := t.TempDir()
-	writeTree(t, dir, files)
-	q, err := ParseQueue([]byte(`
+	rep, dir := runQueue(t, `
 config: [{path: cfg, project: site/config}]
 changes:
   - {project: x/p, change: 1, src: p, jobs: [flaky-pre, config-error]}
-`), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := New(WithWorkDir(filepath.Join(dir, "work")), WithMaxAttempts(5))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := r.Run(context.Background(), q)
-	if err != nil {
-		t.Fatal(err)
-	}
+`, files, WithMaxAttempts(5))
 	it := rep.Items[0]
 	if b := it.Build("flaky-pre"); b.Result != RetryLimit || b.Attempts != 2 || !strings.Contains(b.Message, "pre-run failed") {
 		t.Errorf("flaky-pre: %+v", b)
@@ -549,9 +538,7 @@ func TestRunConcurrencyAndTimeout(t *testing.T) {
 `,
 		"p/README": "p\n",
 	}
-	dir := t.TempDir()
-	writeTree(t, dir, files)
-	q, err := ParseQueue([]byte(`
+	rep, _ := runQueue(t, `
 config: [{path: cfg, project: site/config}]
 changes:
   - project: x/p
@@ -562,18 +549,7 @@ changes:
       - right
       - after: {dependencies: [left, right]}
       - slow
-`), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := New(WithWorkDir(filepath.Join(dir, "work")), WithConcurrency(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := r.Run(context.Background(), q)
-	if err != nil {
-		t.Fatal(err)
-	}
+`, files, WithConcurrency(2))
 	it := rep.Items[0]
 	for _, j := range []string{"left", "right", "after"} {
 		if b := it.Build(j); b.Result != Success {
