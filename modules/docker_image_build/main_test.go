@@ -93,9 +93,7 @@ func TestBadInput(t *testing.T) {
 					t.Errorf("msg %q does not contain %q", o.Msg(), w)
 				}
 			}
-			if strings.Contains(string(o.Stdout), password) || strings.Contains(string(o.Stderr), password) {
-				t.Error("the password was printed")
-			}
+			o.CheckNoSecrets(t, password)
 		})
 	}
 }
@@ -137,19 +135,12 @@ func TestBuildThroughModule(t *testing.T) {
 		}
 		return d.Digest.String(), nil
 	}
-	noSecret := func(o *ansibletest.Output) {
-		t.Helper()
-		if strings.Contains(string(o.Stdout), reg.Password) || strings.Contains(string(o.Stderr), reg.Password) {
-			t.Error("the registry password was printed")
-		}
-	}
-
 	check := map[string]any{"_ansible_check_mode": true}
 	for k, v := range args {
 		check[k] = v
 	}
 	o := ansibletest.RunBinary(t, bin, check, "HOME="+home)
-	noSecret(o)
+	o.CheckNoSecrets(t, reg.Password)
 	if o.Failed() || !o.Changed() {
 		t.Fatalf("check mode: %s", o.Stdout)
 	}
@@ -162,7 +153,7 @@ func TestBuildThroughModule(t *testing.T) {
 
 	args["_ansible_verbosity"] = 2
 	o = ansibletest.RunBinary(t, bin, args, "HOME="+home)
-	noSecret(o)
+	o.CheckNoSecrets(t, reg.Password)
 	if o.Failed() || !o.Changed() {
 		t.Fatalf("build: %s\n%s", o.Stdout, o.Stderr)
 	}
@@ -201,7 +192,7 @@ func TestBuildThroughModule(t *testing.T) {
 
 	delete(args, "_ansible_verbosity")
 	o = ansibletest.RunBinary(t, bin, args, "HOME="+home)
-	noSecret(o)
+	o.CheckNoSecrets(t, reg.Password)
 	if o.Failed() || o.Changed() {
 		t.Fatalf("unchanged rebuild: %s", o.Stdout)
 	}

@@ -130,11 +130,7 @@ func TestUploadModule(t *testing.T) {
 	if up["digest"] != want.String() || up["reference"] != e.target.Host+"/myorg/app:change_42_latest" {
 		t.Errorf("uploads: %v", up)
 	}
-	for _, secret := range []string{e.br.Password, e.target.Password} {
-		if bytes.Contains(o.Stdout, []byte(secret)) || bytes.Contains(o.Stderr, []byte(secret)) {
-			t.Errorf("a password is in the output")
-		}
-	}
+	o.CheckNoSecrets(t, e.br.Password, e.target.Password)
 	o = ansibletest.RunBinary(t, moduleBin(), args)
 	if o.Failed() || o.Changed() {
 		t.Errorf("second run: %s", o.Stdout)

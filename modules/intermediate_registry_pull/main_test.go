@@ -98,11 +98,7 @@ func TestPullModule(t *testing.T) {
 	if len(res.Images) != 3 || len(res.Ignored) != 2 || res.Images[0].Digest != app || res.Images[2].Target != br.Host+"/myorg/hub:latest" {
 		t.Errorf("result: %s", out.Stdout)
 	}
-	for _, secret := range []string{br.Password, ir.Password} {
-		if strings.Contains(string(out.Stdout)+string(out.Stderr), secret) {
-			t.Error("a password is in the module's output")
-		}
-	}
+	out.CheckNoSecrets(t, br.Password, ir.Password)
 	again := ansibletest.RunBinary(t, bin, args)
 	if again.Failed() || again.Changed() {
 		t.Errorf("second run: %s", again.Stdout)
@@ -160,10 +156,7 @@ func TestPullBadInput(t *testing.T) {
 			if !out.Failed() || !strings.Contains(out.Msg(), tc.msg) {
 				t.Fatalf("want failure with %q, got %s", tc.msg, out.Stdout)
 			}
-			all := string(out.Stdout) + string(out.Stderr)
-			if strings.Contains(all, br.Password) || strings.Contains(all, ir.Password) {
-				t.Errorf("a password is in the output")
-			}
+			out.CheckNoSecrets(t, br.Password, ir.Password)
 			if tc.name == "malformed url" {
 				if _, err := transfertest.ManifestErr(br, br.Host+"/myorg/app:latest"); err == nil {
 					t.Errorf("the good artifact was copied although another was malformed")

@@ -211,6 +211,23 @@ func (o *Output) Changed() bool { b, _ := o.Result["changed"].(bool); return b }
 // Msg is the result's msg key.
 func (o *Output) Msg() string { s, _ := o.Result["msg"].(string); return s }
 
+// CheckNoSecrets fails t when the module's stdout or stderr holds any of
+// secrets: passwords given as no_log parameters or read from files must
+// never be printed.
+func (o *Output) CheckNoSecrets(t testing.TB, secrets ...string) {
+	t.Helper()
+	for i, s := range secrets {
+		if s == "" {
+			t.Fatalf("CheckNoSecrets: secret %d is empty", i)
+		}
+		for stream, out := range map[string][]byte{"stdout": o.Stdout, "stderr": o.Stderr} {
+			if bytes.Contains(out, []byte(s)) {
+				t.Errorf("the module's %s holds secret %d (%.4s...)", stream, i, s)
+			}
+		}
+	}
+}
+
 // RunBinary runs the module binary bin on args, as Ansible does: args are
 // written to a file whose path is the only argument. It fails t when stdout
 // is not exactly one JSON object or when failed is not set explicitly.
