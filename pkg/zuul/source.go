@@ -12,8 +12,9 @@ import (
 // zuul.projects[].src_dir (siblings copied into a build context), to dst.
 // File modes and symbolic links are kept (links are copied, not followed);
 // sockets, devices and pipes, which are not part of a checkout, are
-// skipped. Files are created exclusively: CopySource never overwrites or
-// writes through anything already at dst.
+// skipped. A regular file already at dst is overwritten (the runner
+// prepares an item's tree again when a work directory is reused); nothing
+// at dst is removed, and a symbolic link already at dst fails the copy.
 func CopySource(src, dst string) error {
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -50,7 +51,7 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
 	if err != nil {
 		return err
 	}

@@ -8,8 +8,8 @@ import (
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
-// TestCopySource: contents, modes and symbolic links are kept, nothing at
-// the destination is overwritten or written through.
+// TestCopySource: contents, modes and symbolic links are kept; a second
+// copy over the first overwrites its files.
 func TestCopySource(t *testing.T) {
 	src := t.TempDir()
 	for rel, mode := range map[string]os.FileMode{"README": 0o644, "bin/run.sh": 0o755, "secret/key": 0o600} {
@@ -47,19 +47,20 @@ func TestCopySource(t *testing.T) {
 		t.Errorf("bin/readme: link %q, %v; want ../README", link, err)
 	}
 
-	// A link planted where a file goes is not written through.
-	planted := filepath.Join(t.TempDir(), "planted")
-	outside := filepath.Join(t.TempDir(), "outside")
-	if err := os.MkdirAll(planted, 0o755); err != nil {
+	// Copying again over the copy overwrites its files.
+	if err := os.WriteFile(filepath.Join(src, "README"), []byte("changed\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(outside, filepath.Join(planted, "README")); err != nil {
+	if err := os.WriteFile(filepath.Join(dst, "README"), []byte("a longer stale content\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := zuul.CopySource(src, planted); err == nil {
-		t.Error("copying over a planted link succeeded")
+	if err := os.Remove(filepath.Join(dst, "bin", "readme")); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.Stat(outside); !os.IsNotExist(err) {
-		t.Errorf("the link target was written: %v", err)
+	if err := zuul.CopySource(src, dst); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "README")); string(b) != "changed\n" {
+		t.Errorf("README after a second copy: %q", b)
 	}
 }
