@@ -8,13 +8,20 @@ import (
 )
 
 // buildkit plans the CA file for buildkitd and the buildkitd.toml edit.
-func (p *plan) buildkit(paths Paths, location string, ca []byte, nss []Namespace) error {
+// buildkitd trusts the registry under its location and under its address:
+// docker_image_build pushes to the location when the alias resolves on the
+// node, and to the address otherwise (pkg/build).
+func (p *plan) buildkit(paths Paths, location, address string, ca []byte, nss []Namespace) error {
 	caPath := caFile(paths.BuildkitCertsDir, location)
 	if _, err := p.put(string(Buildkit), caPath, 0o644, ca); err != nil {
 		return err
 	}
+	trusted := []string{location}
+	if address != location {
+		trusted = append(trusted, address)
+	}
 	_, err := p.edit(string(Buildkit), paths.BuildkitdTOML, 0o644, func(before []byte, _ bool) ([]byte, error) {
-		after, err := editBuildkitdTOML(before, location, caPath, nss)
+		after, err := editBuildkitdTOML(before, location, trusted, caPath, nss)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w; fix the file (it was left as it is)", paths.BuildkitdTOML, err)
 		}
@@ -24,12 +31,13 @@ func (p *plan) buildkit(paths Paths, location string, ca []byte, nss []Namespace
 }
 
 // editBuildkitdTOML puts, for each namespace, the mirror at the head of
-// [registry."<ns>"].mirrors, and sets the mirror host's own section
-// [registry."<location>"]: buildkitd looks up a mirror's TLS settings by the
-// mirror's host:port, so that is where the CA goes (ca, kept with any other
-// CA files listed), and http = false, without which buildkitd speaks plain
-// HTTP to a mirror on localhost. Other settings are kept.
-func editBuildkitdTOML(before []byte, location, caPath string, nss []Namespace) ([]byte, error) {
+// [registry."<ns>"].mirrors, and sets the own section of each trusted
+// host:port (the mirror's location first) [registry."<host:port>"]:
+// buildkitd looks up a registry's TLS settings by its host:port, so that is
+// where the CA goes (ca, kept with any other CA files listed), and http =
+// false, without which buildkitd speaks plain HTTP to a registry on
+// localhost. Other settings are kept.
+func editBuildkitdTOML(before []byte, location string, trusted []string, caPath string, nss []Namespace) ([]byte, error) {
 	doc, err := parseTOML(before)
 	if err != nil {
 		return nil, err
@@ -68,19 +76,21 @@ func editBuildkitdTOML(before []byte, location, caPath string, nss []Namespace) 
 		mirror := Mirror(location, ns.Host)
 		sec["mirrors"] = append([]string{mirror}, slices.DeleteFunc(mirrors, func(m string) bool { return m == mirror })...)
 	}
-	sec, err := section(location)
-	if err != nil {
-		return nil, err
+	for _, host := range trusted {
+		sec, err := section(host)
+		if err != nil {
+			return nil, err
+		}
+		cas, err := stringList(sec["ca"], fmt.Sprintf("registry.%q.ca", host))
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(cas, caPath) {
+			cas = append(cas, caPath)
+		}
+		sec["ca"] = cas
+		sec["http"] = false
 	}
-	cas, err := stringList(sec["ca"], fmt.Sprintf("registry.%q.ca", location))
-	if err != nil {
-		return nil, err
-	}
-	if !slices.Contains(cas, caPath) {
-		cas = append(cas, caPath)
-	}
-	sec["ca"] = cas
-	sec["http"] = false
 	doc["registry"] = regs
 	if normalizedEqual(orig, doc) {
 		return before, nil

@@ -30,7 +30,9 @@
 //     per namespace the mirror first in registries.conf (v2), plus
 //     unqualified-search-registries;
 //   - buildkit: per namespace the mirror first in buildkitd.toml, and the
-//     mirror host's own TLS section (ca, http = false);
+//     TLS section (ca, http = false) of the mirror's host and of the
+//     registry's address, where docker_image_build pushes when the alias
+//     does not resolve;
 //   - containerd: per namespace a hosts.toml in the config_path directory
 //     with the mirror as the first host and the upstream as server.
 //
@@ -325,7 +327,7 @@ func Apply(ctx context.Context, s Spec) (*Result, error) {
 		case Containers:
 			err = p.containers(s.Paths, res.Location, ca, s.Namespaces, s.Unqualified, &res.Warnings)
 		case Buildkit:
-			err = p.buildkit(s.Paths, res.Location, ca, s.Namespaces)
+			err = p.buildkit(s.Paths, res.Location, reg.Address(), ca, s.Namespaces)
 		case Containerd:
 			err = p.containerd(s.Paths, res.Location, ca, s.Namespaces)
 		}

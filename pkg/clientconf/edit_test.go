@@ -235,7 +235,7 @@ func TestEditBuildkitdTOML(t *testing.T) {
   ca = ["/etc/site-ca.pem"]
   http = true
 `
-	after, err := editBuildkitdTOML([]byte(before), loc, "/ca/ca.crt", nss)
+	after, err := editBuildkitdTOML([]byte(before), loc, []string{loc, "192.0.2.7:5000"}, "/ca/ca.crt", nss)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,15 +251,20 @@ func TestEditBuildkitdTOML(t *testing.T) {
 	if !reflect.DeepEqual(own["ca"], []any{"/etc/site-ca.pem", "/ca/ca.crt"}) || own["http"] != false {
 		t.Errorf("mirror section %v", own)
 	}
+	// The address, where docker_image_build pushes when the alias does not
+	// resolve, is trusted too.
+	if addr := regs["192.0.2.7:5000"].(map[string]any); !reflect.DeepEqual(addr["ca"], []any{"/ca/ca.crt"}) || addr["http"] != false {
+		t.Errorf("address section %v", addr)
+	}
 	if doc["debug"] != true || doc["worker"].(map[string]any)["oci"].(map[string]any)["gc"] != false {
 		t.Errorf("unrelated settings lost:\n%s", after)
 	}
-	again, err := editBuildkitdTOML(after, loc, "/ca/ca.crt", nss)
+	again, err := editBuildkitdTOML(after, loc, []string{loc, "192.0.2.7:5000"}, "/ca/ca.crt", nss)
 	if err != nil || string(again) != string(after) {
 		t.Errorf("second edit changed the file: %v\n%s", err, again)
 	}
 	for _, bad := range []string{"registry = 1", "[registry]\n'docker.io' = 2", "[registry.'docker.io']\nmirrors = 'x'", "debug = "} {
-		if _, err := editBuildkitdTOML([]byte(bad), loc, "/ca", nss); err == nil {
+		if _, err := editBuildkitdTOML([]byte(bad), loc, []string{loc}, "/ca", nss); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
 	}

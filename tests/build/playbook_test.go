@@ -6,6 +6,7 @@ package build
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -90,11 +91,13 @@ func TestPlaybookEnsureBuildkitAndBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The role maps the registry's alias in /etc/hosts: a private copy.
+	sb := testenv.NewSandbox(t, "/etc/hosts")
 	dir := testenv.ShortTempDir(t)
 	pidfile := filepath.Join(dir, "buildkitd.pid")
 	t.Cleanup(func() { stopBuildkitd(t, pidfile, filepath.Join(dir, "buildkitd.log")) })
 
-	lib := ansibletest.NewLibrary(t, "docker_image_build")
+	roles := rolesPath(t, []string{"ensure-buildkit"}, "docker_image_build", "use_buildset_registry")
 	work := filepath.Join(dir, "home", "src", "example.org", "org", "app")
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)
@@ -133,10 +136,10 @@ func TestPlaybookEnsureBuildkitAndBuild(t *testing.T) {
 	if err := os.WriteFile(pbFile, []byte(playbook), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	env := append(ansibletest.PlaybookEnv(t, dir, lib.Dir),
-		"ANSIBLE_ROLES_PATH="+filepath.Join(testenv.RepoRoot(), "roles"), "ANSIBLE_HOST_KEY_CHECKING=0")
+	env := append(ansibletest.PlaybookEnv(t, dir, ""), "ANSIBLE_ROLES_PATH="+roles, "ANSIBLE_HOST_KEY_CHECKING=0")
+	ansiblePlaybook := sb.Wrap(t, "/usr/bin/ansible-playbook")
 	run := func(expectChanged bool) string {
-		cmd := exec.Command("ansible-playbook", "-i", "localhost,", "-c", "local",
+		cmd := exec.Command(ansiblePlaybook, "-i", "localhost,", "-c", "local",
 			"-e", "ansible_python_interpreter=/usr/bin/python3", "-e", "@"+varsFile,
 			"-e", "expect_changed="+strconv.FormatBool(expectChanged), pbFile)
 		cmd.Env = append(os.Environ(), env...)
@@ -190,9 +193,21 @@ func TestPlaybookEnsureBuildkitAndBuild(t *testing.T) {
 			t.Errorf("layer %d: app %s, speculative base %s", i, ad, bd)
 		}
 	}
+	// buildkitd.toml, written by use_buildset_registry: the mirror at the
+	// alias, mapped in the (sandbox's) /etc/hosts, and the CA trusted for
+	// the alias and for the address, where docker_image_build may push.
 	cfg, _ := os.ReadFile(filepath.Join(dir, "etc", "buildkitd.toml"))
 	if strings.Contains(string(cfg), reg.Password) {
 		t.Error("buildkitd.toml holds the registry password")
+	}
+	location := fmt.Sprintf("zuul-jobs.buildset-registry:%d", reg.Port)
+	for _, want := range []string{`mirrors = ['` + location + `'`, `[registry.'` + location + `']`, `[registry.'` + reg.Host + `']`} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("buildkitd.toml lacks %s:\n%s", want, cfg)
+		}
+	}
+	if hosts, _ := os.ReadFile(sb.Path("/etc/hosts")); !strings.Contains(string(hosts), "127.0.0.1\tzuul-jobs.buildset-registry") {
+		t.Errorf("the sandbox's /etc/hosts does not map the alias:\n%s", hosts)
 	}
 
 	second := run(false)
@@ -221,4 +236,33 @@ func stopBuildkitd(t *testing.T, pidfile, log string) {
 		}
 	}
 	testenv.StopPidfile(pidfile)
+}
+
+// rolesPath returns a roles path holding roles of this tree and the
+// imagegate-modules role they depend on, with modules built fresh into its
+// library (the tree's own library holds whatever make build last left
+// there).
+func rolesPath(t *testing.T, roles []string, modules ...string) string {
+	t.Helper()
+	root := testenv.RepoRoot()
+	dir := filepath.Join(t.TempDir(), "roles")
+	if err := os.MkdirAll(filepath.Join(dir, "imagegate-modules", "library"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range roles {
+		testenv.Run(t, nil, "cp", "-a", filepath.Join(root, "roles", r), filepath.Join(dir, r))
+	}
+	entries, err := os.ReadDir(filepath.Join(root, "roles", "imagegate-modules"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "library" {
+			testenv.Run(t, nil, "cp", "-a", filepath.Join(root, "roles", "imagegate-modules", e.Name()), filepath.Join(dir, "imagegate-modules", e.Name()))
+		}
+	}
+	if _, err := ansibletest.BuildLibrary(filepath.Join(dir, "imagegate-modules", "library"), modules...); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
