@@ -85,14 +85,7 @@ func TestBadInput(t *testing.T) {
 				"buildset_registry": br, "buildkit_addr": addr, "docker_host": "none", "connect_timeout": 1,
 				"log_file": filepath.Join(home, "build.log"), "_ansible_remote_tmp": home,
 			}, "HOME="+home)
-			if !o.Failed() || o.Changed() {
-				t.Fatalf("result: %v", o.Result)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(o.Msg(), w) {
-					t.Errorf("msg %q does not contain %q", o.Msg(), w)
-				}
-			}
+			o.CheckFailure(t, tc.want...)
 			o.CheckNoSecrets(t, password)
 		})
 	}

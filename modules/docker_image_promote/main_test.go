@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"strings"
 	"testing"
 
 	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
@@ -77,25 +74,8 @@ func TestBadInput(t *testing.T) {
 			args := baseArgs()
 			tc.modify(args)
 			o := ansibletest.RunBinary(t, moduleBin(), args)
-			if !o.Failed() || o.Changed() {
-				t.Fatalf("not failed: %s", o.Stdout)
-			}
-			if !strings.Contains(o.Msg(), tc.want) {
-				t.Errorf("msg %q does not contain %q", o.Msg(), tc.want)
-			}
-			checkNoSecret(t, o, password)
+			o.CheckFailure(t, tc.want)
+			o.CheckNoSecrets(t, password)
 		})
-	}
-}
-
-// checkNoSecret fails t when secret, raw or JSON-escaped, is in the
-// module's output.
-func checkNoSecret(t *testing.T, o *ansibletest.Output, secret string) {
-	t.Helper()
-	esc, _ := json.Marshal(secret)
-	for _, s := range []string{secret, string(esc[1 : len(esc)-1])} {
-		if bytes.Contains(o.Stdout, []byte(s)) || bytes.Contains(o.Stderr, []byte(s)) {
-			t.Errorf("the password is in the output:\nstdout: %s\nstderr: %s", o.Stdout, o.Stderr)
-		}
 	}
 }

@@ -153,9 +153,7 @@ func TestPullBadInput(t *testing.T) {
 			}
 			tc.change(a)
 			out := ansibletest.RunBinary(t, bin, a)
-			if !out.Failed() || !strings.Contains(out.Msg(), tc.msg) {
-				t.Fatalf("want failure with %q, got %s", tc.msg, out.Stdout)
-			}
+			out.CheckFailure(t, tc.msg)
 			out.CheckNoSecrets(t, br.Password, ir.Password)
 			if tc.name == "malformed url" {
 				if _, err := transfertest.ManifestErr(br, br.Host+"/myorg/app:latest"); err == nil {

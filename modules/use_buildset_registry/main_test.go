@@ -190,12 +190,7 @@ func TestModuleBadInput(t *testing.T) {
 			tc.mutate(a, root)
 			before := tree(t, root)
 			out := ansibletest.RunBinary(t, bin, a)
-			if !out.Failed() || !strings.Contains(out.Msg(), tc.want) {
-				t.Fatalf("failed=%v msg %q, want %q", out.Failed(), out.Msg(), tc.want)
-			}
-			if out.Changed() {
-				t.Error("a failed run reports changed")
-			}
+			out.CheckFailure(t, tc.want)
 			if after := tree(t, root); !reflect.DeepEqual(before, after) {
 				t.Errorf("files changed by a failed run:\n%v\n%v", before, after)
 			}

@@ -212,18 +212,35 @@ func (o *Output) Changed() bool { b, _ := o.Result["changed"].(bool); return b }
 func (o *Output) Msg() string { s, _ := o.Result["msg"].(string); return s }
 
 // CheckNoSecrets fails t when the module's stdout or stderr holds any of
-// secrets: passwords given as no_log parameters or read from files must
-// never be printed.
+// secrets, as they are or JSON-escaped: passwords given as no_log
+// parameters or read from files must never be printed.
 func (o *Output) CheckNoSecrets(t testing.TB, secrets ...string) {
 	t.Helper()
 	for i, s := range secrets {
 		if s == "" {
 			t.Fatalf("CheckNoSecrets: secret %d is empty", i)
 		}
-		for stream, out := range map[string][]byte{"stdout": o.Stdout, "stderr": o.Stderr} {
-			if bytes.Contains(out, []byte(s)) {
-				t.Errorf("the module's %s holds secret %d (%.4s...)", stream, i, s)
+		esc, _ := json.Marshal(s)
+		for _, form := range []string{s, string(esc[1 : len(esc)-1])} {
+			for stream, out := range map[string][]byte{"stdout": o.Stdout, "stderr": o.Stderr} {
+				if bytes.Contains(out, []byte(form)) {
+					t.Errorf("the module's %s holds secret %d (%.4s...)", stream, i, s)
+				}
 			}
+		}
+	}
+}
+
+// CheckFailure fails t unless the module failed without changing anything,
+// with a msg holding each of want.
+func (o *Output) CheckFailure(t testing.TB, want ...string) {
+	t.Helper()
+	if !o.Failed() || o.Changed() {
+		t.Fatalf("want a failure that changed nothing, got: %s\nstderr: %s", o.Stdout, o.Stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(o.Msg(), w) {
+			t.Errorf("msg %q does not contain %q", o.Msg(), w)
 		}
 	}
 }
