@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
@@ -191,44 +189,15 @@ func caClient(b *testing.B, caPEM string) *http.Client {
 }
 
 // timeDistribution starts docker-registry on a TLS and htpasswd
-// configuration prepared beforehand, and returns the time from exec to its
-// first answer, polled every millisecond, and its peak RSS then.
+// configuration prepared beforehand (testenv.DistributionCommand), and
+// returns the time from exec to its first answer, polled every
+// millisecond, and its peak RSS then.
 func timeDistribution(b *testing.B) (time.Duration, int64) {
-	bin := testenv.Tool(b, "DOCKER_REGISTRY", "docker-registry")
-	dir := testenv.ShortTempDir(b)
-	tl := testenv.NewTLS(b, dir)
-	port := testenv.FreePort(b)
-	hash, err := bcrypt.GenerateFromPassword([]byte(testenv.RandomString(b, 16)), bcrypt.DefaultCost)
-	if err != nil {
-		b.Fatal(err)
-	}
-	htpasswd := filepath.Join(dir, "htpasswd")
-	os.WriteFile(htpasswd, []byte("zuul:"+string(hash)+"\n"), 0o600)
-	cfg := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: %s
-http:
-  addr: ":%d"
-  secret: %s
-  tls:
-    certificate: %s
-    key: %s
-auth:
-  htpasswd:
-    realm: bench
-    path: %s
-`, filepath.Join(dir, "data"), port, testenv.RandomString(b, 16), tl.CertFile, tl.KeyFile, htpasswd)
-	cfgPath := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfgPath, []byte(cfg), 0o600)
-	client := tl.Client()
-	cmd := exec.Command(bin, "serve", cfgPath)
-	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
+	dist, cmd := testenv.DistributionCommand(b, testenv.DistributionOptions{})
+	client := dist.TLS.Client()
 	t0 := time.Now()
-	p := testenv.StartProcess(b, "docker-registry", cmd, dir)
-	url := fmt.Sprintf("https://127.0.0.1:%d/v2/", port)
+	p := testenv.StartProcess(b, "docker-registry", cmd, dist.Dir)
+	url := "https://" + dist.Host + "/v2/"
 	deadline := t0.Add(30 * time.Second)
 	for {
 		resp, err := client.Get(url)

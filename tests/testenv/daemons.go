@@ -213,6 +213,18 @@ type DistributionOptions struct {
 // user, and waits until it answers.
 func StartDistribution(t testing.TB, o DistributionOptions) *Distribution {
 	t.Helper()
+	d, cmd := DistributionCommand(t, o)
+	d.Process = StartProcess(t, "docker-registry", cmd, d.Dir)
+	waitHTTP(t, "docker-registry", "https://"+d.Host+"/v2/", d.TLS.Client(), d.Process)
+	return d
+}
+
+// DistributionCommand prepares docker-registry as StartDistribution does
+// (directory, TLS, htpasswd user, configuration) and returns it with the
+// command that serves it, not started, for benchmarks that time the start
+// (StartProcess it in d.Dir).
+func DistributionCommand(t testing.TB, o DistributionOptions) (*Distribution, *exec.Cmd) {
+	t.Helper()
 	bin := Tool(t, "DOCKER_REGISTRY", "docker-registry")
 	dir := ShortTempDir(t)
 	d := &Distribution{Dir: dir, Port: FreePort(t), Username: "tester", Password: RandomString(t, 16)}
@@ -262,9 +274,7 @@ http:
 	}
 	cmd := exec.Command(bin, "serve", cfgPath)
 	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
-	d.Process = StartProcess(t, "docker-registry", cmd, dir)
-	waitHTTP(t, "docker-registry", "https://"+d.Host+"/v2/", d.TLS.Client(), d.Process)
-	return d
+	return d, cmd
 }
 
 // Containerd is a containerd daemon started for a test.
