@@ -265,8 +265,10 @@ func retryableBlobError(err error) bool {
 
 // sizedReader passes a blob through, counting it; it fails, instead of
 // returning EOF, when the blob is not the descriptor's size, and fails a
-// read error of the source as its own. Either way the PUT fails before
-// its body is complete, and the target commits nothing.
+// read error of the source as its own. A short or broken stream fails the
+// PUT before its body is complete, so the target commits nothing; of a
+// longer one the target receives the announced size only, which it
+// checks against the digest.
 type sizedReader struct {
 	r    io.Reader
 	want descriptor

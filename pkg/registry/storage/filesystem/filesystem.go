@@ -507,10 +507,10 @@ func (d *Driver) NewUpload(ctx context.Context, repo string, state []byte) (stor
 		return fail(err)
 	}
 	data.Close()
+	// writeSession fsyncs tmp, which holds the data file's name too.
 	if err := writeSession(filepath.Join(tmp, "session"), up); err != nil {
 		return fail(err)
 	}
-	syncDir(tmp)
 	dir := filepath.Join(d.root, "uploads", id)
 	if err := os.Rename(tmp, dir); err != nil {
 		return fail(err)
