@@ -89,17 +89,28 @@ func BenchmarkIntermediatePull(b *testing.B) {
 		a := zuul.NewContainerImageArtifact(irHost, irPort, fmt.Sprintf("myorg/img%d", i), "latest", transferBuildUUID+"_latest")
 		artifacts = append(artifacts, a)
 	}
+	// check runs after each copy, untimed: every tag holds the
+	// intermediate registry's digest, and every blob reads back from the
+	// buildset registry with its digest (hashed here, independently of
+	// both registries' own checks).
 	check := func(br transfertest.Registry, how string) {
 		c, err := transfer.New(transfer.WithEndpoint(br.Endpoint()))
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer c.Close()
+		seen := map[string]bool{}
+		var read int64
 		for i := range transferImages {
-			d, err := c.Resolve(context.Background(), fmt.Sprintf("%s/myorg/img%d:latest", br.Host, i))
+			ref := fmt.Sprintf("%s/myorg/img%d:latest", br.Host, i)
+			d, err := c.Resolve(context.Background(), ref)
 			if err != nil || d.Digest != digests[i] {
 				b.Fatalf("%s: buildset registry img%d: %v %v, want %s", how, i, d, err, digests[i])
 			}
+			read += transfertest.CheckBlobs(b, br, ref, seen)
+		}
+		if read < total {
+			b.Fatalf("%s: read back %d bytes of blobs, want at least %d", how, read, total)
 		}
 	}
 

@@ -9,9 +9,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -219,6 +221,82 @@ func ManifestErr(r Registry, ref string) (*remote.Descriptor, error) {
 		return nil, err
 	}
 	return remote.Get(nref, remote.WithAuth(r.authenticator()), remote.WithTransport(r.transport()))
+}
+
+// CheckBlobs reads back every blob of the image or index at ref (host/
+// repository:tag on r: configs and layers of every platform) and fails
+// the test unless each has the size and digest its manifest gives. It
+// hashes each digest once: blobs seen by an earlier call with the same
+// seen map are only checked to be there. It returns the bytes read.
+func CheckBlobs(t testing.TB, r Registry, ref string, seen map[string]bool) int64 {
+	t.Helper()
+	nref, err := name.ParseReference(ref, name.WeakValidation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []remote.Option{remote.WithAuth(r.authenticator()), remote.WithTransport(r.transport())}
+	desc, err := remote.Get(nref, opts...)
+	if err != nil {
+		t.Fatalf("reading %s: %v", ref, err)
+	}
+	var images []v1.Image
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range im.Manifests {
+			img, err := idx.Image(m.Digest)
+			if err != nil {
+				t.Fatalf("%s: child %s: %v", ref, m.Digest, err)
+			}
+			images = append(images, img)
+		}
+	} else {
+		img, err := desc.Image()
+		if err != nil {
+			t.Fatal(err)
+		}
+		images = append(images, img)
+	}
+	var n int64
+	for _, img := range images {
+		m, err := img.Manifest()
+		if err != nil {
+			t.Fatalf("%s: %v", ref, err)
+		}
+		for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+			blob, err := remote.Layer(nref.Context().Digest(d.Digest.String()), opts...)
+			if err != nil {
+				t.Fatalf("%s: blob %s: %v", ref, d.Digest, err)
+			}
+			if seen[d.Digest.String()] {
+				if size, err := blob.Size(); err != nil || size != d.Size {
+					t.Fatalf("%s: blob %s: size %d (%v), want %d", ref, d.Digest, size, err, d.Size)
+				}
+				continue
+			}
+			rc, err := blob.Compressed()
+			if err != nil {
+				t.Fatalf("%s: blob %s: %v", ref, d.Digest, err)
+			}
+			h := sha256.New()
+			got, err := io.Copy(h, rc)
+			rc.Close()
+			// The registry's own reader checks too; the hash here is
+			// independent of it.
+			if err != nil || got != d.Size || "sha256:"+hex.EncodeToString(h.Sum(nil)) != d.Digest.String() {
+				t.Fatalf("%s: blob %s reads back %d bytes with sha256 %x (%v), want %d bytes", ref, d.Digest, got, h.Sum(nil), err, d.Size)
+			}
+			seen[d.Digest.String()] = true
+			n += got
+		}
+	}
+	return n
 }
 
 func (r Registry) authenticator() authn.Authenticator {
