@@ -19,7 +19,7 @@ SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
 APT_PACKAGES=(docker.io runc skopeo podman docker-registry ansible-core
 	busybox-static containerd openssl ca-certificates iproute2 uidmap
-	util-linux curl git)
+	util-linux curl git openssh-client openssh-server)
 
 log() { echo "deps: $*" >&2; }
 
@@ -39,6 +39,12 @@ install_apt() {
 	log "installing Debian packages: ${missing[*]}"
 	need_root apt-get update -qq
 	need_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# The tests start their own sshd (on loopback, a free port, temporary
+	# keys); the system's ssh service that openssh-server's postinst starts
+	# under systemd is not needed: stop it when this run installed it.
+	if [[ " ${missing[*]} " == *" openssh-server "* ]] && [ -d /run/systemd/system ]; then
+		need_root systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+	fi
 }
 
 # go_module_dir downloads a module and prints a writable copy of its directory.
