@@ -1,7 +1,7 @@
 // Package testenv starts the real daemons imagegate's tests use as peers:
-// dockerd, buildkitd, containerd and Debian's docker-registry (distribution
-// 2.8), each on temporary sockets, data directories and ports, so tests can
-// run in parallel and leave nothing behind.
+// dockerd, buildkitd, containerd, Debian's docker-registry (distribution
+// 2.8) and an OpenSSH server, each on temporary sockets, data directories
+// and ports, so tests can run in parallel and leave nothing behind.
 //
 // Tools come from the environment variables the Makefile exports (BUILDKITD,
 // VERSITYGW, ...; see tests/setup/deps.sh) or from PATH. A missing tool fails

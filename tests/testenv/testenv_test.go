@@ -3,6 +3,9 @@ package testenv
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -13,7 +16,8 @@ import (
 
 // TestDaemons starts every daemon and checks each one does real work: an
 // image pushed to docker-registry is pulled and run by dockerd, pulled by
-// containerd, and listed by buildkitd's workers.
+// containerd, and listed by buildkitd's workers; ssh runs a command through
+// sshd, in the sessions' private home, checking the host key strictly.
 func TestDaemons(t *testing.T) {
 	t.Parallel()
 	reg := StartDistribution(t, DistributionOptions{})
@@ -58,6 +62,30 @@ func TestDaemons(t *testing.T) {
 		out := Run(t, nil, Tool(t, "BUILDCTL", "buildctl"), "--addr", b.Addr, "debug", "workers")
 		if !strings.Contains(out, "linux/amd64") {
 			t.Errorf("workers: %s", out)
+		}
+	})
+	t.Run("sshd", func(t *testing.T) {
+		t.Parallel()
+		s := StartSSHD(t)
+		ssh := func(knownHosts string) (string, error) {
+			return RunErr(nil, Tool(t, "SSH", "ssh"), "-F", "/dev/null", "-i", s.ClientKey, "-p", strconv.Itoa(s.Port),
+				"-o", "UserKnownHostsFile="+knownHosts, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+				s.User+"@"+s.Addr, "pwd; echo $HOME")
+		}
+		out, err := ssh(s.KnownHosts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := s.Home + "\n" + s.Home + "\n"; out != want {
+			t.Errorf("the session's directory and HOME: %q, want %q", out, want)
+		}
+		other := filepath.Join(s.Dir, "other_known_hosts")
+		_, otherPub := SSHKeyPair(t, s.Dir, "other_ed25519")
+		if err := os.WriteFile(other, []byte(s.KnownHostsLine(otherPub)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ssh(other); err == nil || !strings.Contains(err.Error(), "Host key verification failed") {
+			t.Errorf("ssh accepted a host key its known_hosts does not hold: %v", err)
 		}
 	})
 	t.Run("podman", func(t *testing.T) {
