@@ -78,9 +78,12 @@ type build struct {
 
 	dir, ansibleDir, work, logs, srcRoot string
 	resultFile, inventoryFile, secretInv string
-	logFile                              *os.File
-	logMu                                sync.Mutex
-	red                                  *redactor
+	// controlDir holds the ssh control sockets of the build (ssh nodes
+	// only): a short path, as a socket's must fit in 108 bytes.
+	controlDir string
+	logFile    *os.File
+	logMu      sync.Mutex
+	red        *redactor
 
 	parentData, parentSecret map[string]any
 	artifacts                []map[string]any
@@ -135,6 +138,12 @@ func (b *build) setup() error {
 	}
 	if err := b.writeInventory(); err != nil {
 		return err
+	}
+	b.controlDir = filepath.Join(b.ansibleDir, "cp")
+	if b.it.q.Node.Connection == "ssh" {
+		if b.controlDir, err = os.MkdirTemp("", "imagegate-ssh-"); err != nil {
+			return fmt.Errorf("creating the ssh control directory: %w", err)
+		}
 	}
 	return b.writeConfig()
 }
@@ -215,9 +224,9 @@ gathering = implicit
 
 [ssh_connection]
 pipelining = True
-control_path_dir = %[2]s/cp
+control_path_dir = %[3]s
 ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no
-`, b.r.pluginDir, b.ansibleDir)
+`, b.r.pluginDir, b.ansibleDir, b.controlDir)
 	return os.WriteFile(filepath.Join(b.ansibleDir, "ansible.cfg"), []byte(cfg), 0o600)
 }
 
@@ -406,6 +415,28 @@ func (b *build) prepareWorkspace(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	return b.runPlaybook(ctx, "pre", Playbook{Name: "prepare-workspace (runner)", Path: pbPath, Job: "(runner)", Source: &Source{Project: "imagegate runner"}})
+}
+
+// closeConnections ends the build's SSH connections and removes their
+// control directory: ControlPersist keeps each control master, and its
+// connection to the node, for a minute after the last playbook, past the
+// end of the build and of the runner.
+func (b *build) closeConnections() {
+	if b.it.q.Node.Connection != "ssh" || b.controlDir == "" {
+		return
+	}
+	defer os.RemoveAll(b.controlDir)
+	sockets, _ := filepath.Glob(filepath.Join(b.controlDir, "*"))
+	for _, s := range sockets {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// -O exit talks to the master only; -F /dev/null keeps the user's
+		// ssh configuration out of it. ssh expands % in the socket path.
+		cmd := exec.CommandContext(ctx, "ssh", "-F", "/dev/null", "-S", strings.ReplaceAll(s, "%", "%%"), "-O", "exit", "node")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.r.log.Debug("closing an ssh control master", "build", b.uuid, "socket", s, "err", err, "output", strings.TrimSpace(string(out)))
+		}
+		cancel()
+	}
 }
 
 // readResults reads results.json: the data and secret_data returned so far.

@@ -358,6 +358,7 @@ func (r *Runner) runMain(ctx context.Context, jr *jobRun) error {
 			if err := b.runPostPhases(ctx, true); err != nil {
 				return err
 			}
+			b.closeConnections()
 			b.scrub()
 			continue
 		}
@@ -478,6 +479,7 @@ func (r *Runner) runPost(ctx context.Context, jr *jobRun) error {
 	if rerr == nil {
 		rep.Data = data
 	}
+	b.closeConnections()
 	b.scrub()
 	rep.Result = b.result
 	rep.Message = b.message
