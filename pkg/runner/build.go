@@ -388,7 +388,10 @@ func runKillingGroup(ctx context.Context, cmd *exec.Cmd) error {
 
 // prepareWorkspace copies the prepared repositories to every node's home
 // directory (src/<canonical name>), as the base job of a Zuul deployment
-// does, with a playbook run through the node's connection.
+// does, with a playbook run through the node's connection. The file module
+// expands "~" on the node ($HOME); unarchive gets the path it created, as
+// its action plugin would expand "~" itself, from the remote user's
+// password entry.
 func (b *build) prepareWorkspace(ctx context.Context) (bool, error) {
 	if len(b.nodes()) == 0 {
 		return true, nil
@@ -406,10 +409,11 @@ func (b *build) prepareWorkspace(ctx context.Context) (bool, error) {
         path: "~/src"
         state: directory
         mode: "0755"
+      register: zj_src_dir
     - name: Copy the prepared repositories to the node
       ansible.builtin.unarchive:
         src: %q
-        dest: "~/src"
+        dest: "{{ zj_src_dir.path }}"
 `, tarball)
 	if err := os.WriteFile(pbPath, []byte(pb), 0o600); err != nil {
 		return false, err
