@@ -206,11 +206,19 @@ func (b *build) writeInventory() error {
 	return writeYAML(b.secretInv, map[string]any{"all": map[string]any{"vars": b.parentSecret}}, 0o600)
 }
 
+// writeConfig writes ansible.cfg. SSH checks host keys strictly against
+// node.known-hosts when the queue gives it; otherwise it accepts any host
+// key and records none (UserKnownHostsFile=/dev/null), so the runner never
+// writes the user's ~/.ssh/known_hosts.
 func (b *build) writeConfig() error {
+	checking, hostKeys := "False", "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"
+	if kh := b.it.q.Node.KnownHosts; kh != "" {
+		checking, hostKeys = "True", "-o UserKnownHostsFile="+kh+" -o StrictHostKeyChecking=yes"
+	}
 	cfg := fmt.Sprintf(`[defaults]
 action_plugins = %[1]s/action
 connection_plugins = %[1]s/connection
-host_key_checking = False
+host_key_checking = %[3]s
 retry_files_enabled = False
 interpreter_python = auto_silent
 nocows = True
@@ -224,9 +232,9 @@ gathering = implicit
 
 [ssh_connection]
 pipelining = True
-control_path_dir = %[3]s
-ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no
-`, b.r.pluginDir, b.ansibleDir, b.controlDir)
+control_path_dir = %[5]s
+ssh_args = -o ControlMaster=auto -o ControlPersist=60s %[4]s
+`, b.r.pluginDir, b.ansibleDir, checking, hostKeys, b.controlDir)
 	return os.WriteFile(filepath.Join(b.ansibleDir, "ansible.cfg"), []byte(cfg), 0o600)
 }
 

@@ -225,7 +225,7 @@ func TestParseErrors(t *testing.T) {
 func TestQueueErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{"src/README": "x"})
+	writeTree(t, dir, map[string]string{"src/README": "x", "known_hosts": ""})
 	for _, tc := range []struct{ name, queue, want string }{
 		{"no changes", "tenant: t\n", "changes is empty"},
 		{"no src", "changes: [{project: a/b, change: 1}]", "src is required"},
@@ -233,6 +233,9 @@ func TestQueueErrors(t *testing.T) {
 		{"later depends-on", "changes: [{project: a/b, change: 1, src: src, depends-on: [2]}, {project: a/c, change: 2, src: src}]", "must appear earlier"},
 		{"unknown key", "changes: [{project: a/b, change: 1, src: src, dependson: [2]}]", "field dependson not found"},
 		{"bad manager", "pipelines: {gate: {manager: x}}\nchanges: [{project: a/b, src: src}]", "use dependent or independent"},
+		{"known-hosts without ssh", "node: {known-hosts: known_hosts}\nchanges: [{project: a/b, src: src}]", "node.known-hosts is for connection ssh"},
+		{"missing known-hosts", "node: {connection: ssh, known-hosts: nope}\nchanges: [{project: a/b, src: src}]", "is not a file"},
+		{"known-hosts with a space", "node: {connection: ssh, known-hosts: 'a b'}\nchanges: [{project: a/b, src: src}]", "must not hold spaces"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseQueue([]byte(tc.queue), dir)
@@ -240,6 +243,19 @@ func TestQueueErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestQueueKnownHosts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"src/README": "x", "keys/known_hosts": ""})
+	q, err := ParseQueue([]byte("node: {connection: ssh, known-hosts: keys/known_hosts}\nchanges: [{project: a/b, src: src}]"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "keys/known_hosts"); q.Node.KnownHosts != want {
+		t.Errorf("node.known-hosts = %s, want %s (relative to the queue file)", q.Node.KnownHosts, want)
 	}
 }
 

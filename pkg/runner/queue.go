@@ -74,8 +74,33 @@ type NodeConfig struct {
 	User       string `yaml:"user"`
 	Port       int    `yaml:"port"`
 	PrivateKey string `yaml:"private-key"`
+	// KnownHosts is an OpenSSH known_hosts file holding the node's host
+	// key: with it, ssh checks the key strictly (StrictHostKeyChecking=yes)
+	// and refuses a node whose key it does not hold. Without it, ssh
+	// accepts any host key and records none.
+	KnownHosts string `yaml:"known-hosts"`
 	// Python is ansible_python_interpreter on the node.
 	Python string `yaml:"python"`
+}
+
+// checkKnownHosts checks node.known-hosts, made absolute.
+func (n *NodeConfig) checkKnownHosts() error {
+	path := n.KnownHosts
+	if path == "" {
+		return nil
+	}
+	if n.Connection != "ssh" {
+		return fmt.Errorf("queue file: node.known-hosts is for connection ssh (node.connection is %s)", n.Connection)
+	}
+	// ssh reads UserKnownHostsFile as a list of files separated by spaces,
+	// with %-tokens; ansible.cfg interpolates %.
+	if strings.ContainsAny(path, " \t\n\"'\\%") {
+		return fmt.Errorf("queue file: node.known-hosts %q: the path must not hold spaces, quotes, backslashes or %%", path)
+	}
+	if st, err := os.Stat(path); err != nil || !st.Mode().IsRegular() {
+		return fmt.Errorf("queue file: node.known-hosts %s is not a file: give a known_hosts file holding the node's host key", path)
+	}
+	return nil
 }
 
 // Change is one queue item: a change (or, without a change number, a
@@ -172,6 +197,10 @@ func (q *Queue) normalize() error {
 		return fmt.Errorf("queue file: node.connection %q: use imagegate_node or ssh", q.Node.Connection)
 	}
 	q.Node.PrivateKey = q.abs(q.Node.PrivateKey)
+	q.Node.KnownHosts = q.abs(q.Node.KnownHosts)
+	if err := q.Node.checkKnownHosts(); err != nil {
+		return err
+	}
 	for name, p := range q.Pipelines {
 		switch p.Manager {
 		case "dependent", "independent":
