@@ -170,12 +170,12 @@ func BenchmarkBuild(b *testing.B) {
 	}
 	Table(fmt.Sprintf("build + push of a 3-stage Dockerfile (50 MiB of layers, 2 tags) to docker-registry over TLS; median [min-max] of %d cold, %d warm",
 		buildColdRuns, buildWarmRuns), [][]string{
-		{"", "cold", "warm", "cold MB/s", "cold vs docker", "warm vs docker", "daemon peak RSS", "client peak RSS"},
+		{"", "cold", "warm", "cold MB/s", "cold speed vs docker", "warm speed vs docker", "daemon peak RSS", "client peak RSS"},
 		{"docker_image_build (push)", span(mod.cold), span(mod.warm), MBps(layerBytes, med(mod.cold)),
-			Ratio(med(mod.cold).Seconds(), med(dock.cold).Seconds()), Ratio(med(mod.warm).Seconds(), med(dock.warm).Seconds()),
+			Ratio(med(dock.cold).Seconds(), med(mod.cold).Seconds()), Ratio(med(dock.warm).Seconds(), med(mod.warm).Seconds()),
 			MiB(mod.rss), MiB(mod.clientRSS)},
 		{"docker_image_build (push + load into dockerd)", span(modLoad.cold), span(modLoad.warm), MBps(layerBytes, med(modLoad.cold)),
-			Ratio(med(modLoad.cold).Seconds(), med(dock.cold).Seconds()), Ratio(med(modLoad.warm).Seconds(), med(dock.warm).Seconds()), "", ""},
+			Ratio(med(dock.cold).Seconds(), med(modLoad.cold).Seconds()), Ratio(med(dock.warm).Seconds(), med(modLoad.warm).Seconds()), "", ""},
 		{"docker build + docker push (dockerd 20.10)", span(dock.cold), span(dock.warm), MBps(layerBytes, med(dock.cold)),
 			"1.00x", "1.00x", MiB(dock.rss), MiB(dock.clientRSS)},
 		{"docker_image_build binary", MiB(fi.Size()), "", "", "", "", "", ""},
