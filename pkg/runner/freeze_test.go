@@ -259,6 +259,24 @@ func TestQueueKnownHosts(t *testing.T) {
 	}
 }
 
+func TestQueuePathsInHome(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	dir := t.TempDir()
+	writeTree(t, dir, map[string]string{"src/README": "x"})
+	writeTree(t, home, map[string]string{".ssh/known_hosts": ""})
+	q, err := ParseQueue([]byte("node: {connection: ssh, private-key: ~/.ssh/id_ed25519, known-hosts: ~/.ssh/known_hosts}\nchanges: [{project: a/b, src: src}]"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(home, ".ssh/id_ed25519"); q.Node.PrivateKey != want {
+		t.Errorf("node.private-key = %s, want %s (~ is the home directory)", q.Node.PrivateKey, want)
+	}
+	if want := filepath.Join(home, ".ssh/known_hosts"); q.Node.KnownHosts != want {
+		t.Errorf("node.known-hosts = %s, want %s (~ is the home directory)", q.Node.KnownHosts, want)
+	}
+}
+
 func TestDeepMerge(t *testing.T) {
 	t.Parallel()
 	base := map[string]any{"a": 1, "m": map[string]any{"x": 1, "l": []any{1}}}

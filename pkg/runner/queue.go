@@ -157,7 +157,15 @@ func ParseQueue(content []byte, dir string) (*Queue, error) {
 	return &q, nil
 }
 
+// abs makes a path of the queue file absolute: "~" and "~/..." are in
+// the home directory of the user running the runner (as a shell would
+// expand them), other relative paths relative to the queue file.
 func (q *Queue) abs(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, p[1:])
+		}
+	}
 	if p == "" || filepath.IsAbs(p) {
 		return p
 	}
