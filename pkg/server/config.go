@@ -68,6 +68,11 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight requests may finish after
 	// SIGTERM (default 30s).
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// ShutdownDelay is how long the server keeps serving after SIGTERM
+	// with /healthz answering 503, before it closes its listeners, so
+	// that load balancers take a replica out of rotation before its
+	// connections are refused (default 0: close at once).
+	ShutdownDelay Duration `yaml:"shutdown_delay"`
 	// Log sets the log level (debug, info, warn, error) and format (text,
 	// json).
 	Log LogConfig `yaml:"log"`

@@ -69,6 +69,7 @@ prune:
   grace_period: 2h
   schedule: 6h
 shutdown_timeout: 45s
+shutdown_delay: 10s
 `), env(vars))
 	if err != nil {
 		t.Fatal(err)
@@ -81,8 +82,9 @@ shutdown_timeout: 45s
 		t.Errorf("s3: %+v", s)
 	}
 	if time.Duration(cfg.Prune.Expiration) != 30*24*time.Hour || time.Duration(cfg.Prune.Schedule) != 6*time.Hour ||
-		time.Duration(cfg.Prune.GracePeriod) != 2*time.Hour || time.Duration(cfg.ShutdownTimeout) != 45*time.Second {
-		t.Errorf("durations: %+v, %v", cfg.Prune, cfg.ShutdownTimeout)
+		time.Duration(cfg.Prune.GracePeriod) != 2*time.Hour || time.Duration(cfg.ShutdownTimeout) != 45*time.Second ||
+		time.Duration(cfg.ShutdownDelay) != 10*time.Second {
+		t.Errorf("durations: %+v, %v, %v", cfg.Prune, cfg.ShutdownTimeout, cfg.ShutdownDelay)
 	}
 	if cfg.PublicURL != "https://registry.example.org" || cfg.TokenKey != vars["TOKEN"] || *cfg.AnonymousRead {
 		t.Errorf("%q %q %v", cfg.PublicURL, cfg.TokenKey, *cfg.AnonymousRead)

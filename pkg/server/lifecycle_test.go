@@ -281,3 +281,53 @@ func TestGracefulShutdown(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownDelay checks that during shutdown_delay /healthz answers 503
+// on both listeners while registry requests are still served on new
+// connections, and that the listeners close once the delay is over.
+func TestShutdownDelay(t *testing.T) {
+	r := start(t, t.TempDir(), "shutdown_delay: 3s\n", nil)
+	health := func(url string, client *http.Client) int {
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := health("http://"+r.monitor+"/healthz", http.DefaultClient); got != http.StatusOK {
+		t.Fatalf("/healthz before shutdown: %d, want 200", got)
+	}
+	stopped := time.Now()
+	r.stop()
+	testenv.WaitFor(t, "/healthz answering 503", 2*time.Second, nil, func() error {
+		if got := health("http://"+r.monitor+"/healthz", http.DefaultClient); got != http.StatusServiceUnavailable {
+			return fmt.Errorf("/healthz: %d", got)
+		}
+		return nil
+	})
+	if got := health(r.url("/healthz"), r.client); got != http.StatusServiceUnavailable {
+		t.Errorf("/healthz on the registry address while draining: %d, want 503", got)
+	}
+	// A new connection during the delay is still served.
+	r.client.CloseIdleConnections()
+	resp, body := r.do(t, "GET", "/v2/", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /v2/ while draining: %d %s, want 200", resp.StatusCode, body)
+	}
+	if since := time.Since(stopped); since > 2500*time.Millisecond {
+		t.Fatalf("the checks took %s, too long to tell the delay apart (3s)", since)
+	}
+	testenv.WaitFor(t, "listener closed", 10*time.Second, nil, func() error {
+		c, err := net.DialTimeout("tcp", r.host, time.Second)
+		if err == nil {
+			c.Close()
+			return fmt.Errorf("%s still accepts connections", r.host)
+		}
+		return nil
+	})
+	if since := time.Since(stopped); since < 3*time.Second {
+		t.Errorf("listeners closed %s after shutdown began, before shutdown_delay (3s)", since)
+	}
+}

@@ -14,7 +14,8 @@
 // /healthz and /metrics only.
 //
 // Shutdown (the context given to Run ends, on SIGTERM or SIGINT): /healthz
-// turns 503 so load balancers stop sending, the listeners close, in-flight
+// turns 503 so load balancers stop sending, requests are still served for
+// shutdown_delay (default 0) while they notice, the listeners close, in-flight
 // requests may finish until shutdown_timeout; then their connections are
 // closed and their contexts cancelled, which makes the storage drivers
 // abort what they were writing (nothing partial becomes visible), and Run
@@ -328,6 +329,10 @@ func (s *Server) Run(ctx context.Context) error {
 // handlers.
 func (s *Server) stop(servers []*http.Server, abandon context.CancelFunc) {
 	s.shutdown.Store(true)
+	if delay := time.Duration(s.cfg.ShutdownDelay); delay > 0 {
+		s.log.Info("draining: /healthz answers 503, still serving until the delay is over", "delay", delay)
+		time.Sleep(delay)
+	}
 	timeout := time.Duration(s.cfg.ShutdownTimeout)
 	s.log.Info("shutting down", "timeout", timeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
