@@ -122,6 +122,19 @@ type ChunkMinLengther interface {
 	ChunkMinLength() int64
 }
 
+// BlobURLer is implemented by drivers whose store can serve a blob to
+// clients itself, at a URL that grants access to that blob alone for a
+// limited time (an S3 presigned URL). A registry told to redirect blob GETs
+// sends clients there, after its own access and existence checks, so the
+// bytes no longer flow through the registry.
+type BlobURLer interface {
+	// BlobURL returns an absolute URL at which a request with method (GET
+	// or HEAD) reads blob d without other credentials, honouring Range.
+	// It does not check that the blob exists. The URL is a bearer
+	// capability until it expires: never log it.
+	BlobURL(ctx context.Context, d digest.Digest, method string) (string, error)
+}
+
 // Table names a set of entries of a repository. Keys are tags or digests:
 // non-empty, at most 255 bytes of [A-Za-z0-9_.:+=-], not starting with '.'.
 type Table string

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/opencontainers/go-digest"
@@ -73,6 +75,31 @@ func (d *Driver) OpenBlob(ctx context.Context, dg digest.Digest, offset, length 
 		return nil, wrap(err, "reading blob %s", dg)
 	}
 	return out.Body, nil
+}
+
+// BlobURL implements storage.BlobURLer with a presigned URL (signature
+// version 4 in the query string), valid for Config.URLExpiry, addressing
+// the bucket as every other request does (path-style or virtual-host, on
+// Config.Endpoint). Signing happens locally: no request is sent, except to
+// refresh temporary credentials.
+func (d *Driver) BlobURL(ctx context.Context, dg digest.Digest, method string) (string, error) {
+	key, err := d.blobKey(dg)
+	if err != nil {
+		return "", err
+	}
+	var req *v4.PresignedHTTPRequest
+	switch method {
+	case http.MethodGet:
+		req, err = d.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &d.bucket, Key: &key})
+	case http.MethodHead:
+		req, err = d.presign.PresignHeadObject(ctx, &s3.HeadObjectInput{Bucket: &d.bucket, Key: &key})
+	default:
+		return "", fmt.Errorf("presigning blob %s: method %q is not GET or HEAD", dg, method)
+	}
+	if err != nil {
+		return "", wrap(err, "presigning blob %s", dg)
+	}
+	return req.URL, nil
 }
 
 // PutBlob implements storage.Driver. A blob of known size up to the part

@@ -81,6 +81,15 @@ const MinPartSize = 5 << 20
 // unless Config.PartSize says otherwise.
 const DefaultPartSize = 8 << 20
 
+// DefaultURLExpiry is how long a presigned blob URL is valid unless
+// Config.URLExpiry says otherwise: long enough for a client to follow the
+// redirect it came in, even after retries, and short-lived as a capability.
+const DefaultURLExpiry = 20 * time.Minute
+
+// MaxURLExpiry is the longest validity S3 allows for a presigned URL
+// (signature version 4).
+const MaxURLExpiry = 7 * 24 * time.Hour
+
 // maxParts is the number of parts a multipart upload may have.
 const maxParts = 10000
 
@@ -120,6 +129,10 @@ type Config struct {
 	// listed entries are not confirmed one by one with HEAD requests. Leave
 	// it false for stores whose listings lag behind deletes (SeaweedFS).
 	ConsistentListing bool
+	// URLExpiry is how long the presigned URLs of BlobURL are valid
+	// (default DefaultURLExpiry, at most MaxURLExpiry). URLs signed with
+	// temporary credentials stop working when those expire, if sooner.
+	URLExpiry time.Duration
 }
 
 // Driver is a storage.Driver on an S3 bucket.
@@ -133,11 +146,14 @@ type Driver struct {
 	parallel  int
 	transport http.RoundTripper
 	trustList bool
+	presign   *s3.PresignClient
+	urlExpiry time.Duration
 }
 
 var (
 	_ storage.Driver           = (*Driver)(nil)
 	_ storage.ChunkMinLengther = (*Driver)(nil)
+	_ storage.BlobURLer        = (*Driver)(nil)
 )
 
 // Option configures a Driver.
@@ -175,11 +191,18 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Driver, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
+	if cfg.URLExpiry == 0 {
+		cfg.URLExpiry = DefaultURLExpiry
+	}
+	if cfg.URLExpiry < time.Second || cfg.URLExpiry > MaxURLExpiry {
+		return nil, fmt.Errorf("s3 storage: URL expiry %s is outside [1s, %s] (S3 accepts presigned URLs valid for at most 7 days)", cfg.URLExpiry, MaxURLExpiry)
+	}
 	prefix := strings.TrimPrefix(cfg.Prefix, "/")
 	if prefix != "" && !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
 	}
-	d := &Driver{bucket: cfg.Bucket, prefix: prefix, partSize: cfg.PartSize, parallel: 16, trustList: cfg.ConsistentListing}
+	d := &Driver{bucket: cfg.Bucket, prefix: prefix, partSize: cfg.PartSize, parallel: 16, trustList: cfg.ConsistentListing,
+		urlExpiry: cfg.URLExpiry}
 	for _, o := range opts {
 		o(d)
 	}
@@ -222,6 +245,9 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Driver, error) {
 			o.HTTPClient = &http.Client{Transport: d.transport}
 		}
 	})
+	// The presign client signs with the client's options: the same
+	// endpoint, addressing style and credentials.
+	d.presign = s3.NewPresignClient(d.client, s3.WithPresignExpires(d.urlExpiry))
 	if err := d.probe(ctx, cfg); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -220,6 +221,7 @@ func TestNewRefusesBadSettings(t *testing.T) {
 		{"half credentials", func(c *Config) { c.SecretAccessKey = "" }, []string{"access_key_id and secret_access_key"}},
 		{"unreachable endpoint", func(c *Config) { c.Endpoint = "https://127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)) }, []string{"check endpoint"}},
 		{"part size", func(c *Config) { c.PartSize = 1 << 20 }, []string{"part size"}},
+		{"URL expiry", func(c *Config) { c.URLExpiry = 8 * 24 * time.Hour }, []string{"URL expiry", "7 days"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := good
