@@ -13,12 +13,32 @@ import (
 // Driver returns a storage.Driver that forwards to d and counts every call
 // and every failure of the store. Expected answers (not found, unknown
 // upload, range or name refused) and calls ended by their context are not
-// failures. The result also implements storage.ChunkMinLengther when d
-// does.
+// failures. The result also implements storage.ChunkMinLengther and
+// storage.BlobURLer when d does, and only then.
 func (m *Metrics) Driver(d storage.Driver) storage.Driver {
 	md := &meteredDriver{d: d, m: m}
-	if c, ok := d.(storage.ChunkMinLengther); ok {
-		return &meteredChunkDriver{meteredDriver: md, c: c}
+	c, chunks := d.(storage.ChunkMinLengther)
+	u, urls := d.(storage.BlobURLer)
+	mu := &meteredURLer{u: u, m: m}
+	// One type per combination of the optional interfaces, so that a type
+	// assertion on the result answers as it would on d.
+	switch {
+	case chunks && urls:
+		return struct {
+			*meteredDriver
+			storage.ChunkMinLengther
+			storage.BlobURLer
+		}{md, c, mu}
+	case chunks:
+		return struct {
+			*meteredDriver
+			storage.ChunkMinLengther
+		}{md, c}
+	case urls:
+		return struct {
+			*meteredDriver
+			storage.BlobURLer
+		}{md, mu}
 	}
 	return md
 }
@@ -28,12 +48,17 @@ type meteredDriver struct {
 	m *Metrics
 }
 
-type meteredChunkDriver struct {
-	*meteredDriver
-	c storage.ChunkMinLengther
+// meteredURLer counts the blob URLs a driver signs (operation blob_url).
+type meteredURLer struct {
+	u storage.BlobURLer
+	m *Metrics
 }
 
-func (c *meteredChunkDriver) ChunkMinLength() int64 { return c.c.ChunkMinLength() }
+func (mu *meteredURLer) BlobURL(ctx context.Context, d digest.Digest, method string) (string, error) {
+	u, err := mu.u.BlobURL(ctx, d, method)
+	mu.m.storageOp("blob_url", errorKind(err))
+	return u, err
+}
 
 // errorKind classifies a storage error for the errors counter; "" means
 // not a failure of the store.

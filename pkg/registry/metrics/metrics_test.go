@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -179,4 +180,72 @@ func (f *failing) Read(p []byte) (int, error) {
 		return n, errBadContent
 	}
 	return n, err
+}
+
+// chunky and urler add the optional driver interfaces to a driver.
+type chunky struct{ storage.Driver }
+
+func (chunky) ChunkMinLength() int64 { return 42 }
+
+type urler struct{ storage.Driver }
+
+func (urler) BlobURL(_ context.Context, d digest.Digest, method string) (string, error) {
+	if method != http.MethodGet {
+		return "", errors.New("only GET")
+	}
+	return "https://store.example/" + d.Encoded(), nil
+}
+
+// TestDriverOptionalInterfaces checks that the metered driver implements
+// storage.ChunkMinLengther and storage.BlobURLer exactly when the driver
+// it wraps does, forwards them, and counts blob URLs.
+func TestDriverOptionalInterfaces(t *testing.T) {
+	fs, err := filesystem.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name         string
+		d            storage.Driver
+		chunks, urls bool
+	}{
+		{"neither", fs, false, false},
+		{"chunk minimum", chunky{fs}, true, false},
+		{"blob URLs", urler{fs}, false, true},
+		{"both", struct {
+			storage.Driver
+			storage.ChunkMinLengther
+			storage.BlobURLer
+		}{fs, chunky{fs}, urler{fs}}, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := metrics.New()
+			d := m.Driver(tc.d)
+			c, chunks := d.(storage.ChunkMinLengther)
+			u, urls := d.(storage.BlobURLer)
+			if chunks != tc.chunks || urls != tc.urls {
+				t.Fatalf("ChunkMinLengther %v, BlobURLer %v; want %v, %v", chunks, urls, tc.chunks, tc.urls)
+			}
+			if chunks && c.ChunkMinLength() != 42 {
+				t.Errorf("ChunkMinLength %d, want 42", c.ChunkMinLength())
+			}
+			if !urls {
+				return
+			}
+			dg := digest.FromString("x")
+			if got, err := u.BlobURL(t.Context(), dg, http.MethodGet); err != nil || got != "https://store.example/"+dg.Encoded() {
+				t.Errorf("BlobURL: %q, %v", got, err)
+			}
+			if _, err := u.BlobURL(t.Context(), dg, http.MethodHead); err == nil {
+				t.Error("BlobURL did not forward the error")
+			}
+			text := m.Text()
+			if v := value(t, text, `imagegate_registry_storage_operations_total{operation="blob_url"}`); v != 2 {
+				t.Errorf("blob_url operations %v, want 2", v)
+			}
+			if v := value(t, text, `imagegate_registry_storage_errors_total{operation="blob_url",kind="error"}`); v != 1 {
+				t.Errorf("blob_url errors %v, want 1", v)
+			}
+		})
+	}
 }
