@@ -17,7 +17,9 @@ import (
 // getBlob serves GET and HEAD /v2/<name>/blobs/<digest> (spec § "Pulling
 // blobs", "Range request support"): the blob if the repository holds it
 // (as a blob or as a manifest), with Docker-Content-Digest on both methods
-// and a single byte range (206, or 416 when unsatisfiable) on GET.
+// and a single byte range (206, or 416 when unsatisfiable) on GET. With
+// WithBlobRedirect, a GET the store can answer as the registry would is
+// redirected there instead (redirectBlob).
 func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) error {
 	dg, err := parseDigest(rt.ref)
 	if err != nil {
@@ -35,17 +37,14 @@ func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) er
 	}
 	h := w.Header()
 	h.Set("Docker-Content-Digest", dg.String())
-	h.Set("Content-Type", "application/octet-stream")
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("ETag", `"`+dg.String()+`"`)
-	// A blob never changes under its digest.
-	h.Set("Cache-Control", "max-age=31536000, immutable")
 	if r.Method == http.MethodHead {
+		setBlobHeaders(h, dg)
 		h.Set("Content-Length", strconv.FormatInt(size, 10))
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
 	offset, length, status := int64(0), size, http.StatusOK
+	contentRange, rangeIgnored := "", false
 	if rh := r.Header.Get("Range"); rh != "" && ifRangeMatches(r, dg) {
 		start, end, ok, err := parseRange(rh, size)
 		if err != nil {
@@ -53,8 +52,20 @@ func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) er
 		}
 		if ok {
 			offset, length, status = start, end-start+1, http.StatusPartialContent
-			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end, size))
+			contentRange = fmt.Sprintf("bytes %d-%d/%d", start, end, size)
 		}
+		rangeIgnored = !ok
+	}
+	// The store sees the request's Range and If-Range again, and judges
+	// them by its own rules: redirect only when it will answer as the
+	// registry would (no If-Range, which names the registry's ETag, not
+	// the store's; no range the registry ignores).
+	if rg.blobURLs != nil && r.Header.Get("If-Range") == "" && !rangeIgnored {
+		return rg.redirectBlob(w, r, dg)
+	}
+	setBlobHeaders(h, dg)
+	if contentRange != "" {
+		h.Set("Content-Range", contentRange)
 	}
 	rc, err := rg.driver.OpenBlob(ctx, dg, offset, length)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -70,6 +81,34 @@ func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) er
 		// connection short, which the client sees as a short body.
 		rg.log.WarnContext(ctx, "sending blob failed", "digest", dg, "sent", n, "size", length, "error", err)
 	}
+	return nil
+}
+
+// setBlobHeaders sets the headers describing a blob's content.
+func setBlobHeaders(h http.Header, dg digest.Digest) {
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", `"`+dg.String()+`"`)
+	// A blob never changes under its digest.
+	h.Set("Cache-Control", "max-age=31536000, immutable")
+}
+
+// redirectBlob answers a blob GET with 307 Temporary Redirect to the
+// store's URL for the blob (the distribution spec lets a blob GET redirect
+// and asks clients to follow). A 307 makes the client repeat the request
+// as it was, Range included, so the store answers ranges itself. The
+// redirect must not be cached, as its URL expires, and the URL is never
+// logged: it is a capability to read the blob.
+func (rg *Registry) redirectBlob(w http.ResponseWriter, r *http.Request, dg digest.Digest) error {
+	u, err := rg.blobURLs.BlobURL(r.Context(), dg, http.MethodGet)
+	if err != nil {
+		return storageError("redirecting to blob", err)
+	}
+	h := w.Header()
+	h.Set("Location", u)
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", "0")
+	w.WriteHeader(http.StatusTemporaryRedirect)
 	return nil
 }
 

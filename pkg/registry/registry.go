@@ -5,9 +5,10 @@
 //
 // It implements the whole spec: blob uploads (monolithic POST+PUT, single
 // POST with digest, chunked PATCH with Content-Range and 416 on
-// out-of-order chunks, streamed PATCH), blob GET/HEAD with Range,
-// cross-repository and anonymous mounts, blob delete; image manifests and
-// indexes (OCI and Docker schema 2) by tag and digest, with subject,
+// out-of-order chunks, streamed PATCH), blob GET/HEAD with Range (GETs
+// optionally redirected to the store, WithBlobRedirect), cross-repository
+// and anonymous mounts, blob delete; image manifests and indexes (OCI and
+// Docker schema 2) by tag and digest, with subject,
 // OCI-Subject, tag parameters (OCI-Tag) and the referrers API with
 // artifactType filtering; tag lists and the catalog with n/last and Link
 // pagination; tag and manifest deletes; sha256 and sha512 digests. Errors
@@ -89,6 +90,7 @@ type Registry struct {
 	service     string
 	realm       string
 	now         func() time.Time
+	blobURLs    storage.BlobURLer // nil unless blob GETs redirect
 }
 
 // credential is a configured user, with the SHA-256 of the password.
@@ -107,6 +109,7 @@ type config struct {
 	service     string
 	realm       string
 	now         func() time.Time
+	redirect    bool
 }
 
 // Option configures a Registry.
@@ -163,6 +166,18 @@ func WithRealm(url string) Option {
 	return func(c *config) { c.realm = url }
 }
 
+// WithBlobRedirect makes blob GETs answer 307 Temporary Redirect to a URL
+// of the store (storage.BlobURLer: an S3 presigned URL) instead of sending
+// the bytes, after the same access, existence and range checks as a GET
+// served directly. Clients then read blobs from the store, which they must
+// be able to reach and trust. HEAD requests, manifests, and GETs with
+// If-Range or a Range the registry would ignore are served directly. New
+// refuses it when the driver does not implement storage.BlobURLer.
+// Default: off.
+func WithBlobRedirect(enabled bool) Option {
+	return func(c *config) { c.redirect = enabled }
+}
+
 // withClock sets the time source (tests).
 func withClock(now func() time.Time) Option {
 	return func(c *config) { c.now = now }
@@ -170,8 +185,9 @@ func withClock(now func() time.Time) Option {
 
 // New returns a registry serving driver's content. It refuses users without
 // a name or password, with an unknown access level or a duplicate name, a
-// token key under 32 bytes, a non-positive manifest limit or token TTL, and
-// a configuration nobody could use (no users and no anonymous reads).
+// token key under 32 bytes, a non-positive manifest limit or token TTL, a
+// configuration nobody could use (no users and no anonymous reads), and
+// blob redirects on a driver that cannot give blob URLs.
 func New(driver storage.Driver, opts ...Option) (*Registry, error) {
 	if driver == nil {
 		return nil, errors.New("registry: storage driver is nil")
@@ -200,6 +216,13 @@ func New(driver storage.Driver, opts ...Option) (*Registry, error) {
 	}
 	if rg.log == nil {
 		rg.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.redirect {
+		u, ok := driver.(storage.BlobURLer)
+		if !ok {
+			return nil, fmt.Errorf("registry: blob redirects need a storage driver that gives blob URLs (storage.BlobURLer); %T does not", driver)
+		}
+		rg.blobURLs = u
 	}
 	for i, u := range c.users {
 		switch {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/registry"
+	"github.com/imagegate/imagegate/pkg/registry/storage"
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
 	"github.com/imagegate/imagegate/tests/testenv"
 )
@@ -43,11 +44,12 @@ type Registry struct {
 	// Username and Password are a user with write access; the password is
 	// 128 random bits, hex-encoded.
 	Username, Password string
-	// Root is the storage directory.
+	// Root is the storage directory ("" for NewWithDriver).
 	Root string
 	// Handler is the registry handler.
 	Handler *registry.Registry
-	// Driver is the filesystem storage driver under Root.
+	// Driver is the filesystem storage driver under Root (nil for
+	// NewWithDriver).
 	Driver *filesystem.Driver
 
 	logs *testenv.SyncBuffer
@@ -61,8 +63,15 @@ type Registry struct {
 // printed when the test fails.
 func New(t testing.TB, opts ...registry.Option) *Registry {
 	t.Helper()
+	return NewWithDriver(t, nil, opts...)
+}
+
+// NewWithDriver starts a registry as New does, on drv instead of a
+// filesystem driver (New's when nil).
+func NewWithDriver(t testing.TB, drv storage.Driver, opts ...registry.Option) *Registry {
+	t.Helper()
 	logs := &testenv.SyncBuffer{}
-	rg, err := Serve(t.TempDir(), logs, opts...)
+	rg, err := serve(t.TempDir(), drv, logs, opts...)
 	if err != nil {
 		t.Fatalf("registrytest: %v", err)
 	}
@@ -80,12 +89,20 @@ func New(t testing.TB, opts ...registry.Option) *Registry {
 // its storage and CA file in dir, its log (debug level) written to log. The
 // caller stops it (Close).
 func Serve(dir string, log io.Writer, opts ...registry.Option) (*Registry, error) {
-	rg := &Registry{Username: "zuul", Password: randomHex(16), Root: filepath.Join(dir, "storage")}
-	drv, err := filesystem.New(rg.Root)
-	if err != nil {
-		return nil, err
+	return serve(dir, nil, log, opts...)
+}
+
+func serve(dir string, drv storage.Driver, log io.Writer, opts ...registry.Option) (*Registry, error) {
+	rg := &Registry{Username: "zuul", Password: randomHex(16)}
+	if drv == nil {
+		rg.Root = filepath.Join(dir, "storage")
+		fs, err := filesystem.New(rg.Root)
+		if err != nil {
+			return nil, err
+		}
+		rg.Driver, drv = fs, fs
 	}
-	rg.Driver = drv
+	var err error
 	logger := slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	all := append([]registry.Option{
 		registry.WithUsers(registry.User{Name: rg.Username, Password: rg.Password, Access: registry.AccessWrite}),
