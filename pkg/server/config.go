@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/imagegate/imagegate/pkg/registry"
+	"github.com/imagegate/imagegate/pkg/registry/storage/s3"
 )
 
 // DefaultListen is the listen address unless the configuration says
@@ -113,21 +114,25 @@ type FilesystemConfig struct {
 // S3Config configures the S3 driver. Without access_key_id and
 // secret_access_key (or their *_env keys), credentials come from the AWS
 // default chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the shared
-// credentials file, web identity, the instance role).
+// credentials file, web identity, the instance role). Redirect sends blob
+// GETs to presigned URLs of the store, valid for RedirectExpiry (default
+// 20m, at most 7d), instead of streaming the bytes through the registry.
 type S3Config struct {
-	Bucket             string `yaml:"bucket"`
-	Prefix             string `yaml:"prefix"`
-	Region             string `yaml:"region"`
-	Endpoint           string `yaml:"endpoint"`
-	PathStyle          bool   `yaml:"path_style"`
-	AccessKeyID        string `yaml:"access_key_id"`
-	AccessKeyIDEnv     string `yaml:"access_key_id_env"`
-	SecretAccessKey    string `yaml:"secret_access_key"`
-	SecretAccessKeyEnv string `yaml:"secret_access_key_env"`
-	SessionTokenEnv    string `yaml:"session_token_env"`
-	CAFile             string `yaml:"ca_file"`
-	PartSize           Size   `yaml:"part_size"`
-	ConsistentListing  bool   `yaml:"consistent_listing"`
+	Bucket             string   `yaml:"bucket"`
+	Prefix             string   `yaml:"prefix"`
+	Region             string   `yaml:"region"`
+	Endpoint           string   `yaml:"endpoint"`
+	PathStyle          bool     `yaml:"path_style"`
+	AccessKeyID        string   `yaml:"access_key_id"`
+	AccessKeyIDEnv     string   `yaml:"access_key_id_env"`
+	SecretAccessKey    string   `yaml:"secret_access_key"`
+	SecretAccessKeyEnv string   `yaml:"secret_access_key_env"`
+	SessionTokenEnv    string   `yaml:"session_token_env"`
+	CAFile             string   `yaml:"ca_file"`
+	PartSize           Size     `yaml:"part_size"`
+	ConsistentListing  bool     `yaml:"consistent_listing"`
+	Redirect           bool     `yaml:"redirect"`
+	RedirectExpiry     Duration `yaml:"redirect_expiry"`
 }
 
 // PruneConfig is the retention policy.
@@ -462,6 +467,12 @@ func (c *Config) resolve(getenv func(string) (string, bool)) error {
 		}
 		if s.Endpoint != "" && !strings.HasPrefix(s.Endpoint, "https://") && !strings.HasPrefix(s.Endpoint, "http://") {
 			return fmt.Errorf("storage.s3.endpoint %q: must be an http(s):// URL", s.Endpoint)
+		}
+		if s.RedirectExpiry == 0 {
+			s.RedirectExpiry = Duration(s3.DefaultURLExpiry)
+		}
+		if e := time.Duration(s.RedirectExpiry); e < time.Second || e > s3.MaxURLExpiry {
+			return fmt.Errorf("storage.s3.redirect_expiry %s: must be between 1s and 7d (S3's limit for presigned URLs)", e)
 		}
 	default:
 		return fmt.Errorf("storage.driver %q: use filesystem or s3", c.Storage.Driver)

@@ -31,6 +31,19 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 }
 
+// TestParseConfigS3Defaults checks the S3 settings left out: blob redirects
+// off, their expiry the driver's default (20m).
+func TestParseConfigS3Defaults(t *testing.T) {
+	cfg, err := ParseConfig([]byte(minimal+"storage:\n  driver: s3\n  s3:\n    bucket: b\n"), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Storage.S3
+	if s.Redirect || time.Duration(s.RedirectExpiry) != 20*time.Minute || s.PathStyle || s.ConsistentListing {
+		t.Fatalf("s3 defaults: %+v", s)
+	}
+}
+
 func TestParseConfigEnvironment(t *testing.T) {
 	vars := map[string]string{
 		"ZUUL_PASSWORD": `p@ss: "quoted" # not a comment`,
@@ -64,6 +77,8 @@ storage:
     secret_access_key_env: S3_SECRET
     part_size: 16MiB
     prefix: ir/$${literal}
+    redirect: true
+    redirect_expiry: 1h
 prune:
   expiration: 30d
   grace_period: 2h
@@ -78,7 +93,8 @@ shutdown_delay: 10s
 		t.Errorf("passwords %q, %q", cfg.Users[0].Password, cfg.Users[1].Password)
 	}
 	s := cfg.Storage.S3
-	if s.AccessKeyID != "AKIA" || s.SecretAccessKey != "s3cr3t" || !s.PathStyle || s.PartSize != 16<<20 || s.Prefix != "ir/${literal}" {
+	if s.AccessKeyID != "AKIA" || s.SecretAccessKey != "s3cr3t" || !s.PathStyle || s.PartSize != 16<<20 || s.Prefix != "ir/${literal}" ||
+		!s.Redirect || time.Duration(s.RedirectExpiry) != time.Hour {
 		t.Errorf("s3: %+v", s)
 	}
 	if time.Duration(cfg.Prune.Expiration) != 30*24*time.Hour || time.Duration(cfg.Prune.Schedule) != 6*time.Hour ||
@@ -114,6 +130,9 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"s3 without bucket", minimal + "storage:\n  driver: s3\n", []string{"storage.s3.bucket"}},
 		{"s3 half credentials", minimal + "storage:\n  driver: s3\n  s3:\n    bucket: b\n    access_key_id: a\n", []string{"storage.s3.access_key_id and storage.s3.secret_access_key"}},
 		{"s3 bad endpoint", minimal + "storage:\n  driver: s3\n  s3:\n    bucket: b\n    endpoint: s3.example.org\n", []string{"storage.s3.endpoint"}},
+		{"s3 redirect expiry too long", minimal + "storage:\n  driver: s3\n  s3:\n    bucket: b\n    redirect: true\n    redirect_expiry: 8d\n", []string{"storage.s3.redirect_expiry", "7d"}},
+		{"s3 redirect expiry too short", minimal + "storage:\n  driver: s3\n  s3:\n    bucket: b\n    redirect_expiry: 10ms\n", []string{"storage.s3.redirect_expiry", "1s"}},
+		{"s3 redirect not a boolean", minimal + "storage:\n  driver: s3\n  s3:\n    bucket: b\n    redirect: sometimes\n", []string{"sometimes", "bool"}},
 		{"bad driver", minimal + "storage:\n  driver: swift\n", []string{"storage.driver", "swift"}},
 		{"half tls", minimal + "tls:\n  cert: /c.pem\n", []string{"tls.cert and tls.key"}},
 		{"short token key", minimal + "token_key: short\n", []string{"token_key", "32"}},

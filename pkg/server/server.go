@@ -79,7 +79,7 @@ func OpenStorage(ctx context.Context, cfg *Config, log *slog.Logger) (storage.Dr
 		c := cfg.Storage.S3
 		sc := s3.Config{Bucket: c.Bucket, Prefix: c.Prefix, Region: c.Region, Endpoint: c.Endpoint, PathStyle: c.PathStyle,
 			AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, CAFile: c.CAFile, PartSize: int64(c.PartSize),
-			ConsistentListing: c.ConsistentListing}
+			ConsistentListing: c.ConsistentListing, URLExpiry: time.Duration(c.RedirectExpiry)}
 		if c.SessionTokenEnv != "" {
 			sc.SessionToken = os.Getenv(c.SessionTokenEnv)
 		}
@@ -125,6 +125,11 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 	}
 	if cfg.PublicURL != "" {
 		ropts = append(ropts, registry.WithRealm(cfg.PublicURL+"/auth/token"))
+	}
+	if cfg.Storage.Driver == "s3" && cfg.Storage.S3.Redirect {
+		ropts = append(ropts, registry.WithBlobRedirect(true))
+		s.log.Info("blob GETs redirect to presigned URLs of the store: clients must reach and trust it",
+			"endpoint", cfg.Storage.S3.Endpoint, "expiry", time.Duration(cfg.Storage.S3.RedirectExpiry))
 	}
 	reg, err := registry.New(s.metrics.Driver(s.driver), ropts...)
 	if err != nil {
