@@ -35,6 +35,7 @@ type running struct {
 	client   *http.Client
 	user     string
 	password string
+	logs     *testenv.SyncBuffer
 	stop     context.CancelFunc
 	done     chan error
 	stopOnce sync.Once
@@ -90,7 +91,7 @@ users:
 		t.Fatalf("server.New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{srv: srv, user: "zuul", password: password, stop: cancel, done: make(chan error, 1)}
+	r := &running{srv: srv, user: "zuul", password: password, logs: logs, stop: cancel, done: make(chan error, 1)}
 	go func() { r.done <- srv.Run(ctx) }()
 	addrs := srv.Addrs(t.Context())
 	if len(addrs) == 0 {
@@ -113,6 +114,9 @@ users:
 		}
 		if strings.Contains(logs.String(), password) {
 			t.Errorf("the server logged the password")
+		}
+		if strings.Contains(logs.String(), "X-Amz-Signature") {
+			t.Errorf("the server logged a presigned URL")
 		}
 	})
 	return r

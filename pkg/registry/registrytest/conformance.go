@@ -65,15 +65,19 @@ var ConformanceEnv = map[string]string{
 type ConformanceOptions struct {
 	// Timeout bounds the suite's run (default 15 minutes).
 	Timeout time.Duration
+	// Env overrides entries of ConformanceEnv (to turn an option off,
+	// saying why at the call).
+	Env map[string]string
 }
 
 var conformanceCountRE = regexp.MustCompile(`(?m)^\s+(Pass|FAIL|Error|Skip|Disabled|Total)\.*:\s+(\d+)$`)
 
 // RunConformance runs the OCI distribution-spec conformance suite (the
 // binary OCI_CONFORMANCE names, built by tests/setup/deps.sh) with
-// ConformanceEnv against the registry at host (host:port, TLS), trusting
-// only the CA in caFile and logging in as username. It fails t on any
-// failed, errored or skipped check, and when the suite reports nothing.
+// ConformanceEnv (with opts.Env) against the registry at host (host:port,
+// TLS), trusting only the CAs in caFile and logging in as username. It
+// fails t on any failed, errored or skipped check, and when the suite
+// reports nothing.
 func RunConformance(t testing.TB, host, caFile, username, password string, opts ConformanceOptions) {
 	t.Helper()
 	bin := testenv.Tool(t, "OCI_CONFORMANCE", "conformance.test")
@@ -87,8 +91,10 @@ func RunConformance(t testing.TB, host, caFile, username, password string, opts 
 			env = append(env, kv)
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(ConformanceEnv)) {
-		env = append(env, k+"="+ConformanceEnv[k])
+	vars := maps.Clone(ConformanceEnv)
+	maps.Copy(vars, opts.Env)
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		env = append(env, k+"="+vars[k])
 	}
 	env = append(env,
 		"OCI_REGISTRY="+host,
