@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"regexp"
 	"strings"
@@ -59,3 +61,23 @@ func ValidateTable(t Table) error {
 	}
 	return nil
 }
+
+// uploadIDRE matches the upload session IDs NewUploadID makes.
+var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+
+// NewUploadID returns a new upload session ID: a random (version 4) UUID,
+// 122 random bits, so that a session cannot be guessed.
+func NewUploadID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+}
+
+// ValidUploadID reports whether id has the shape NewUploadID gives: a
+// driver refuses any other before it becomes a path or a key.
+func ValidUploadID(id string) bool { return uploadIDRE.MatchString(id) }

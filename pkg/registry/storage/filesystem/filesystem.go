@@ -32,8 +32,6 @@ package filesystem
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,7 +39,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -458,25 +455,11 @@ type session struct {
 	Updated    time.Time `json:"updated"`
 }
 
-var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
-
 func (d *Driver) uploadDir(id string) (string, error) {
-	if !uploadIDRE.MatchString(id) {
+	if !storage.ValidUploadID(id) {
 		return "", fmt.Errorf("%w: %q", storage.ErrUploadUnknown, id)
 	}
 	return filepath.Join(d.root, "uploads", id), nil
-}
-
-// newUUID returns a random (version 4) UUID: 122 random bits.
-func newUUID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
 }
 
 // NewUpload implements storage.Driver. The session directory is built in
@@ -488,7 +471,7 @@ func (d *Driver) NewUpload(ctx context.Context, repo string, state []byte) (stor
 	if err := storage.ValidateRepository(repo); err != nil {
 		return storage.Upload{}, err
 	}
-	id, err := newUUID()
+	id, err := storage.NewUploadID()
 	if err != nil {
 		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
 	}

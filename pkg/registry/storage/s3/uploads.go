@@ -3,13 +3,10 @@ package s3
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -55,27 +52,13 @@ func (s *session) tail() int {
 	return i
 }
 
-var uploadIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
-
 func (d *Driver) sessionKey(id string) string { return d.key("uploads/" + id + "/session") }
 
 func (d *Driver) segmentPrefix(id string) string { return d.key("uploads/" + id + "/segments/") }
 
-// newUUID returns a random (version 4) UUID: 122 random bits.
-func newUUID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
-}
-
 // readSession returns session id and the ETag of its record.
 func (d *Driver) readSession(ctx context.Context, id string) (*session, string, error) {
-	if !uploadIDRE.MatchString(id) {
+	if !storage.ValidUploadID(id) {
 		return nil, "", fmt.Errorf("%w: %q", storage.ErrUploadUnknown, id)
 	}
 	key := d.sessionKey(id)
@@ -127,7 +110,7 @@ func (d *Driver) NewUpload(ctx context.Context, repo string, state []byte) (stor
 	if err := storage.ValidateRepository(repo); err != nil {
 		return storage.Upload{}, err
 	}
-	id, err := newUUID()
+	id, err := storage.NewUploadID()
 	if err != nil {
 		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
 	}
@@ -508,7 +491,7 @@ func (d *Driver) uploadIDs(ctx context.Context) ([]string, error) {
 		}
 		for _, cp := range page.CommonPrefixes {
 			id := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(cp.Prefix), prefix), "/")
-			if uploadIDRE.MatchString(id) {
+			if storage.ValidUploadID(id) {
 				ids = append(ids, id)
 			}
 		}
