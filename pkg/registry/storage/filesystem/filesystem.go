@@ -48,6 +48,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/pkg/atomicfile"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 )
 
@@ -507,7 +508,11 @@ func writeSession(path string, up storage.Upload) error {
 	if err != nil {
 		return err
 	}
-	return writeFileSync(path, b)
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(path))
+	return nil
 }
 
 func (d *Driver) readSession(id, dir string) (storage.Upload, error) {
@@ -892,31 +897,6 @@ func (d *Driver) removeEmptyDirs(dir, stop string) {
 		}
 		dir = filepath.Dir(dir)
 	}
-}
-
-// writeFileSync writes data to path through a temporary file in the same
-// directory, fsynced and renamed over path.
-func writeFileSync(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	syncDir(filepath.Dir(path))
-	return nil
 }
 
 // syncDir fsyncs a directory so that renames and removals in it are
