@@ -44,11 +44,7 @@ type UploadedTag struct {
 	MediaType string `json:"media_type"`
 	// Changed is false when Reference already pointed at Digest.
 	Changed bool `json:"changed"`
-	// Blob statistics of the copy.
-	BlobsCopied   int   `json:"blobs_copied"`
-	BlobsMounted  int   `json:"blobs_mounted"`
-	BlobsExisting int   `json:"blobs_existing"`
-	BytesCopied   int64 `json:"bytes_copied"`
+	transfer.BlobStats
 
 	index int // in docker_images
 }
@@ -186,7 +182,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	for i, r := range results {
 		u := plan[i]
 		u.Digest, u.MediaType, u.Changed = r.Digest, r.MediaType, r.Changed
-		u.BlobsCopied, u.BlobsMounted, u.BlobsExisting, u.BytesCopied = r.BlobsCopied, r.BlobsMounted, r.BlobsExisting, r.BytesCopied
+		u.BlobStats = r.BlobStats
 		res.Uploads = append(res.Uploads, u)
 		res.Changed = res.Changed || u.Changed
 		if u.Changed {

@@ -211,13 +211,21 @@ type Result struct {
 	Changed bool
 	// Manifests counts the child manifests of an index written to Dst.
 	Manifests int
-	// BlobsCopied were uploaded, BlobsMounted mounted from another
-	// repository of the target registry, BlobsExisting already there.
-	BlobsCopied, BlobsMounted, BlobsExisting int
-	// BytesCopied is the size of the uploaded blobs.
-	BytesCopied int64
+	BlobStats
 	// Err is this copy's failure, an *Error; CopyAll also returns it.
 	Err error
+}
+
+// BlobStats says how the blobs of a copy reached the target; modules
+// return it as is, so it carries the result keys.
+type BlobStats struct {
+	// BlobsCopied were uploaded, BlobsMounted mounted from another
+	// repository of the target registry, BlobsExisting already there.
+	BlobsCopied   int `json:"blobs_copied"`
+	BlobsMounted  int `json:"blobs_mounted"`
+	BlobsExisting int `json:"blobs_existing"`
+	// BytesCopied is the size of the uploaded blobs.
+	BytesCopied int64 `json:"bytes_copied"`
 }
 
 // Copy copies one image or index from src to dst.

@@ -56,11 +56,8 @@ type Image struct {
 	Digest    string `json:"digest"`
 	MediaType string `json:"media_type"`
 	// Changed is false when the target already pointed at Digest.
-	Changed       bool  `json:"changed"`
-	BlobsCopied   int   `json:"blobs_copied"`
-	BlobsMounted  int   `json:"blobs_mounted"`
-	BlobsExisting int   `json:"blobs_existing"`
-	BytesCopied   int64 `json:"bytes_copied"`
+	Changed bool `json:"changed"`
+	transfer.BlobStats
 	// Error is why this image was not copied.
 	Error string `json:"error,omitempty"`
 }
@@ -159,7 +156,7 @@ func (c Config) run(ctx context.Context, jobs []transfer.Job, images []Image, la
 	for i, r := range rs {
 		im := &images[i]
 		im.Digest, im.MediaType, im.Changed = r.Digest, r.MediaType, r.Changed
-		im.BlobsCopied, im.BlobsMounted, im.BlobsExisting, im.BytesCopied = r.BlobsCopied, r.BlobsMounted, r.BlobsExisting, r.BytesCopied
+		im.BlobStats = r.BlobStats
 		if r.Err != nil {
 			e := fmt.Errorf("%s: %w%s", label(i), r.Err, hint(r.Err, notFound))
 			im.Error = e.Error()
