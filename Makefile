@@ -71,7 +71,7 @@ bench: deps build
 	$(GO) test -run '^$$' -bench '$(or $(BENCH),.)' -benchtime 1x -timeout 90m ./bench/
 
 demo: deps build
-	$(GO) run ./cmd/imagegate-demo
+	$(GO) run ./internal/cmd/imagegate-demo
 
 test-seaweedfs: deps
 	./tests/setup/deps.sh seaweedfs

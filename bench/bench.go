@@ -1,7 +1,7 @@
 // Package bench measures imagegate beside the tools a user would otherwise
 // use: skopeo, the docker CLI and Debian's distribution registry. Each
 // benchmark is a Go benchmark run once (`make bench` passes -benchtime=1x),
-// starts its own daemons through tests/testenv, and prints a small table
+// starts its own daemons through internal/testenv, and prints a small table
 // with times, throughput, memory and the ratio against the alternative.
 // Nothing here asserts on time: the numbers are for reading.
 package bench

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // startRuns is how many starts of each kind are measured; the table shows

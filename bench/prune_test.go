@@ -12,12 +12,12 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/registry/metrics"
 	"github.com/imagegate/imagegate/pkg/registry/prune"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
 	"github.com/imagegate/imagegate/pkg/registry/storage/s3"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 const (

@@ -17,8 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // registryProcess is imagegate-registry started from its binary.

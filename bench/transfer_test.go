@@ -21,10 +21,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/internal/transfertest"
 	"github.com/imagegate/imagegate/pkg/transfer"
-	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 	"github.com/imagegate/imagegate/pkg/zuul"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // The intermediate-registry benchmark: 10 images sharing a base of 20

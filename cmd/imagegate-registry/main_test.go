@@ -15,9 +15,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/pki"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // build compiles the command as make build does.

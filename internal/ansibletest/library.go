@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // Library is a directory of module binaries, each beside its sidecar

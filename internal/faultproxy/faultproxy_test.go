@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegate/imagegate/internal/faultproxy"
 	"github.com/imagegate/imagegate/pkg/pki"
-	"github.com/imagegate/imagegate/pkg/transfer/faultproxy"
 )
 
 // start runs an upstream that answers every request with 64 KiB and a

@@ -16,10 +16,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/imagegate/imagegate/internal/hubtest"
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/dockerhub"
-	"github.com/imagegate/imagegate/pkg/dockerhub/hubtest"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // distributionHub starts Debian's docker-registry with the emulation in

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // ConformanceEnv enables every API and data option of the OCI

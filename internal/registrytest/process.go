@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/pki"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // Process is the registry running as a separate process (see
@@ -37,8 +37,8 @@ type Process struct {
 	restarted int
 }
 
-// StartProcess builds the test registry command (pkg/registry/internal/
-// testregistry) and runs it as a separate process serving TLS on an
+// StartProcess builds the test registry command (internal/cmd/testregistry)
+// and runs it as a separate process serving TLS on an
 // ephemeral loopback port with filesystem storage, for tests and
 // benchmarks that measure or kill a real server. It is stopped at the end
 // of the test; its log is printed when the test fails.
@@ -145,7 +145,7 @@ func buildServer(t testing.TB) string {
 			return
 		}
 		tmp.Close()
-		cmd := exec.Command("go", "build", "-o", tmp.Name(), "./pkg/registry/internal/testregistry")
+		cmd := exec.Command("go", "build", "-o", tmp.Name(), "./internal/cmd/testregistry")
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

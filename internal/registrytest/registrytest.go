@@ -20,11 +20,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/registry"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // Registry is a running test registry.

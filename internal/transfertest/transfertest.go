@@ -1,7 +1,7 @@
 // Package transfertest provides fixtures for tests of image transfer:
 // layers and images of pseudo-random content made quickly and
 // reproducibly, real registries to put them in (imagegate's own, and
-// Debian's docker-registry through tests/testenv), and fault-injecting
+// Debian's docker-registry through internal/testenv), and fault-injecting
 // proxies in front of them.
 package transfertest
 
@@ -29,11 +29,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/imagegate/imagegate/internal/faultproxy"
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/pki"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 	"github.com/imagegate/imagegate/pkg/transfer"
-	"github.com/imagegate/imagegate/pkg/transfer/faultproxy"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // Layer returns a gzip-compressed tar layer holding one file of size
@@ -159,7 +159,7 @@ func (r Registry) Roots() *x509.CertPool {
 }
 
 // Distribution starts Debian's docker-registry with TLS and htpasswd
-// authentication (tests/testenv) and returns it as a Registry on
+// authentication (internal/testenv) and returns it as a Registry on
 // 127.0.0.1.
 func Distribution(t testing.TB) Registry {
 	t.Helper()
@@ -167,7 +167,7 @@ func Distribution(t testing.TB) Registry {
 	return Registry{Host: d.Host, Username: d.Username, Password: d.Password, CA: d.TLS.CA.CertPEM}
 }
 
-// Ours starts imagegate's own registry (pkg/registry/registrytest: token
+// Ours starts imagegate's own registry (internal/registrytest: token
 // authentication, filesystem storage) and returns it as a Registry on
 // 127.0.0.1.
 func Ours(t testing.TB) Registry {

@@ -3,7 +3,7 @@ package main
 import (
 	"testing"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+	"github.com/imagegate/imagegate/internal/ansibletest"
 )
 
 // lib holds the module, built once as `make build` builds it, beside its

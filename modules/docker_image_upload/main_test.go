@@ -13,10 +13,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/registry"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // lib holds the module, built once as `make build` builds it, beside its

@@ -3,7 +3,7 @@ package main
 import (
 	"testing"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+	"github.com/imagegate/imagegate/internal/ansibletest"
 )
 
 func TestDocs(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
-	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
+	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/transfertest"
 )
 
 func registryArg(r transfertest.Registry) map[string]any {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+	"github.com/imagegate/imagegate/internal/ansibletest"
 	"github.com/imagegate/imagegate/pkg/pki"
 )
 

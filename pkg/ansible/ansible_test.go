@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/internal/ansibletest"
 	"github.com/imagegate/imagegate/pkg/ansible"
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
 )
 
 type image struct {

@@ -13,8 +13,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/zuul"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 func TestBuildPushAndRebuild(t *testing.T) {

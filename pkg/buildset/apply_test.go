@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // TestMain lets the test binary act as the daemon: Apply installs and

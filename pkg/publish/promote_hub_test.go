@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/publish"
 	"github.com/imagegate/imagegate/pkg/zuul"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // TestPromoteDockerHub promotes on emulated Docker Hub: final tags at the

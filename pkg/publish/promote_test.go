@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/internal/transfertest"
 	"github.com/imagegate/imagegate/pkg/publish"
-	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 	"github.com/imagegate/imagegate/pkg/zuul"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 func creds(r registry) publish.Credentials {

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/pkg/registry"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
 )
 

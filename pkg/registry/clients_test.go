@@ -17,8 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // authFile writes a docker/containers auth file for the registry into a

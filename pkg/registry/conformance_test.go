@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/internal/registrytest"
 )
 
 // TestConformance runs the OCI distribution-spec conformance suite (pinned,

@@ -8,7 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/internal/registrytest"
 )
 
 // TestGGCRPushPull pushes a random image and index with

@@ -15,9 +15,9 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imagegate/imagegate/bench"
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/pki"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // blockReader yields n bytes by repeating a random block, without holding

@@ -12,11 +12,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/registry"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
 	"github.com/imagegate/imagegate/pkg/registry/storage/s3"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // TestBlobRedirect serves a registry on versitygw with blob redirects and

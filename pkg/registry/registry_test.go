@@ -15,8 +15,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/pkg/registry"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 )
 
 // client sends raw API requests to a test registry.

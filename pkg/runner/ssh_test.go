@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // TestRunSSHNode runs jobs on a node reached with node.connection: ssh,

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/internal/registrytest"
 )
 
 // TestConformanceS3 runs the OCI distribution-spec conformance suite

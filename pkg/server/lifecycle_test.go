@@ -15,8 +15,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 func randomBytes(t *testing.T, n int) []byte {

@@ -11,9 +11,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/imagegate/imagegate/internal/faultproxy"
+	"github.com/imagegate/imagegate/internal/transfertest"
 	"github.com/imagegate/imagegate/pkg/transfer"
-	"github.com/imagegate/imagegate/pkg/transfer/faultproxy"
-	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 )
 
 func newCopier(t *testing.T, opts ...transfer.Option) *transfer.Copier {

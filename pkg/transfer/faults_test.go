@@ -14,11 +14,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/internal/faultproxy"
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/transfertest"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 	"github.com/imagegate/imagegate/pkg/transfer"
-	"github.com/imagegate/imagegate/pkg/transfer/faultproxy"
-	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 )
 
 // testPolicy retries often and quickly: the proxies below fail one

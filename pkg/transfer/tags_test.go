@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/internal/faultproxy"
+	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/internal/transfertest"
 	"github.com/imagegate/imagegate/pkg/transfer"
-	"github.com/imagegate/imagegate/pkg/transfer/faultproxy"
-	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 func pushTags(t *testing.T, r transfertest.Registry, repo string, n int) []string {

@@ -21,9 +21,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
+	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/zuul"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // registry is a buildset registry started through ansible-playbook.

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // TestSystemTrustStore: the module puts the CA in Debian's trust store and

@@ -14,9 +14,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/internal/lab"
+	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/pkg/runner"
-	"github.com/imagegate/imagegate/pkg/runner/lab"
 )
 
 // repositories lists the tags of repo in a registry run as a process, or

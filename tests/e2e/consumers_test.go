@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/internal/lab"
 	"github.com/imagegate/imagegate/pkg/runner"
-	"github.com/imagegate/imagegate/pkg/runner/lab"
 )
 
 // TestProducersAndConsumers: opendev-buildset-registry, a build job and two

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // TestReleaseTree checks the tree `make dist` produced, as an operator

@@ -9,10 +9,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/internal/lab"
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/runner"
-	"github.com/imagegate/imagegate/pkg/runner/lab"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // seed pushes a small image created at the given time to ref in a test

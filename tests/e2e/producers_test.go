@@ -12,9 +12,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
+	"github.com/imagegate/imagegate/internal/lab"
+	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/pkg/runner"
-	"github.com/imagegate/imagegate/pkg/runner/lab"
 )
 
 // remoteOpts reads from a test registry with its write user.

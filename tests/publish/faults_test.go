@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/pkg/dockerhub/hubtest"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
-	"github.com/imagegate/imagegate/pkg/transfer/faultproxy"
-	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/faultproxy"
+	"github.com/imagegate/imagegate/internal/hubtest"
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/internal/transfertest"
 )
 
 // hubBehind is emulated Docker Hub with a fault-injecting proxy in front of

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/pkg/dockerhub/hubtest"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/hubtest"
+	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // TestGateAndPromote runs the gate and promote steps of one change through

@@ -18,9 +18,9 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/imagegate/imagegate/pkg/ansible/ansibletest"
-	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
-	"github.com/imagegate/imagegate/tests/testenv"
+	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/internal/transfertest"
 )
 
 // lib holds both module binaries, built once as `make build` builds them,

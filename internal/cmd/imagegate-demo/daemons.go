@@ -5,8 +5,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
-	"github.com/imagegate/imagegate/pkg/runner/lab"
+	"github.com/imagegate/imagegate/internal/lab"
+	"github.com/imagegate/imagegate/internal/registrytest"
 )
 
 // The demo starts its daemons as imagegate's tests do: dockerd through

@@ -40,9 +40,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imagegate/imagegate/internal/lab"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/runner"
-	"github.com/imagegate/imagegate/pkg/runner/lab"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 const stageEnv = "IMAGEGATE_DEMO_NAMESPACE"

@@ -16,11 +16,11 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/internal/storagetest"
 	"github.com/imagegate/imagegate/pkg/registry"
 	"github.com/imagegate/imagegate/pkg/registry/metrics"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
-	"github.com/imagegate/imagegate/pkg/registry/storage/storagetest"
 )
 
 // TestDriverConformance runs the storage suite through the metered

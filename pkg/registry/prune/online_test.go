@@ -15,8 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/pkg/registry/prune"
-	"github.com/imagegate/imagegate/pkg/registry/registrytest"
 )
 
 // TestPushWhilePruning pushes images and multi-arch indexes through the

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imagegate/imagegate/internal/transfertest"
 	"github.com/imagegate/imagegate/pkg/transfer/intermediate"
-	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 

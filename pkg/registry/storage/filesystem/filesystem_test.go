@@ -11,9 +11,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/internal/storagetest"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
-	"github.com/imagegate/imagegate/pkg/registry/storage/storagetest"
 )
 
 func TestConformance(t *testing.T) {

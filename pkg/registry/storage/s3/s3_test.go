@@ -18,9 +18,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/internal/storagetest"
+	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
-	"github.com/imagegate/imagegate/pkg/registry/storage/storagetest"
-	"github.com/imagegate/imagegate/tests/testenv"
 )
 
 // servers starts one S3 server per kind for the tests of this package:
