@@ -18,12 +18,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/daemon"
 	"github.com/imagegate/imagegate/internal/testenv"
 )
 
 // registryProcess is imagegate-registry started from its binary.
 type registryProcess struct {
-	*testenv.Process
+	*daemon.Process
 	host       string
 	caPEM      []byte
 	user, pass string

@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/imagegate/imagegate/internal/daemon"
 	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/internal/transfertest"
 	"github.com/imagegate/imagegate/pkg/transfer"
@@ -117,7 +118,7 @@ func BenchmarkIntermediatePull(b *testing.B) {
 	// The module, built as make build builds it.
 	bin := filepath.Join(work, "intermediate_registry_pull")
 	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./modules/intermediate_registry_pull")
-	build.Dir = testenv.RepoRoot()
+	build.Dir = daemon.RepoRoot()
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building the module: %v\n%s", err, out)

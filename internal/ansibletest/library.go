@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/internal/daemon"
 )
 
 // Library is a directory of module binaries, each beside its sidecar
@@ -28,7 +28,7 @@ func (l Library) Bin(name string) string { return filepath.Join(l.Dir, name) }
 // dir as `make build` does for this machine, and copies each one's sidecar
 // documentation beside it.
 func BuildLibrary(dir string, modules ...string) (Library, error) {
-	root := testenv.RepoRoot()
+	root := daemon.RepoRoot()
 	if root == "" {
 		return Library{}, fmt.Errorf("building modules: no go.mod above the working directory")
 	}

@@ -1,4 +1,4 @@
-package testenv
+package daemon
 
 import (
 	"os"
@@ -9,9 +9,10 @@ import (
 	"time"
 )
 
-// The jobs under test start daemons that are not children of the test:
-// ensure-buildkit's buildkitd (pid file), the buildset registry (the module
-// copies itself into the registry's root). These functions stop them.
+// The jobs under test and in the demo start daemons that are not children
+// of the test or the demo: ensure-buildkit's buildkitd (pid file), the
+// buildset registry (the module copies itself into the registry's root).
+// These functions stop them.
 
 // StopPid ends the process pid: SIGTERM, then SIGKILL if it is still there
 // after 10 s.
@@ -58,4 +59,25 @@ func StopUnder(dir string) []string {
 		}
 	}
 	return stopped
+}
+
+// RemoveAll removes a daemon's directory, unmounting anything the daemon
+// left mounted below it (overlay mounts of dockerd or buildkitd).
+func RemoveAll(dir string) {
+	if err := os.RemoveAll(dir); err == nil {
+		return
+	}
+	if b, err := os.ReadFile("/proc/self/mounts"); err == nil {
+		var mounts []string
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 1 && strings.HasPrefix(f[1], dir+"/") {
+				mounts = append(mounts, f[1])
+			}
+		}
+		for i := len(mounts) - 1; i >= 0; i-- {
+			_ = syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+		}
+	}
+	_ = os.RemoveAll(dir)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imagegate/imagegate/internal/daemon"
 	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/pki"
 )
@@ -17,7 +18,7 @@ import (
 // Process is the registry running as a separate process (see
 // StartProcess).
 type Process struct {
-	*testenv.Process
+	*daemon.Process
 	// Host is 127.0.0.1:<port>.
 	Host string
 	// CAPEM and CAFile are the CA clients must trust.
@@ -124,7 +125,7 @@ var (
 func buildServer(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		root := testenv.RepoRoot()
+		root := daemon.RepoRoot()
 		if root == "" {
 			buildErr = fmt.Errorf("cannot find the repository root from %s", mustGetwd())
 			return

@@ -85,13 +85,6 @@ func NewWithDriver(t testing.TB, drv storage.Driver, opts ...registry.Option) *R
 	return rg
 }
 
-// Serve starts a registry as New does, for programs (cmd/imagegate-demo):
-// its storage and CA file in dir, its log (debug level) written to log. The
-// caller stops it (Close).
-func Serve(dir string, log io.Writer, opts ...registry.Option) (*Registry, error) {
-	return serve(dir, nil, log, opts...)
-}
-
 func serve(dir string, drv storage.Driver, log io.Writer, opts ...registry.Option) (*Registry, error) {
 	rg := &Registry{Username: "zuul", Password: randomHex(16)}
 	if drv == nil {
@@ -169,13 +162,8 @@ func (rg *Registry) Transport() *http.Transport {
 	return tr
 }
 
-// Logs returns what the registry logged so far (New only; "" for Serve).
-func (rg *Registry) Logs() string {
-	if rg.logs == nil {
-		return ""
-	}
-	return rg.logs.String()
-}
+// Logs returns what the registry logged so far.
+func (rg *Registry) Logs() string { return rg.logs.String() }
 
 // RandomPassword returns 128 random bits, hex-encoded.
 func RandomPassword(t testing.TB) string {

@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -12,119 +11,37 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/imagegate/imagegate/internal/daemon"
 )
 
-// Dockerd is a docker daemon started for a test (StartDockerd) or a
-// program (StartDockerdErr).
+// Dockerd is a docker daemon started for a test (StartDockerd).
 type Dockerd struct {
-	*Process
-	// Host is the DOCKER_HOST value: unix://<dir>/docker.sock.
-	Host string
-	// ConfigFile is the daemon.json the daemon reads (--config-file).
-	ConfigFile string
-	// Pidfile is the daemon's --pidfile.
-	Pidfile string
-	// Dir is the daemon's private directory.
-	Dir string
-	// ClientConfig is a private DOCKER_CONFIG directory for the CLI, so
-	// logins never touch ~/.docker.
-	ClientConfig string
-	t            testing.TB
-	bin          string
-	args         []string
+	*daemon.Dockerd
+	t testing.TB
 }
 
 // DockerdOptions configure StartDockerd.
-type DockerdOptions struct {
-	// DaemonJSON is written to the daemon's config file before start.
-	DaemonJSON map[string]any
-	// ConfigFile, if set, is used as the daemon's --config-file instead of a
-	// file in the daemon's directory (for tests where a module edits it).
-	ConfigFile string
-}
+type DockerdOptions = daemon.DockerdOptions
 
 // StartDockerd starts dockerd with its own data root, exec root, socket and
-// pid file, no bridge network and no iptables changes, and waits until it
-// answers.
+// pid file, no bridge network and no iptables changes (daemon.StartDockerd),
+// and waits until it answers. It is stopped at the end of the test.
 func StartDockerd(t testing.TB, o DockerdOptions) *Dockerd {
 	t.Helper()
-	d, err := newDockerd(ShortTempDir(t), o)
+	d, err := daemon.StartDockerd(ShortTempDir(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.t = t
-	d.Process = StartProcess(t, "dockerd", exec.Command(d.bin, d.args...), d.Dir)
-	d.waitReady()
-	return d
-}
-
-// StartDockerdErr is StartDockerd for programs (cmd/imagegate-demo): the
-// daemon's files go in dir (keep its path short: unix sockets), and the
-// caller stops it (Stop). The methods that fail a test (Docker, Login,
-// Restart) are not for it.
-func StartDockerdErr(dir string, o DockerdOptions) (*Dockerd, error) {
-	d, err := newDockerd(dir, o)
-	if err != nil {
-		return nil, err
-	}
-	if d.Process, err = StartProcessErr("dockerd", exec.Command(d.bin, d.args...), d.Dir); err != nil {
-		return nil, err
-	}
-	if err := WaitForErr("dockerd", 60*time.Second, d.Process, d.ping); err != nil {
+	// Stops the process current at the end of the test (Restart replaces
+	// it).
+	t.Cleanup(func() {
+		if t.Failed() {
+			dumpLog(t, d.Process)
+		}
 		d.Stop()
-		return nil, err
-	}
-	return d, nil
-}
-
-// newDockerd prepares a daemon in dir: its configuration file and command
-// line.
-func newDockerd(dir string, o DockerdOptions) (*Dockerd, error) {
-	bin, err := ToolErr("DOCKERD", "dockerd")
-	if err != nil {
-		return nil, err
-	}
-	d := &Dockerd{Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock"), bin: bin,
-		Pidfile: filepath.Join(dir, "docker.pid"), ClientConfig: filepath.Join(dir, "client")}
-	if err := os.MkdirAll(d.ClientConfig, 0o700); err != nil {
-		return nil, err
-	}
-	d.ConfigFile = o.ConfigFile
-	if d.ConfigFile == "" {
-		d.ConfigFile = filepath.Join(dir, "daemon.json")
-	}
-	if _, err := os.Stat(d.ConfigFile); os.IsNotExist(err) || o.DaemonJSON != nil {
-		cfg := o.DaemonJSON
-		if cfg == nil {
-			cfg = map[string]any{}
-		}
-		b, _ := json.MarshalIndent(cfg, "", "  ")
-		if err := os.WriteFile(d.ConfigFile, b, 0o644); err != nil {
-			return nil, err
-		}
-	}
-	d.args = []string{
-		"--data-root", filepath.Join(dir, "data"),
-		"--exec-root", filepath.Join(dir, "exec"),
-		"--host", d.Host,
-		"--pidfile", d.Pidfile,
-		"--config-file", d.ConfigFile,
-		"--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
-		"--containerd-namespace", "ig-" + filepath.Base(dir),
-		"--containerd-plugins-namespace", "igp-" + filepath.Base(dir),
-	}
-	return d, nil
-}
-
-// ping asks the daemon its version.
-func (d *Dockerd) ping() error {
-	_, err := RunErr(d.Env(), "docker", "version", "--format", "{{.Server.Version}}")
-	return err
-}
-
-func (d *Dockerd) waitReady() {
-	d.t.Helper()
-	WaitFor(d.t, "dockerd", 60*time.Second, d.Process, d.ping)
+	})
+	return &Dockerd{Dockerd: d, t: t}
 }
 
 // Restart stops the daemon and starts it again with the same directories
@@ -132,14 +49,10 @@ func (d *Dockerd) waitReady() {
 // daemon.json changed.
 func (d *Dockerd) Restart() {
 	d.t.Helper()
-	d.Process.Stop()
-	d.Process = StartProcess(d.t, "dockerd", exec.Command(d.bin, d.args...), d.Dir)
-	d.waitReady()
-}
-
-// Env is the environment for the docker CLI to talk to this daemon.
-func (d *Dockerd) Env() []string {
-	return []string{"DOCKER_HOST=" + d.Host, "DOCKER_CONFIG=" + d.ClientConfig}
+	if err := d.Dockerd.Restart(); err != nil {
+		dumpLog(d.t, d.Process)
+		d.t.Fatal(err)
+	}
 }
 
 // Docker runs the docker CLI against this daemon and returns its stdout.
@@ -148,14 +61,9 @@ func (d *Dockerd) Docker(args ...string) string {
 	return Run(d.t, d.Env(), "docker", args...)
 }
 
-// DockerErr runs the docker CLI and returns its output or error.
-func (d *Dockerd) DockerErr(args ...string) (string, error) {
-	return RunErr(d.Env(), "docker", args...)
-}
-
 // Buildkitd is a buildkit daemon started for a test.
 type Buildkitd struct {
-	*Process
+	*daemon.Process
 	// Addr is the buildkit address: unix://<dir>/buildkitd.sock.
 	Addr       string
 	ConfigFile string
@@ -180,7 +88,7 @@ func StartBuildkitd(t testing.TB, config string) *Buildkitd {
 	waitSocket(t, "buildkitd", sock, b.Process)
 	buildctl := Tool(t, "BUILDCTL", "buildctl")
 	WaitFor(t, "buildkitd workers", 30*time.Second, b.Process, func() error {
-		_, err := RunErr(nil, buildctl, "--addr", b.Addr, "debug", "workers")
+		_, err := run(nil, buildctl, "--addr", b.Addr, "debug", "workers")
 		return err
 	})
 	return b
@@ -189,7 +97,7 @@ func StartBuildkitd(t testing.TB, config string) *Buildkitd {
 // Distribution is Debian's docker-registry (distribution 2.8) started for a
 // test, with TLS and htpasswd authentication.
 type Distribution struct {
-	*Process
+	*daemon.Process
 	// Host is 127.0.0.1:<port>.
 	Host     string
 	Port     int
@@ -279,7 +187,7 @@ http:
 
 // Containerd is a containerd daemon started for a test.
 type Containerd struct {
-	*Process
+	*daemon.Process
 	// Address is the path of its GRPC socket, for ctr --address.
 	Address string
 	Dir     string
@@ -314,7 +222,7 @@ state = %q
 	c.Process = StartProcess(t, "containerd", cmd, dir)
 	waitSocket(t, "containerd", c.Address, c.Process)
 	WaitFor(t, "containerd", 30*time.Second, c.Process, func() error {
-		_, err := RunErr(nil, "ctr", "--address", c.Address, "version")
+		_, err := run(nil, "ctr", "--address", c.Address, "version")
 		return err
 	})
 	return c
@@ -359,22 +267,13 @@ var PodmanRunLimits = []string{"--ulimit", "nofile=1024:1024", "--ulimit", "npro
 // registries.conf, returning stdout.
 func Podman(t testing.TB, dir, registriesConf string, args ...string) string {
 	t.Helper()
-	out, err := PodmanErr(dir, registriesConf, args...)
-	if err != nil {
-		t.Fatalf("podman %s: %v", strings.Join(args, " "), err)
-	}
-	return out
-}
-
-// PodmanErr is Podman returning the error.
-func PodmanErr(dir, registriesConf string, args ...string) (string, error) {
 	base := []string{"--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "run"),
 		"--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"}
 	env := []string{"REGISTRY_AUTH_FILE=" + filepath.Join(dir, "auth.json")}
 	if registriesConf != "" {
 		env = append(env, "CONTAINERS_REGISTRIES_CONF="+registriesConf)
 	}
-	return RunErr(env, "podman", append(base, args...)...)
+	return Run(t, env, "podman", append(base, args...)...)
 }
 
 // Login logs the daemon's private CLI config in to a registry, passing the

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagegate/imagegate/internal/daemon"
 )
 
 // Sandbox is a private mount namespace in which chosen files and
@@ -21,7 +23,7 @@ import (
 type Sandbox struct {
 	// Dir holds the private copies.
 	Dir    string
-	holder *Process
+	holder *daemon.Process
 	copies map[string]string
 }
 
@@ -55,7 +57,7 @@ func NewSandbox(t testing.TB, paths ...string) *Sandbox {
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script.String())
 	s.holder = StartProcess(t, "sandbox", cmd, s.Dir)
 	WaitFor(t, "sandbox", 30*time.Second, s.holder, func() error {
-		if !grepLog(s.holder, "sandbox-ready") {
+		if !s.holder.LogContains("sandbox-ready") {
 			return fmt.Errorf("mounts not done yet")
 		}
 		return nil
@@ -78,20 +80,15 @@ func (s *Sandbox) Command(name string, args ...string) *exec.Cmd {
 }
 
 // Run runs a command inside the sandbox and returns its stdout; it fails t
-// with the command's output when it fails.
+// with the command's stdout and stderr when it fails.
 func (s *Sandbox) Run(t testing.TB, env []string, name string, args ...string) string {
 	t.Helper()
-	out, err := s.RunErr(env, name, args...)
+	argv := append(s.nsenter(), name)
+	out, err := run(env, argv[0], append(argv[1:], args...)...)
 	if err != nil {
 		t.Fatalf("in sandbox: %s %s: %v", name, strings.Join(args, " "), err)
 	}
 	return out
-}
-
-// RunErr is Run returning the error.
-func (s *Sandbox) RunErr(env []string, name string, args ...string) (string, error) {
-	argv := append(s.nsenter(), name)
-	return RunErr(env, argv[0], append(argv[1:], args...)...)
 }
 
 // Wrap returns the path of an executable that runs bin inside the sandbox

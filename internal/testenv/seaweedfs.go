@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"github.com/imagegate/imagegate/internal/daemon"
 )
 
 // StartSeaweedFS starts a single-node SeaweedFS cluster (`weed server`:
@@ -54,7 +56,7 @@ func StartSeaweedFS(t testing.TB) *S3Server {
 		"-s3.config=" + s3Config, "-s3.iam=false",
 		"-s3.cert.file=" + tl.CertFile, "-s3.key.file=" + tl.KeyFile,
 	}
-	s.start = func() *Process {
+	s.start = func() *daemon.Process {
 		return StartProcess(t, "seaweedfs", exec.Command(bin, args...), dir)
 	}
 	s.Process = s.start()

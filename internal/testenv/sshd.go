@@ -12,11 +12,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imagegate/imagegate/internal/daemon"
 )
 
 // SSHD is an OpenSSH server started for a test (StartSSHD).
 type SSHD struct {
-	*Process
+	*daemon.Process
 	// Addr is 127.0.0.1, the only address it listens on; Port its port.
 	Addr string
 	Port int
@@ -111,7 +113,7 @@ LogLevel VERBOSE
 	// does not reach.
 	t.Cleanup(func() {
 		for _, pid := range s.Sessions() {
-			StopPid(pid)
+			daemon.StopPid(pid)
 		}
 	})
 	WaitFor(t, "sshd", 10*time.Second, s.Process, s.banner)

@@ -18,13 +18,15 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/imagegate/imagegate/pkg/pki"
+
+	"github.com/imagegate/imagegate/internal/daemon"
 )
 
 // S3Server is an S3-compatible object store started for a test (versitygw
 // or SeaweedFS), listening on loopback over TLS with a root key pair. It is
 // stopped at the end of the test.
 type S3Server struct {
-	*Process
+	*daemon.Process
 	// Kind is "versitygw" or "seaweedfs".
 	Kind string
 	// Endpoint is the URL clients use: https://127.0.0.1:<port>.
@@ -43,7 +45,7 @@ type S3Server struct {
 	Dir string
 
 	t     testing.TB
-	start func() *Process
+	start func() *daemon.Process
 }
 
 // StartVersitygw starts versitygw (VERSITYGW, built by tests/setup/deps.sh)
@@ -78,7 +80,7 @@ func StartVersitygw(t testing.TB) *S3Server {
 		"--quiet",
 		"posix", filepath.Join(dir, "data"),
 	}
-	s.start = func() *Process {
+	s.start = func() *daemon.Process {
 		return StartProcess(t, "versitygw", exec.Command(bin, args...), dir)
 	}
 	s.Process = s.start()

@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagegate/imagegate/internal/ansibletest"
+	"github.com/imagegate/imagegate/internal/daemon"
 	"github.com/imagegate/imagegate/internal/testenv"
 )
 
@@ -235,7 +236,7 @@ func stopBuildkitd(t *testing.T, pidfile, log string) {
 			t.Logf("buildkitd log:\n%s", l)
 		}
 	}
-	testenv.StopPidfile(pidfile)
+	daemon.StopPidfile(pidfile)
 }
 
 // rolesPath returns a roles path holding roles of this tree and the
@@ -244,7 +245,7 @@ func stopBuildkitd(t *testing.T, pidfile, log string) {
 // there).
 func rolesPath(t *testing.T, roles []string, modules ...string) string {
 	t.Helper()
-	root := testenv.RepoRoot()
+	root := daemon.RepoRoot()
 	dir := filepath.Join(t.TempDir(), "roles")
 	if err := os.MkdirAll(filepath.Join(dir, "imagegate-modules", "library"), 0o755); err != nil {
 		t.Fatal(err)

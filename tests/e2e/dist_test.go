@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/internal/daemon"
 )
 
 // TestReleaseTree checks the tree `make dist` produced, as an operator
@@ -52,7 +52,7 @@ func TestReleaseTree(t *testing.T) {
 	}
 
 	lib := filepath.Join(dist, "roles", "imagegate-modules", "library")
-	mains, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "modules", "*", "main.go"))
+	mains, _ := filepath.Glob(filepath.Join(daemon.RepoRoot(), "modules", "*", "main.go"))
 	if len(mains) == 0 {
 		t.Fatal("no modules in the source tree")
 	}

@@ -20,6 +20,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/imagegate/imagegate/internal/daemon"
 	"github.com/imagegate/imagegate/internal/lab"
 	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/internal/testenv"
@@ -33,7 +34,7 @@ func distDir(t *testing.T) string {
 	t.Helper()
 	dir := os.Getenv("IMAGEGATE_DIST")
 	if dir == "" {
-		dir = filepath.Join(testenv.RepoRoot(), "dist", "imagegate")
+		dir = filepath.Join(daemon.RepoRoot(), "dist", "imagegate")
 	}
 	for _, f := range []string{"zuul.d/jobs.yaml", "roles/imagegate-modules/library/docker_image_build",
 		"roles/imagegate-modules/library/docker_image_build_arm64"} {
@@ -112,8 +113,8 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 	// (buildkitd from ensure-buildkit, buildset registries a failed job
 	// left running) before the sandbox and directories go.
 	t.Cleanup(func() {
-		testenv.StopPidfile(w.env.BuildkitPidfile())
-		for _, exe := range testenv.StopUnder(work) {
+		daemon.StopPidfile(w.env.BuildkitPidfile())
+		for _, exe := range daemon.StopUnder(work) {
 			t.Logf("stopped %s, left running by a job", exe)
 		}
 		if t.Failed() {

@@ -40,8 +40,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imagegate/imagegate/internal/daemon"
 	"github.com/imagegate/imagegate/internal/lab"
-	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/runner"
 )
 
@@ -158,7 +158,7 @@ func demo(treeFlag string, keep, verbose bool) (err error) {
 	if err != nil {
 		return err
 	}
-	buildkitd, err := testenv.ToolErr("BUILDKITD", "buildkitd")
+	buildkitd, err := daemon.Tool("BUILDKITD", "buildkitd")
 	if err != nil {
 		return err
 	}
@@ -177,23 +177,23 @@ func demo(treeFlag string, keep, verbose bool) (err error) {
 	}
 	runWork := filepath.Join(work, "runner")
 	bkDir := filepath.Join(work, "bk")
-	var docker *testenv.Dockerd
+	var docker *daemon.Dockerd
 	var ir, target *serverRegistry
 	defer func() {
-		testenv.StopPidfile(filepath.Join(bkDir, "buildkitd.pid"))
-		testenv.StopUnder(runWork)
+		daemon.StopPidfile(filepath.Join(bkDir, "buildkitd.pid"))
+		daemon.StopUnder(runWork)
 		if docker != nil {
 			docker.Stop()
 		}
-		ir.stop()
-		target.stop()
+		ir.close()
+		target.close()
 		if keep {
 			fmt.Printf("\nThe build directories (job logs) are in %s\n", runWork)
-			testenv.RemoveAll(filepath.Join(work, "docker"))
-			testenv.RemoveAll(bkDir)
+			daemon.RemoveAll(filepath.Join(work, "docker"))
+			daemon.RemoveAll(bkDir)
 			return
 		}
-		testenv.RemoveAll(work)
+		daemon.RemoveAll(work)
 	}()
 	if err := privatize(work); err != nil {
 		return err
@@ -213,11 +213,11 @@ func demo(treeFlag string, keep, verbose bool) (err error) {
 	if err := os.MkdirAll(filepath.Join(work, "docker"), 0o700); err != nil {
 		return err
 	}
-	if docker, err = testenv.StartDockerdErr(filepath.Join(work, "docker"), testenv.DockerdOptions{}); err != nil {
+	if docker, err = daemon.StartDockerd(filepath.Join(work, "docker"), daemon.DockerdOptions{}); err != nil {
 		return err
 	}
 	step("dockerd on %s", docker.Host)
-	port, err := testenv.FreePortErr()
+	port, err := daemon.FreePort()
 	if err != nil {
 		return err
 	}
