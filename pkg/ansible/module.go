@@ -13,11 +13,13 @@ import (
 	"reflect"
 	"strings"
 	"syscall"
+
+	"github.com/imagegate/imagegate/pkg/redact"
 )
 
 // Redacted replaces the value of a no_log parameter wherever it would be
 // printed, as Ansible's own modules do.
-const Redacted = "********"
+const Redacted = redact.Mask
 
 // noLogPlaceholder is what Ansible shows for no_log values in
 // invocation.module_args.
@@ -43,7 +45,7 @@ type Module struct {
 
 	name     string
 	stderr   io.Writer
-	secrets  *secretSet
+	secrets  *redact.Set
 	warnings []string
 }
 
@@ -54,7 +56,7 @@ func (m *Module) Warn(format string, args ...any) {
 
 // AddSecret registers a value that must never be printed, for example a
 // password read from a file or a token obtained during the run.
-func (m *Module) AddSecret(s string) { m.secrets.add(s) }
+func (m *Module) AddSecret(s string) { m.secrets.Add(s) }
 
 // Stderr is the redacting writer behind Log, for tools that want an
 // io.Writer for progress output.
@@ -115,8 +117,12 @@ func Run[P any](ctx context.Context, argsPath string, out, stderr io.Writer, fn 
 }
 
 func run[P any](ctx context.Context, argsPath string, out, stderr io.Writer, fn Func[P]) int {
-	secrets := &secretSet{}
-	rstderr := &redactWriter{w: stderr, s: secrets}
+	secrets := &redact.Set{}
+	// Line-buffered: a secret split between two writes (a tool's progress
+	// output) is caught; a last line without a newline is flushed when the
+	// module's work is done.
+	rstderr := secrets.Writer(stderr)
+	defer rstderr.Flush()
 	m := &Module{stderr: rstderr, secrets: secrets, name: moduleName()}
 	m.Log = slog.New(slog.NewTextHandler(rstderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
@@ -144,9 +150,7 @@ func run[P any](ctx context.Context, argsPath string, out, stderr io.Writer, fn 
 		m.Log = slog.New(slog.NewTextHandler(rstderr, &slog.HandlerOptions{Level: level}))
 		var p P
 		s, derr := Decode(raw, &p)
-		for _, v := range s {
-			secrets.add(v)
-		}
+		secrets.Add(s...)
 		invocation = moduleArgs(raw, &p)
 		if derr != nil {
 			return nil, invocation, derr
@@ -156,6 +160,7 @@ func run[P any](ctx context.Context, argsPath string, out, stderr io.Writer, fn 
 		res, err = fn(ctx, m, &p)
 		return res, invocation, err
 	}()
+	_ = rstderr.Flush()
 
 	obj := map[string]any{}
 	if res != nil {
@@ -193,7 +198,7 @@ func run[P any](ctx context.Context, argsPath string, out, stderr io.Writer, fn 
 		b, _ = json.Marshal(map[string]any{"failed": true, "changed": false,
 			"msg": fmt.Sprintf("internal error (please report): encoding the result: %v", merr)})
 	}
-	b = secrets.redactJSON(b)
+	b = secrets.Bytes(b)
 	b = append(b, '\n')
 	if _, werr := out.Write(b); werr != nil {
 		fmt.Fprintf(rstderr, "writing result: %v\n", werr)
@@ -330,3 +335,6 @@ func defaultValue(o Option) any {
 	}
 	return v.Interface()
 }
+
+// Redact returns text with every registered secret replaced by Redacted.
+func (m *Module) Redact(text string) string { return m.secrets.String(text) }
