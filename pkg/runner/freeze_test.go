@@ -211,6 +211,35 @@ func TestParseErrors(t *testing.T) {
 		{"reserved var", "- job: {name: j, vars: {zuul: 1}}", `"zuul" is reserved`},
 		{"bad playbook path", "- job: {name: j, run: ../x.yaml}", "must be a path inside the project"},
 		{"unnamed job", "- job: {run: x.yaml}", "a job needs a name"},
+		{"bad parent", "- job: {name: j, parent: [a]}", "job j: parent must be a job name or null"},
+		{"bad timeout", "- job: {name: j, timeout: -1}", "job j: timeout must be a non-negative integer"},
+		{"bad voting", "- job: {name: j, voting: maybe}", "job j: voting must be true or false"},
+		{"bad abstract", "- job: {name: j, abstract: [x]}", "job j: abstract must be true or false"},
+		{"bad requires", "- job: {name: j, requires: {a: b}}", "job j: requires must be a string or a list of strings"},
+		{"bad vars", "- job: {name: j, vars: [a]}", "job j: vars must be a mapping of variable names to values"},
+		{"bad host-vars", "- job: {name: j, host-vars: {n: 1}}", "job j: host-vars.n must be a mapping of variables"},
+		{"unknown playbook key", "- job: {name: j, run: [{name: x.yaml, clean: true}]}", `job j: run: unknown key "clean" in a playbook entry`},
+		{"playbook without name", "- job: {name: j, post-run: [{cleanup: true}]}", "job j: post-run: a playbook entry needs a name"},
+		{"secrets not a list", "- job: {name: j, secrets: {name: a, secret: b}}", "job j: secrets must be a list"},
+		{"unknown secret entry key", "- job: {name: j, secrets: [{name: a, secret: b, pass_to_parent: true}]}", `unknown key "pass_to_parent" in a secret entry`},
+		{"secret entry without secret", "- job: {name: j, secrets: [{name: a}]}", "each entry needs name (the variable) and secret (the definition)"},
+		{"unknown dependency key", "- job: {name: j, dependencies: [{name: a, hard: true}]}", `job j: dependencies: unknown key "hard" in a dependency entry`},
+		{"galaxy role", "- job: {name: j, roles: [{galaxy: x}]}", "galaxy roles are not supported"},
+		{"roles not a list", "- job: {name: j, roles: x}", "job j: roles must be a list of {zuul: <project>}"},
+		{"bad nodeset", "- job: {name: j, nodeset: [a]}", "job j: nodeset must be a nodeset name or a mapping with nodes"},
+		{"unknown nodeset attribute", "- nodeset: {name: n, nodez: []}", `unknown nodeset attribute "nodez"`},
+		{"unnamed nodeset", "- nodeset: {nodes: []}", "a nodeset needs a name"},
+		{"unknown node key", "- nodeset: {name: n, nodes: [{name: a, lable: x}]}", `unknown key "lable" in a node`},
+		{"unnamed node", "- nodeset: {name: n, nodes: [{label: x}]}", "a node needs a name"},
+		{"unnamed group", "- nodeset: {name: n, groups: [{nodes: [a]}]}", "a group needs a name"},
+		{"secret without data", "- secret: {name: s}", "secret s needs a data mapping"},
+		{"unknown secret attribute", "- secret: {name: s, data: {a: b}, dta: 1}", `unknown secret attribute "dta"`},
+		{"unnamed template", "- project-template: {check: {jobs: [a]}}", "a project-template needs a name"},
+		{"pipeline not a mapping", "- project: {check: [a]}", "pipeline check must be a mapping with jobs"},
+		{"unknown pipeline key", "- project: {check: {jobz: [a]}}", `pipeline check: unknown key "jobz"`},
+		{"name in a job list entry", "- project: {check: {jobs: [{j: {name: x}}]}}", "job j: name is given by the key"},
+		{"job list entry", "- project: {check: {jobs: [{a: {}, b: {}}]}}", "a job entry is a name or {name: {attributes}}"},
+		{"unsupported tag", "- job: {name: j, vars: {a: !vault x}}", "unsupported YAML tag !vault"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := NewLayout()
@@ -288,5 +317,73 @@ func TestDeepMerge(t *testing.T) {
 	}
 	if _, ok := base["b"]; ok {
 		t.Error("base was modified")
+	}
+}
+
+// TestParseShapes: the shapes Zuul accepts for one attribute decode alike;
+// attributes the runner ignores are accepted; YAML merge keys work, the
+// stanza's own keys winning.
+func TestParseShapes(t *testing.T) {
+	t.Parallel()
+	l := NewLayout()
+	err := l.Parse(&Source{Project: "p", Root: "/nonexistent"}, "/nonexistent/zuul.yaml", []byte(`
+- job: &base
+    name: base
+    parent: null
+    run: pb/run.yaml
+    pre-run: [pb/a.yaml, {name: pb/b.yaml, semaphores: [s]}]
+    dependencies: registry
+    requires: !override images
+    nodeset: ubuntu
+    branches: master
+    files: [Dockerfile]
+    required-projects: [a/b, {name: c/d, override-checkout: main}]
+- job:
+    <<: *base
+    name: child
+    parent: base
+    run:
+- nodeset:
+    name: ubuntu
+    nodes: [{name: [primary, alias], label: ubuntu}]
+    groups: [{name: g, nodes: primary}]
+    alternatives: []
+- project:
+    templates: t
+    check:
+      queue: q
+      jobs: [base, {child: {voting: false}}, {other: }]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := l.Jobs["base"][0]
+	if got := []PlaybookRef{{Name: "pb/a.yaml"}, {Name: "pb/b.yaml"}}; !reflect.DeepEqual(base.PreRun, got) {
+		t.Errorf("pre-run %v, want %v", base.PreRun, got)
+	}
+	if !base.DependenciesSet || !reflect.DeepEqual(base.Dependencies, []Dependency{{Name: "registry"}}) {
+		t.Errorf("dependencies %v (set %v)", base.Dependencies, base.DependenciesSet)
+	}
+	if !reflect.DeepEqual(base.Requires, []string{"images"}) || !base.RequiresReplace {
+		t.Errorf("requires %v (replace %v)", base.Requires, base.RequiresReplace)
+	}
+	if base.NodesetName != "ubuntu" || !reflect.DeepEqual(base.RequiredProjects, []string{"a/b", "c/d"}) {
+		t.Errorf("nodeset %q, required-projects %v", base.NodesetName, base.RequiredProjects)
+	}
+	child := l.Jobs["child"][0]
+	if child.Parent == nil || *child.Parent != "base" || child.Run == nil || len(child.Run) != 0 {
+		t.Errorf("child: parent %v, run %v (set to nothing)", child.Parent, child.Run)
+	}
+	if !reflect.DeepEqual(child.PreRun, base.PreRun) {
+		t.Errorf("child pre-run %v: the merge key did not bring the base's", child.PreRun)
+	}
+	ns := l.Nodesets["ubuntu"]
+	if !reflect.DeepEqual(ns.Nodes, []Node{{Name: "primary", Label: "ubuntu"}}) || !reflect.DeepEqual(ns.Groups, []Group{{Name: "g", Nodes: []string{"primary"}}}) {
+		t.Errorf("nodeset %+v", ns)
+	}
+	p := l.Projects["p"][0]
+	jobs := p.Pipelines["check"].Jobs
+	if !reflect.DeepEqual(p.Templates, []string{"t"}) || len(jobs) != 3 || jobs[1].Name != "child" || jobs[1].Voting == nil || *jobs[1].Voting || jobs[2].Name != "other" {
+		t.Errorf("project %+v, check jobs %v", p, jobs)
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Runner runs queues of changes. Create it with New.
@@ -465,11 +467,8 @@ func (r *Runner) prepareItem(it *itemRun) error {
 
 	var entries []*JobDef
 	if c.Jobs.Kind != 0 {
-		v, err := plainValue("queue file", &c.Jobs)
-		if err != nil {
-			return configErr("%v", err)
-		}
-		if entries, err = ParseJobList(ownSrc, fmt.Sprintf("queue file: change %s jobs", it.report.Ref()), v); err != nil {
+		var err error
+		if entries, err = ParseJobList(ownSrc, "queue file", fmt.Sprintf("queue file: change %s jobs", it.report.Ref()), &c.Jobs); err != nil {
 			return err
 		}
 	}
@@ -558,19 +557,17 @@ func queueNodeset(q *Queue, l *Layout) (*Nodeset, error) {
 	if q.Nodeset.Kind == 0 {
 		return nil, nil
 	}
-	v, err := plainValue("queue file", &q.Nodeset)
-	if err != nil {
-		return nil, configErr("%v", err)
-	}
-	switch x := v.(type) {
-	case string:
-		ns, ok := l.Nodesets[x]
+	n := resolve(&q.Nodeset)
+	if name, ok := scalarString(n); ok {
+		ns, ok := l.Nodesets[name]
 		if !ok {
-			return nil, configErr("queue file: nodeset %s is not defined", x)
+			return nil, configErr("queue file: nodeset %s is not defined", name)
 		}
 		return ns, nil
-	case map[string]any:
-		return parseNodeset("queue file: nodeset", x, false)
+	}
+	if n.Kind == yaml.MappingNode {
+		d := &decoder{file: "queue file"}
+		return d.nodeset("queue file: nodeset", n, false)
 	}
 	return nil, configErr("queue file: nodeset must be a nodeset name or {nodes: [...]}")
 }

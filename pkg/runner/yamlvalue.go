@@ -98,15 +98,6 @@ func plainValue(file string, n *yaml.Node) (any, error) {
 	return nil, fmt.Errorf("%s:%d: unexpected YAML node", file, n.Line)
 }
 
-// unwrap removes an override marker, reporting whether the value replaces
-// (rather than merges with) the inherited one.
-func unwrap(v any) (val any, replace bool) {
-	if o, ok := v.(override); ok {
-		return o.Value, !o.Inherit
-	}
-	return v, false
-}
-
 // hasEncrypted reports whether v holds an !encrypted value anywhere.
 func hasEncrypted(v any) bool {
 	switch x := v.(type) {
