@@ -1,72 +1,22 @@
 package runner
 
 import (
-	"bufio"
 	"context"
-	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/imagegate/imagegate/pkg/atomicfile"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
-
-//go:embed plugins
-var pluginFS embed.FS
-
-// installPlugins writes the runner's Ansible plugins (zuul_return, the
-// imagegate_node connection) under dir.
-func installPlugins(dir string) error {
-	return fs.WalkDir(pluginFS, "plugins", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(dir, strings.TrimPrefix(p, "plugins"))
-		if d.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		b, err := pluginFS.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, b, 0o644)
-	})
-}
-
-// Build results, as Zuul reports them.
-const (
-	Success     = "SUCCESS"
-	Failure     = "FAILURE"
-	PostFailure = "POST_FAILURE"
-	RetryLimit  = "RETRY_LIMIT"
-	TimedOut    = "TIMED_OUT"
-	Skipped     = "SKIPPED"
-	ErrorResult = "ERROR"
-	Dequeued    = "DEQUEUED"
-)
-
-// PhaseReport is one playbook run of a build.
-type PhaseReport struct {
-	Phase    string        `json:"phase"`
-	Playbook string        `json:"playbook"`
-	Job      string        `json:"job"`
-	Result   string        `json:"result"`
-	Duration time.Duration `json:"duration"`
-}
 
 // build is one attempt of one job for one change.
 type build struct {
@@ -150,151 +100,6 @@ func (b *build) setup() error {
 
 func (b *build) nodes() []Node {
 	return b.job.Nodeset.Nodes
-}
-
-func (b *build) writeInventory() error {
-	q := b.it.q
-	hosts := map[string]any{}
-	for _, n := range b.nodes() {
-		hv := map[string]any{
-			"ansible_host":               b.r.nodeAddress(q),
-			"ansible_python_interpreter": firstNonEmpty(q.Node.Python, "/usr/bin/python3"),
-			"nodepool": map[string]any{
-				"label": n.Label, "interface_ip": b.r.nodeAddress(q), "private_ipv4": b.r.nodeAddress(q),
-				"public_ipv4": nil, "provider": "imagegate-runner", "cloud": "local", "region": nil,
-				"az": nil, "host_id": nil, "external_id": nil,
-			},
-		}
-		switch q.Node.Connection {
-		case "ssh":
-			hv["ansible_connection"] = "ssh"
-			if q.Node.User != "" {
-				hv["ansible_user"] = q.Node.User
-			}
-			if q.Node.Port != 0 {
-				hv["ansible_port"] = q.Node.Port
-			}
-			if q.Node.PrivateKey != "" {
-				hv["ansible_ssh_private_key_file"] = q.Node.PrivateKey
-			}
-		default:
-			hv["ansible_connection"] = "imagegate_node"
-			hv["imagegate_node_home"] = filepath.Join(b.dir, "nodes", n.Name)
-		}
-		for k, v := range b.job.HostVars[n.Name] {
-			hv[k] = v
-		}
-		hosts[n.Name] = hv
-	}
-	vars := deepMerge(b.parentData, b.it.projectVars)
-	vars = deepMerge(vars, b.job.Vars)
-	children := map[string]any{"zuul_unreachable": map[string]any{"hosts": map[string]any{}}}
-	for _, g := range b.job.Nodeset.Groups {
-		gh := map[string]any{}
-		for _, n := range g.Nodes {
-			gh[n] = map[string]any{}
-		}
-		children[g.Name] = map[string]any{"hosts": gh, "vars": b.job.GroupVars[g.Name]}
-	}
-	inv := map[string]any{"all": map[string]any{"hosts": hosts, "vars": vars, "children": children}}
-	if err := writeYAML(b.inventoryFile, inv, 0o600); err != nil {
-		return err
-	}
-	// secret_data of parent jobs: an inventory source read before the
-	// main one, so every other variable of the same name wins, and kept
-	// out of the inventory file that stays with the build.
-	return writeYAML(b.secretInv, map[string]any{"all": map[string]any{"vars": b.parentSecret}}, 0o600)
-}
-
-// writeConfig writes ansible.cfg. SSH checks host keys strictly against
-// node.known-hosts when the queue gives it; otherwise it accepts any host
-// key and records none (UserKnownHostsFile=/dev/null), so the runner never
-// writes the user's ~/.ssh/known_hosts.
-func (b *build) writeConfig() error {
-	checking, hostKeys := "False", "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no"
-	if kh := b.it.q.Node.KnownHosts; kh != "" {
-		checking, hostKeys = "True", "-o UserKnownHostsFile="+kh+" -o StrictHostKeyChecking=yes"
-	}
-	cfg := fmt.Sprintf(`[defaults]
-action_plugins = %[1]s/action
-connection_plugins = %[1]s/connection
-host_key_checking = %[3]s
-retry_files_enabled = False
-interpreter_python = auto_silent
-nocows = True
-forks = 10
-localhost_warning = False
-inventory_unparsed_warning = False
-deprecation_warnings = False
-local_tmp = %[2]s/tmp
-stdout_callback = default
-gathering = implicit
-
-[ssh_connection]
-pipelining = True
-control_path_dir = %[5]s
-ssh_args = -o ControlMaster=auto -o ControlPersist=60s %[4]s
-`, b.r.pluginDir, b.ansibleDir, checking, hostKeys, b.controlDir)
-	return os.WriteFile(filepath.Join(b.ansibleDir, "ansible.cfg"), []byte(cfg), 0o600)
-}
-
-// zuulVars is the zuul variable of this build, plus the job's extra-vars.
-func (b *build) zuulVars() map[string]any {
-	it := b.it
-	c := it.change
-	z := map[string]any{
-		"build":           b.uuid,
-		"buildset":        it.buildset,
-		"pipeline":        c.Pipeline,
-		"post_review":     it.q.postReview(c.Pipeline),
-		"job":             b.job.Name,
-		"voting":          b.job.Voting,
-		"attempts":        b.jr.attempt,
-		"max_attempts":    b.jr.maxAttempts,
-		"tenant":          it.q.Tenant,
-		"event_id":        it.eventID,
-		"ansible_version": "2.14",
-		"jobtags":         []any{},
-		"timeout":         int(b.job.Timeout / time.Second),
-		"post_timeout":    int(b.job.PostTimeout / time.Second),
-		"child_jobs":      b.jr.childJobNames(),
-		"executor": map[string]any{
-			"hostname":         b.r.hostname,
-			"src_root":         b.srcRoot,
-			"log_root":         b.logs,
-			"work_root":        b.work,
-			"result_data_file": b.resultFile,
-			"inventory_file":   b.inventoryFile,
-		},
-	}
-	for k, v := range it.refVars(it) {
-		z[k] = v
-	}
-	projects := map[string]any{}
-	for _, p := range it.projectList() {
-		pv := p.vars()
-		pv["required"] = p.Required
-		pv["checkout"] = c.Branch
-		pv["commit"] = p.Commit
-		projects[p.Canonical] = pv
-	}
-	z["projects"] = projects
-	var items []any
-	for _, a := range it.ahead {
-		items = append(items, a.refVars(a))
-	}
-	items = append(items, it.refVars(it))
-	z["items"] = items
-	z["buildset_refs"] = []any{it.refVars(it)}
-	z["build_refs"] = []any{it.refVars(it)}
-	if len(b.artifacts) > 0 {
-		arts := make([]any, len(b.artifacts))
-		for i, a := range b.artifacts {
-			arts[i] = a
-		}
-		z["artifacts"] = arts
-	}
-	return z
 }
 
 // runPlaybook runs one playbook with ansible-playbook and reports whether
@@ -505,76 +310,6 @@ func (b *build) scrub() {
 	}
 }
 
-var fatalRE = regexp.MustCompile(`^(fatal|failed): \[([^\]]+)\].*?=> (\{.*\})\s*$`)
-var taskRE = regexp.MustCompile(`^TASK \[(.*)\]`)
-
-// failureSummary extracts the failing task and its msg from ansible's
-// output, so the summary says what to fix without opening the log.
-func failureSummary(lines []string, err error) string {
-	task := ""
-	for _, l := range lines {
-		if m := taskRE.FindStringSubmatch(l); m != nil {
-			task = m[1]
-		}
-		if m := fatalRE.FindStringSubmatch(l); m != nil {
-			var res map[string]any
-			msg := ""
-			if json.Unmarshal([]byte(m[3]), &res) == nil {
-				msg, _ = res["msg"].(string)
-				if msg == "" {
-					if r, ok := res["reason"].(string); ok {
-						msg = r
-					}
-				}
-			}
-			if msg == "" {
-				msg = "the task failed (see the job log)"
-			}
-			msg = strings.Join(strings.Fields(msg), " ")
-			if task != "" {
-				return fmt.Sprintf("task %q on %s failed: %s", task, m[2], msg)
-			}
-			return fmt.Sprintf("%s failed: %s", m[2], msg)
-		}
-	}
-	for _, l := range lines {
-		if strings.HasPrefix(l, "ERROR!") {
-			return strings.TrimSpace(l)
-		}
-	}
-	if err != nil {
-		return fmt.Sprintf("ansible-playbook: %v (see the job log)", err)
-	}
-	return "failed (see the job log)"
-}
-
-// tailWriter keeps the last max lines written to it.
-type tailWriter struct {
-	mu   sync.Mutex
-	max  int
-	buf  []string
-	part string
-}
-
-func (t *tailWriter) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	s := t.part + string(p)
-	parts := strings.Split(s, "\n")
-	t.part = parts[len(parts)-1]
-	t.buf = append(t.buf, parts[:len(parts)-1]...)
-	if len(t.buf) > t.max {
-		t.buf = t.buf[len(t.buf)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tailWriter) lines() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append(append([]string{}, t.buf...), t.part)
-}
-
 type lockedWriter struct {
 	mu *sync.Mutex
 	w  io.Writer
@@ -586,148 +321,171 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// writeYAML writes v as YAML with the given mode, atomically.
-func writeYAML(path string, v any, mode os.FileMode) error {
-	b, err := yaml.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(path, b, mode)
-}
-
-// writeVarsYAML writes the extra variables; the change message is tagged
-// !unsafe (as Zuul does) so Ansible never templates what a change author
-// wrote.
-func writeVarsYAML(path string, vars map[string]any, message string) error {
-	var doc yaml.Node
-	if err := doc.Encode(vars); err != nil {
-		return err
-	}
-	if z := mappingValue(&doc, "zuul"); z != nil && message != "" {
-		for _, key := range []string{"change_message"} {
-			z.Content = append(z.Content,
-				&yaml.Node{Kind: yaml.ScalarNode, Value: key},
-				&yaml.Node{Kind: yaml.ScalarNode, Tag: "!unsafe", Value: message, Style: yaml.DoubleQuotedStyle})
+// runMain runs a job's pre-run and run playbooks (with retries of pre-run
+// failures up to its attempts) and leaves the build ready for its post-run.
+func (r *Runner) runMain(ctx context.Context, jr *jobRun) error {
+	it := jr.item
+	data, secret, arts := jr.inputs()
+	for attempt := 1; ; attempt++ {
+		jr.attempt = attempt
+		b := &build{r: r, it: it, jr: jr, job: jr.job, uuid: newUUID(), red: newRedactor(),
+			parentData: data, parentSecret: secret, artifacts: arts, preLevel: -1}
+		b.red.addSecret("", secret)
+		jr.b = b
+		rep := jr.report
+		rep.UUID, rep.Attempts = b.uuid, attempt
+		if err := b.setup(); err != nil {
+			return fmt.Errorf("setting up build %s of %s: %w", b.uuid, jr.name, err)
 		}
-	}
-	b, err := yaml.Marshal(&doc)
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(path, b, 0o600)
-}
+		rep.Dir = b.dir
+		rep.Log = b.logFile.Name()
+		r.progressf("   %-40s started (build %s, attempt %d/%d)", jr.name, b.uuid[:12], attempt, jr.maxAttempts)
 
-func mappingValue(n *yaml.Node, key string) *yaml.Node {
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	if n.Kind != yaml.MappingNode {
+		mainCtx := ctx
+		cancel := func() {}
+		if jr.job.Timeout > 0 {
+			mainCtx, cancel = context.WithTimeout(ctx, jr.job.Timeout)
+		}
+		err := b.runMainPhases(mainCtx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if b.preFail && attempt < jr.maxAttempts && !b.noRetry() {
+			r.progressf("   %-40s pre-run failed, retrying: %s", jr.name, b.message)
+			if err := b.runPostPhases(ctx, true); err != nil {
+				return err
+			}
+			b.closeConnections()
+			b.scrub()
+			continue
+		}
+		jr.data, jr.secret, err = b.readResults()
+		if err != nil {
+			b.message = err.Error()
+			b.runOK = false
+			jr.data, jr.secret = map[string]any{}, map[string]any{}
+		}
 		return nil
 	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == key {
-			return n.Content[i+1]
+}
+
+// runMainPhases runs the workspace preparation, pre-run and run playbooks.
+func (b *build) runMainPhases(ctx context.Context) error {
+	ok, err := b.prepareWorkspace(ctx)
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	if !ok {
+		b.preFail = true
+		return nil
+	}
+	for _, pb := range b.job.PreRun {
+		b.preLevel = max(b.preLevel, pb.Level)
+		ok, err := b.runPlaybook(ctx, "pre", pb)
+		if err != nil && ctx.Err() == nil {
+			return err
 		}
+		if !ok {
+			b.preFail = true
+			if ctx.Err() != nil {
+				b.result = TimedOut
+			}
+			return nil
+		}
+	}
+	b.preLevel = len(b.job.Chain)
+	for _, pb := range b.job.Run {
+		ok, err := b.runPlaybook(ctx, "run", pb)
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+		if !ok {
+			if ctx.Err() != nil {
+				b.result = TimedOut
+			}
+			return nil
+		}
+	}
+	b.runOK = true
+	return nil
+}
+
+// runPostPhases runs the post-run playbooks of the levels whose pre-run
+// started (all of them once run started), then cleanup playbooks.
+func (b *build) runPostPhases(ctx context.Context, willRetry bool) error {
+	postFailed := false
+	for _, pb := range b.job.PostRun {
+		if pb.Level > b.preLevel {
+			continue
+		}
+		pctx, cancel := ctx, func() {}
+		if b.job.PostTimeout > 0 {
+			pctx, cancel = context.WithTimeout(ctx, b.job.PostTimeout)
+		}
+		ok, err := b.runPlaybook(pctx, "post", pb)
+		cancel()
+		if err != nil && pctx.Err() == nil {
+			return err
+		}
+		if !ok {
+			postFailed = true
+		}
+	}
+	for _, pb := range b.job.CleanupRun {
+		if _, err := b.runPlaybook(ctx, "cleanup", pb); err != nil && ctx.Err() == nil {
+			return err
+		}
+	}
+	switch {
+	case b.result == TimedOut:
+	case b.preFail && b.noRetry():
+		b.result = Failure
+	case b.preFail && !willRetry:
+		b.result = RetryLimit
+	case b.preFail:
+		b.result = Failure
+	case !b.runOK:
+		b.result = Failure
+	case postFailed:
+		b.result = PostFailure
+	default:
+		b.result = Success
 	}
 	return nil
 }
 
-func firstNonEmpty(s ...string) string {
-	for _, x := range s {
-		if x != "" {
-			return x
-		}
+// noRetry reports whether the job returned zuul.retry: false, which makes
+// a pre-run failure final (FAILURE, not retried).
+func (b *build) noRetry() bool {
+	data, _, err := b.readResults()
+	if err != nil {
+		return false
 	}
-	return ""
+	z, _ := data["zuul"].(map[string]any)
+	r, ok := z["retry"].(bool)
+	return ok && !r
 }
 
-// redactor replaces secret values in everything the runner writes or prints.
-type redactor struct {
-	mu     sync.Mutex
-	values map[string]bool
-	list   []string
-}
-
-func newRedactor() *redactor { return &redactor{values: map[string]bool{}} }
-
-var secretKeyRE = regexp.MustCompile(`(?i)pass|token|secret|private|api_?key|auth|credential`)
-
-// addSecret records the secret strings of v: every string under a key that
-// names a secret (password, token, ...), and every string of a job secret
-// whose key says so. Short values are ignored so that "zuul" or a port
-// number is not blanked out everywhere.
-func (r *redactor) addSecret(key string, v any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.walk(key, v, false)
-	sort.Slice(r.list, func(i, j int) bool { return len(r.list[i]) > len(r.list[j]) })
-}
-
-func (r *redactor) walk(key string, v any, secret bool) {
-	secret = secret || secretKeyRE.MatchString(key)
-	switch x := v.(type) {
-	case map[string]any:
-		for k, e := range x {
-			r.walk(k, e, secret)
-		}
-	case []any:
-		for _, e := range x {
-			r.walk(key, e, secret)
-		}
-	case string:
-		if secret && len(x) >= 6 && !r.values[x] {
-			r.values[x] = true
-			r.list = append(r.list, x)
-		}
+// runPost finishes a build: post-run and cleanup playbooks, the result, and
+// the scrubbing of secrets from its directory.
+func (r *Runner) runPost(ctx context.Context, jr *jobRun) error {
+	b := jr.b
+	err := b.runPostPhases(ctx, false)
+	rep := jr.report
+	data, _, rerr := b.readResults()
+	if rerr == nil {
+		rep.Data = data
 	}
-}
-
-func (r *redactor) redact(s string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, v := range r.list {
-		s = strings.ReplaceAll(s, v, "********")
+	b.closeConnections()
+	b.scrub()
+	rep.Result = b.result
+	rep.Message = b.message
+	if b.result == Success {
+		rep.Message = ""
 	}
-	return s
-}
-
-// writer returns a line-buffered writer that redacts before writing to w,
-// so a secret split across two writes is still caught.
-func (r *redactor) writer(w io.Writer) *redactWriter {
-	return &redactWriter{r: r, w: bufio.NewWriter(w), out: w}
-}
-
-type redactWriter struct {
-	mu   sync.Mutex
-	r    *redactor
-	w    *bufio.Writer
-	out  io.Writer
-	part string
-}
-
-func (rw *redactWriter) Write(p []byte) (int, error) {
-	rw.mu.Lock()
-	defer rw.mu.Unlock()
-	s := rw.part + string(p)
-	i := strings.LastIndexByte(s, '\n')
-	if i < 0 {
-		rw.part = s
-		return len(p), nil
-	}
-	rw.part = s[i+1:]
-	if _, err := rw.w.WriteString(rw.r.redact(s[:i+1])); err != nil {
-		return 0, err
-	}
-	return len(p), rw.w.Flush()
-}
-
-// Flush writes what is left without a final newline.
-func (rw *redactWriter) Flush() {
-	rw.mu.Lock()
-	defer rw.mu.Unlock()
-	if rw.part != "" {
-		_, _ = rw.w.WriteString(rw.r.redact(rw.part) + "\n")
-		rw.part = ""
-	}
-	_ = rw.w.Flush()
+	rep.Phases = append(rep.Phases, b.phases...)
+	rep.Duration = time.Since(rep.Start)
+	r.progressf("   %-40s %s in %s%s", jr.name, rep.Result, rep.Duration.Round(100*time.Millisecond), suffix(rep.Message))
+	return err
 }
