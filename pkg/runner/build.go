@@ -15,8 +15,15 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/atomicfile"
+	"github.com/imagegate/imagegate/pkg/redact"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
+
+// Executing one build, as Zuul's executor does: the build directory, each
+// playbook as one ansible-playbook run in its own process group (output
+// redacted into the job log and the stream), the pre-run, run and post-run
+// phases with retries and timeouts, results.json, and the scrubbing of
+// secrets when the build ends.
 
 // build is one attempt of one job for one change.
 type build struct {
@@ -33,7 +40,9 @@ type build struct {
 	controlDir string
 	logFile    *os.File
 	logMu      sync.Mutex
-	red        *redactor
+	// red holds the secrets of the build: its playbooks' secrets and the
+	// secret_data it received or returned.
+	red *redact.Set
 
 	parentData, parentSecret map[string]any
 	artifacts                []map[string]any
@@ -112,7 +121,7 @@ func (b *build) runPlaybook(ctx context.Context, phase string, pb Playbook) (boo
 	secrets := map[string]any{}
 	for k, v := range pb.Secrets {
 		secrets[k] = v
-		b.red.addSecret(k, v)
+		b.red.AddTree(k, v)
 	}
 	if err := writeYAML(secretsFile, secrets, 0o600); err != nil {
 		return false, err
@@ -145,11 +154,11 @@ func (b *build) runPlaybook(ctx context.Context, phase string, pb Playbook) (boo
 	cmd.Env = append(cmd.Env, b.r.env...)
 	b.logf("\n%s | %s %s (job %s, project %s)", time.Now().Format(time.RFC3339), phase, pb.Name, pb.Job, pb.Source.Project)
 	tail := &tailWriter{max: 60}
-	out := b.red.writer(io.MultiWriter(lockedWriter{&b.logMu, b.logFile}, tail, b.r.streamFor(b)))
+	out := b.red.Writer(io.MultiWriter(lockedWriter{&b.logMu, b.logFile}, tail, b.r.streamFor(b)))
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	err := runKillingGroup(ctx, cmd)
-	out.Flush()
+	_ = out.Flush()
 	b.refreshSecrets()
 	res := Success
 	switch {
@@ -283,7 +292,7 @@ func (b *build) readResults() (data, secret map[string]any, err error) {
 func (b *build) refreshSecrets() {
 	_, secret, err := b.readResults()
 	if err == nil {
-		b.red.addSecret("", secret)
+		b.red.AddTree("", secret)
 	}
 }
 
@@ -305,7 +314,7 @@ func (b *build) scrub() {
 		b.logFile.Close()
 		path := filepath.Join(b.logs, "job-output.txt")
 		if raw, err := os.ReadFile(path); err == nil {
-			_ = atomicfile.WriteFile(path, []byte(b.red.redact(string(raw))), 0o600)
+			_ = atomicfile.WriteFile(path, []byte(b.red.String(string(raw))), 0o600)
 		}
 	}
 }
@@ -328,9 +337,9 @@ func (r *Runner) runMain(ctx context.Context, jr *jobRun) error {
 	data, secret, arts := jr.inputs()
 	for attempt := 1; ; attempt++ {
 		jr.attempt = attempt
-		b := &build{r: r, it: it, jr: jr, job: jr.job, uuid: newUUID(), red: newRedactor(),
+		b := &build{r: r, it: it, jr: jr, job: jr.job, uuid: newUUID(), red: &redact.Set{},
 			parentData: data, parentSecret: secret, artifacts: arts, preLevel: -1}
-		b.red.addSecret("", secret)
+		b.red.AddTree("", secret)
 		jr.b = b
 		rep := jr.report
 		rep.UUID, rep.Attempts = b.uuid, attempt

@@ -11,6 +11,11 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// The Zuul configuration the runner loads: definitions (JobDef,
+// SecretDef, Nodeset, ProjectDef), the Layout holding them, and the reading
+// of configuration files; the stanzas are decoded in stanza.go and
+// jobstanza.go.
+
 // Source is a project whose Zuul configuration the runner loads: a config
 // tree such as the imagegate release tree, or the repository of a change.
 // Playbook paths of its jobs are relative to Root, and its roles/ directory

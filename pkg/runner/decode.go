@@ -321,6 +321,15 @@ func (m *mapping) decodeNode(d *decoder, at string, n *yaml.Node) error {
 	return nil
 }
 
+// setOf returns the set of keys.
+func setOf(keys ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, k := range keys {
+		m[k] = true
+	}
+	return m
+}
+
 // sequence returns the entries of a list, or of a single entry written
 // without the list (Zuul accepts both for most list attributes).
 func sequence(n *yaml.Node) []*yaml.Node {

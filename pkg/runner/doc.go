@@ -25,4 +25,12 @@
 //
 // Changes run one after another in queue order; the jobs of one change run
 // in dependency order, by default one at a time. See docs/runner.md.
+//
+// The package by concern: the queue file (queue.go); Zuul configuration
+// decoded into typed structs (config.go, stanza.go, jobstanza.go, decode.go,
+// yamlvalue.go) and frozen (freeze.go); a queue item prepared (item.go);
+// its jobs scheduled (schedule.go); each build executed (build.go) with its
+// inventory and variables (inventory.go) and the runner's plugins
+// (plugins.go); results reported (report.go). Secrets are redacted with
+// pkg/redact, the redactor the modules use.
 package runner

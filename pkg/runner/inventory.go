@@ -10,6 +10,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// What a playbook runs with: the inventory (nodes, variables, secret_data
+// at the lowest precedence), ansible.cfg, and the zuul variable.
+
 func (b *build) writeInventory() error {
 	q := b.it.q
 	hosts := map[string]any{}

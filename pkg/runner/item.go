@@ -10,6 +10,11 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// Preparing a queue item before anything runs: its sources and those of
+// the items ahead, the layout (speculatively, the change's own
+// configuration first), the frozen jobs, their secrets and nodeset, and the
+// job graph, refusing missing dependencies and cycles.
+
 // projectSrc is a project prepared for the items of a queue.
 type projectSrc struct {
 	Name, Host, Canonical, Short string

@@ -8,6 +8,9 @@ import (
 	"strings"
 )
 
+// The runner's Ansible plugins (zuul_return, the imagegate_node
+// connection), embedded and written to the work directory.
+
 //go:embed plugins
 var pluginFS embed.FS
 

@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// Reporting: build results as Zuul names them, the report of a queue run
+// and its summary, and the failure message taken from ansible's output.
+
 // Build results, as Zuul reports them.
 const (
 	Success     = "SUCCESS"

@@ -77,6 +77,9 @@ func TestRunInheritancePauseAndVariables(t *testing.T) {
 	t.Parallel()
 	const secretPW = "hunter2-very-secret-password"
 	const returnedPW = "returned-secret-data-password"
+	// A short token and a key holding a quote and a backslash: the log
+	// must not show them, as written or JSON-escaped.
+	const shortToken, quotedKey = "Xq7Zp", `ke"y\with-quotes`
 	files := map[string]string{
 		"cfg/zuul.d/jobs.yaml": `
 - job:
@@ -139,6 +142,8 @@ func TestRunInheritancePauseAndVariables(t *testing.T) {
           shared_secret: parent-secret
     - ansible.builtin.debug:
         msg: "the password is {{ creds.password }}"
+    - ansible.builtin.debug:
+        msg: "the token is {{ creds.token }}, the key {{ creds.api_key }}"
 `,
 		"cfg/playbooks/consumer-pre.yaml":  record("consumer-pre", "{'creds': creds is defined}"),
 		"cfg/playbooks/consumer-post.yaml": record("consumer-post", "{'success': zuul_success}"),
@@ -175,7 +180,7 @@ tenant: example
 pipeline: check
 config: [{path: cfg, project: site/config}]
 secrets:
-  site-creds: {username: zuul, password: ` + secretPW + `}
+  site-creds: {username: zuul, password: ` + secretPW + `, token: ` + shortToken + `, api_key: '` + quotedKey + `'}
   other: {value: secret}
 changes:
   - project: myorg/proj
@@ -269,7 +274,7 @@ changes:
 		if err != nil {
 			return err
 		}
-		for _, s := range []string{secretPW, returnedPW} {
+		for _, s := range []string{secretPW, returnedPW, shortToken, quotedKey, `ke\"y\\with-quotes`} {
 			if bytes.Contains(b, []byte(s)) {
 				t.Errorf("%s holds a secret", p)
 			}
@@ -288,6 +293,9 @@ changes:
 	log, _ := os.ReadFile(reg.Log)
 	if !strings.Contains(string(log), "the password is ********") {
 		t.Errorf("the registry log does not show the redacted password:\n%s", log)
+	}
+	if !strings.Contains(string(log), "the token is ********, the key ********") {
+		t.Errorf("the registry log does not show the redacted token and key:\n%s", log)
 	}
 }
 

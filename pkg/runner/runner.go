@@ -17,6 +17,9 @@ import (
 	"time"
 )
 
+// The Runner, its options, and the run of a queue: items one after
+// another, each with the items ahead of it.
+
 // Runner runs queues of changes. Create it with New.
 type Runner struct {
 	ansiblePlaybook string

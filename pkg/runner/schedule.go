@@ -7,6 +7,11 @@ import (
 	"time"
 )
 
+// Scheduling the jobs of one queue item: a job starts when its
+// dependencies succeeded or paused, a paused job resumes when its
+// dependents finished, and what a job hands to others (data, secret_data,
+// artifacts) is computed here.
+
 type jobState int
 
 const (
