@@ -23,6 +23,9 @@ import (
 	"github.com/imagegate/imagegate/pkg/publish/distribution"
 )
 
+// The emulated web API of hub.docker.com: login, tag listing with Docker
+// Hub's pagination and image details, tag deletion.
+
 func (s *Server) serveHub(rw http.ResponseWriter, r *http.Request) {
 	s.hubN.Add(1)
 	w := &statusWriter{ResponseWriter: rw, status: http.StatusOK}

@@ -14,6 +14,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// The blob contract: round trips, ranges, missing blobs, failed and
+// concurrent writes, large streams, walking.
+
 func testBlobRoundTrip(t *testing.T, open Opener) {
 	d := open(t)
 	for _, size := range []int{0, 1, 4096, 1<<20 + 7} {

@@ -13,6 +13,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// The entry contract (the tables of tags, manifests and links): reads,
+// listings, name checks, isolation between tables, repositories.
+
 func testEntries(t *testing.T, open Opener) {
 	d := open(t)
 	c := ctx(t)

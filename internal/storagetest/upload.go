@@ -14,6 +14,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
+// The upload session contract: lifecycle, offsets, failed appends, commit
+// checks, abort, unknown IDs, concurrent appends, walking.
+
 func appendAll(t *testing.T, d storage.Driver, id string, offset int64, content []byte, state string) storage.Upload {
 	t.Helper()
 	up, err := d.AppendUpload(ctx(t), id, offset, int64(len(content)), bytes.NewReader(content), func(size int64) ([]byte, error) {
