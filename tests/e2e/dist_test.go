@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -76,6 +77,26 @@ func TestReleaseTree(t *testing.T) {
 		out, err := exec.Command("ansible-doc", "-M", lib, mod).CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "OPTIONS") {
 			t.Errorf("ansible-doc -M %s %s: %v\n%s", lib, mod, err, out)
+		}
+	}
+	// The commands are the products of cmd/, nothing else: the demo and the
+	// test registry (internal/cmd) stay out of the release tree.
+	var commands []string
+	cmds, _ := filepath.Glob(filepath.Join(daemon.RepoRoot(), "cmd", "*", "main.go"))
+	for _, c := range cmds {
+		commands = append(commands, filepath.Base(filepath.Dir(c)))
+	}
+	for _, arch := range []string{"amd64", "arm64"} {
+		entries, err := os.ReadDir(filepath.Join(dist, "bin", "linux_"+arch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range entries {
+			got = append(got, e.Name())
+		}
+		if !slices.Equal(got, commands) {
+			t.Errorf("bin/linux_%s holds %v, want the commands of cmd/: %v", arch, got, commands)
 		}
 	}
 	for _, f := range []string{"zuul.d/jobs.yaml", "playbooks/docker-image/run.yaml", "roles/build-docker-image/README.rst",
