@@ -96,7 +96,8 @@ func (d *Dockerd) start() error {
 	d.Process = p
 	if err := WaitFor("dockerd", 60*time.Second, p, d.ping); err != nil {
 		p.Stop()
-		return err
+		// The caller may remove the directory, and the log with it.
+		return fmt.Errorf("%w\n--- %s ---\n%s", err, p.Log, p.LogTail(16<<10))
 	}
 	return nil
 }
