@@ -40,7 +40,11 @@ func start(t *testing.T, cfg faultproxy.Config) (*faultproxy.Proxy, *http.Client
 	}
 	t.Cleanup(func() { p.Close() })
 	pool, _ := pki.CertPool(ca.CertPEM)
-	return p, &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	// No keep-alive: on a reused connection that a fault reset, the
+	// transport would send the request again by itself, and the proxy
+	// would see a request more than the test made, in a sequence that
+	// depends on timing.
+	return p, &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
 }
 
 // outcome describes what the client saw.
