@@ -8,13 +8,14 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Zuul configuration is decoded into typed structs (stanza.go), one field
-// per attribute, named by its yaml tag. decoder.fields walks a mapping and
-// refuses keys that name no field, so the struct is the one list of what
-// is understood; a field decodes its value by its type: strings, booleans
-// and non-negative integers here, Zuul's shapes (a string or a list, a
-// path or {name: path}, !override) by the types of stanza.go. Every error
-// says where (file:line, job, attribute) and what to write instead.
+// Zuul configuration is decoded into typed structs (jobstanza.go,
+// stanza.go), one field per attribute, named by its yaml tag.
+// decoder.fields walks a mapping and refuses keys that name no field, so
+// the struct is the one list of what is understood; a field decodes its
+// value by its type: strings, booleans and non-negative integers here,
+// Zuul's shapes (a string or a list, a path or {name: path}, !override) by
+// the types beside the stanzas. Every error says where (file:line, job,
+// attribute) and what to write instead.
 
 // decoder decodes the stanzas of one configuration file.
 type decoder struct {
