@@ -134,6 +134,27 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
+// WithStatus sets the HTTP status, for a server answering a code with
+// another status than its usual one.
+func (e *Error) WithStatus(status int) *Error { e.StatusCode = status; return e }
+
+// WithDetail sets the detail of the first entry of the envelope.
+func (e *Error) WithDetail(detail any) *Error {
+	if len(e.Errors) > 0 {
+		e.Errors[0].Detail = detail
+	}
+	return e
+}
+
+// WithHeader adds a response header the server sends with the error.
+func (e *Error) WithHeader(key, value string) *Error {
+	if e.Header == nil {
+		e.Header = http.Header{}
+	}
+	e.Header.Add(key, value)
+	return e
+}
+
 // HasCode reports whether the answer carries any of codes.
 func (e *Error) HasCode(codes ...ErrorCode) bool {
 	for _, d := range e.Errors {
