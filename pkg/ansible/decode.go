@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ParamError is a parameter that could not be accepted. Path names the
@@ -222,6 +223,12 @@ func (d *decoder) decodeValue(path string, o Option, val any, dst reflect.Value)
 		n, err := toInt(val)
 		if err != nil {
 			return &ParamError{Path: path, Msg: err.Error()}
+		}
+		if o.seconds {
+			if n > math.MaxInt64/int64(time.Second) || n < math.MinInt64/int64(time.Second) {
+				return &ParamError{Path: path, Msg: fmt.Sprintf("%d seconds is out of range", n)}
+			}
+			n *= int64(time.Second)
 		}
 		if dst.OverflowInt(n) {
 			return &ParamError{Path: path, Msg: fmt.Sprintf("%d is out of range", n)}
