@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
@@ -93,10 +94,10 @@ func (c Config) validate() error {
 	return nil
 }
 
-// copier returns a Copier that knows both registries: the buildset
+// copier returns a Client that knows both registries: the buildset
 // registry by its real address, trusting only its CA; the intermediate
 // registry trusting the system roots and its optional CA.
-func (c Config) copier() (*transfer.Copier, error) {
+func (c Config) copier() (*transfer.Client, error) {
 	br, ir := c.Buildset, c.Intermediate
 	if sameHost(br.Address(), ir.Address()) {
 		return nil, fmt.Errorf("buildset_registry and intermediate_registry are both %s: they must be different registries", br.Address())
@@ -171,7 +172,7 @@ func (c Config) run(ctx context.Context, jobs []transfer.Job, images []Image, la
 // hint adds what the user can do about a source that is not there.
 func hint(err error, notFound string) string {
 	var te *transfer.Error
-	if errors.As(err, &te) && errors.Is(err, transfer.ErrNotFound) && te.Step == transfer.StepSourceManifest {
+	if errors.As(err, &te) && errors.Is(err, oci.ErrNotFound) && te.Step == transfer.StepSourceManifest {
 		return " (" + notFound + ")"
 	}
 	return ""

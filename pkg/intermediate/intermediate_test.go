@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imagegate/imagegate/pkg/transfer/intermediate"
+	"github.com/imagegate/imagegate/pkg/intermediate"
 	"github.com/imagegate/imagegate/pkg/transfer/transfertest"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )

@@ -1,472 +1,116 @@
-// Package distribution is a small client for the calls of the OCI
-// distribution API (distribution-spec v1.1) that promotion needs and image
-// copies do not: a manifest fetched and put back byte for byte under
-// another tag, a tag deleted, a repository's tags listed page by page, a
-// config blob read, and a push permission checked without publishing
-// anything.
-//
-// It always speaks https, whatever the host: go-containerregistry's name
-// package guesses plain http for localhost and private addresses, and a
-// registry imagegate talks to never serves plain http. Authentication is
-// go-containerregistry's (Basic, or Bearer tokens with the scopes of one
-// repository), after one ping of /v2/ per registry; retries belong to the
-// transport the caller passes (package transfer's retrying transport).
-package distribution
+package transfer
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
-// Media types of the manifests promotion carries, in the order of the
-// Accept header: indexes first, so a multi-arch tag is never reduced to one
-// platform.
+// Limits on what a Repository reads into memory, so that a misbehaving
+// registry cannot exhaust it: the distribution spec lets registries refuse
+// manifests over 4 MiB, and so do we; a config blob read whole is an image
+// configuration.
 const (
-	MediaTypeOCIIndex      = "application/vnd.oci.image.index.v1+json"
-	MediaTypeOCIManifest   = "application/vnd.oci.image.manifest.v1+json"
-	MediaTypeDockerList    = "application/vnd.docker.distribution.manifest.list.v2+json"
-	MediaTypeDockerV2      = "application/vnd.docker.distribution.manifest.v2+json"
-	maxManifestSize        = 4 << 20
-	maxConfigSize          = 8 << 20
-	defaultTagsPageSize    = 1000
-	maxTagPages            = 100000
-	defaultRequestDeadline = 5 * time.Minute
+	maxManifestSize = 4 << 20
+	maxBlobSize     = 8 << 20
+	maxTagsPage     = 64 << 20
+	maxTagPages     = 100000
+	// requestTimeout bounds one request that is not a blob transfer.
+	requestTimeout = 5 * time.Minute
 )
-
-var acceptManifests = strings.Join([]string{MediaTypeOCIIndex, MediaTypeDockerList, MediaTypeOCIManifest, MediaTypeDockerV2}, ", ")
-
-// IsIndex reports whether mediaType is a multi-platform index.
-func IsIndex(mediaType string) bool {
-	return mediaType == MediaTypeOCIIndex || mediaType == MediaTypeDockerList
-}
 
 // Manifest is a manifest as the registry stores it: its exact bytes, their
-// digest, and the media type it was served with.
+// digest, and its media type.
 type Manifest struct {
 	MediaType string
 	Digest    string
 	Body      []byte
 }
 
-// Descriptor is what a HEAD tells of a manifest.
+// Descriptor is what a reference points at.
 type Descriptor struct {
-	MediaType string
 	Digest    string
+	MediaType string
 	Size      int64
 }
 
-// Registry is one registry endpoint. It is safe for concurrent use.
-type Registry struct {
-	host string
-	reg  name.Registry
-	base http.RoundTripper
-	auth authn.Authenticator
-	log  *slog.Logger
-	page int
-
-	pingMu    sync.Mutex
-	challenge *transport.Challenge
-	basicOK   bool
-
-	mu    sync.Mutex
-	repos map[string]*Repository
-}
-
-// Option configures a Registry.
-type Option func(*Registry) error
-
-// WithTransport sets the transport under authentication: TLS trust and
-// retries. The default is a clone of http.DefaultTransport.
-func WithTransport(rt http.RoundTripper) Option {
-	return func(r *Registry) error {
-		if rt == nil {
-			return errors.New("registry transport is nil")
-		}
-		r.base = rt
-		return nil
-	}
-}
-
-// WithAuth sets the credentials. The default is anonymous.
-func WithAuth(a authn.Authenticator) Option {
-	return func(r *Registry) error {
-		if a != nil {
-			r.auth = a
-		}
-		return nil
-	}
-}
-
-// WithLogger sets the logger for request tracing at debug level. The
-// default discards.
-func WithLogger(l *slog.Logger) Option {
-	return func(r *Registry) error {
-		if l != nil {
-			r.log = l
-		}
-		return nil
-	}
-}
-
-// WithTagsPageSize sets how many tags each listing request asks for (the n
-// parameter). The default is 1000.
-func WithTagsPageSize(n int) Option {
-	return func(r *Registry) error {
-		if n < 1 {
-			return fmt.Errorf("tags page size %d: must be positive", n)
-		}
-		r.page = n
-		return nil
-	}
-}
-
-// New returns a client for the registry at host ("host", "host:port" or
-// "[v6]:port"). It does no I/O.
-func New(host string, opts ...Option) (*Registry, error) {
-	if host == "" || strings.ContainsAny(host, "/ @?#") {
-		return nil, fmt.Errorf("registry host %q: must be <host>[:<port>] with no scheme or path", host)
-	}
-	reg, err := name.NewRegistry(host)
-	if err != nil {
-		return nil, fmt.Errorf("registry host %q: %w", host, err)
-	}
-	r := &Registry{
-		host:  host,
-		reg:   reg,
-		base:  http.DefaultTransport.(*http.Transport).Clone(),
-		auth:  authn.Anonymous,
-		log:   slog.New(slog.DiscardHandler),
-		page:  defaultTagsPageSize,
-		repos: map[string]*Repository{},
-	}
-	for _, o := range opts {
-		if err := o(r); err != nil {
-			return nil, err
-		}
-	}
-	return r, nil
-}
-
-// Host is the registry's host:port.
-func (r *Registry) Host() string { return r.host }
-
-// ping learns how the registry authenticates (GET /v2/), once.
-func (r *Registry) ping(ctx context.Context) (*transport.Challenge, error) {
-	r.pingMu.Lock()
-	defer r.pingMu.Unlock()
-	if r.challenge != nil {
-		return r.challenge, nil
-	}
-	op := "pinging https://" + r.host + "/v2/"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+r.host+"/v2/", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := (&http.Client{Transport: r.base, CheckRedirect: noRedirect}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	defer drain(resp)
-	switch resp.StatusCode {
-	case http.StatusOK:
-		r.challenge = &transport.Challenge{}
-	case http.StatusUnauthorized:
-		scheme, params := parseChallenge(resp.Header.Get("WWW-Authenticate"))
-		if scheme == "" {
-			return nil, fmt.Errorf("%s: 401 without a WWW-Authenticate challenge", op)
-		}
-		r.challenge = &transport.Challenge{Scheme: scheme, Parameters: params}
-	default:
-		return nil, responseError(op, resp)
-	}
-	return r.challenge, nil
-}
-
-// Repository returns a client for one repository of the registry, with
-// pull access, and push (and delete) access if push is true. Credentials
-// are checked here: wrong ones fail with an error matching ErrDenied.
-func (r *Registry) Repository(ctx context.Context, repo string, push bool) (*Repository, error) {
-	m, err := r.Repositories(ctx, []string{repo}, push)
-	if err != nil {
-		return nil, err
-	}
-	return m[repo], nil
-}
-
-// Repositories returns clients for several repositories at once. With a
-// token service, one token carries the scopes of every repository (the
-// token specification allows several scope parameters), so promoting 20
-// images costs one token request, not 20; a repository the token does not
-// cover gets a token of its own.
-func (r *Registry) Repositories(ctx context.Context, repos []string, push bool) (map[string]*Repository, error) {
-	out := map[string]*Repository{}
-	var todo []string
-	r.mu.Lock()
-	for _, repo := range repos {
-		if repo == "" || strings.ContainsAny(repo, ":@ ") || strings.HasPrefix(repo, "/") || strings.HasSuffix(repo, "/") {
-			r.mu.Unlock()
-			return nil, fmt.Errorf("repository %q: not a valid repository name", repo)
-		}
-		if p, ok := r.repos[repoKey(repo, push)]; ok {
-			out[repo] = p
-		} else if _, dup := out[repo]; !dup {
-			todo = append(todo, repo)
-			out[repo] = nil
-		}
-	}
-	r.mu.Unlock()
-	if len(todo) == 0 {
-		return out, nil
-	}
-	ch, err := r.ping(ctx)
-	if err != nil {
-		return nil, err
-	}
-	actions := "pull"
-	if push {
-		actions = "pull,push"
-	}
-	scopes := func(names []string) []string {
-		var s []string
-		for _, n := range names {
-			s = append(s, "repository:"+n+":"+actions)
-		}
-		return s
-	}
-	switch strings.ToLower(ch.Scheme) {
-	case "":
-		for _, repo := range todo {
-			out[repo] = r.newRepository(repo, push, r.base, nil)
-		}
-	case "bearer":
-		tok, err := transport.Exchange(ctx, r.reg, r.auth, r.base, scopes(todo), ch)
-		if err != nil {
-			return nil, authError(fmt.Sprintf("getting a token for %s", r.host), err)
-		}
-		grants := tokenGrants(tok)
-		for _, repo := range todo {
-			t := tok
-			if grants != nil && !grants.allows(repo, push) && len(todo) > 1 {
-				// Not covered by the shared token: ask for this one alone.
-				if t, err = transport.Exchange(ctx, r.reg, r.auth, r.base, scopes([]string{repo}), ch); err != nil {
-					return nil, authError(fmt.Sprintf("getting a token for %s/%s", r.host, repo), err)
-				}
-			}
-			rt, err := transport.FromToken(r.reg, r.auth, r.base, ch, t)
-			if err != nil {
-				return nil, err
-			}
-			out[repo] = r.newRepository(repo, push, rt, tokenGrants(t))
-		}
-	default:
-		rt, err := transport.FromToken(r.reg, r.auth, r.base, ch, nil)
-		if err != nil {
-			return nil, err
-		}
-		if err := r.checkBasic(ctx, rt); err != nil {
-			return nil, err
-		}
-		for _, repo := range todo {
-			out[repo] = r.newRepository(repo, push, rt, nil)
-		}
-	}
-	r.mu.Lock()
-	for _, repo := range todo {
-		key := repoKey(repo, push)
-		if q, ok := r.repos[key]; ok {
-			out[repo] = q
-		} else {
-			r.repos[key] = out[repo]
-		}
-	}
-	r.mu.Unlock()
-	return out, nil
-}
-
-func repoKey(repo string, push bool) string { return repo + "|" + strconv.FormatBool(push) }
-
-func (r *Registry) newRepository(repo string, push bool, rt http.RoundTripper, g grants) *Repository {
-	p := &Repository{reg: r, name: repo, hc: &http.Client{Transport: rt, CheckRedirect: noRedirect, Timeout: defaultRequestDeadline}}
-	if g != nil {
-		p.grantsKnown = true
-		p.pushGranted = g.allows(repo, true)
-		p.pullGranted = g.allows(repo, false)
-	}
-	return p
-}
-
-// grants are the access claims of a registry token: repository name (or
-// "*" for every repository) to actions.
-type grants map[string]map[string]bool
-
-func (g grants) allows(repo string, push bool) bool {
-	for _, name := range []string{repo, "*"} {
-		a := g[name]
-		if a["*"] || (a["pull"] && (!push || a["push"])) {
-			return true
-		}
-	}
-	return false
-}
-
-// tokenGrants reads the access claim of a registry token, when the token
-// is a JWT: the Docker token specification's "access": [{"type":
-// "repository", "name", "actions"}], or imagegate's registry's
-// registry-wide "access": "read" | "write". It returns nil when the token
-// says nothing (an opaque token): then only a request can tell. The
-// signature is not checked; the registry does that, and the claim only
-// spares a request.
-func tokenGrants(tok *transport.Token) grants {
-	if tok == nil {
-		return nil
-	}
-	raw := tok.Token
-	if raw == "" {
-		raw = tok.AccessToken
-	}
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		return nil
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
-	if err != nil {
-		return nil
-	}
-	var claims struct {
-		Access json.RawMessage `json:"access"`
-	}
-	if json.Unmarshal(payload, &claims) != nil || len(claims.Access) == 0 {
-		return nil
-	}
-	var level string
-	if json.Unmarshal(claims.Access, &level) == nil {
-		switch level {
-		case "write":
-			return grants{"*": {"pull": true, "push": true}}
-		case "read":
-			return grants{"*": {"pull": true}}
-		}
-		return nil
-	}
-	var list []struct {
-		Type    string   `json:"type"`
-		Name    string   `json:"name"`
-		Actions []string `json:"actions"`
-	}
-	if json.Unmarshal(claims.Access, &list) != nil {
-		return nil
-	}
-	g := grants{}
-	for _, a := range list {
-		if a.Type != "repository" {
-			continue
-		}
-		if g[a.Name] == nil {
-			g[a.Name] = map[string]bool{}
-		}
-		for _, act := range a.Actions {
-			g[a.Name][act] = true
-		}
-	}
-	return g
-}
-
-// checkBasic verifies Basic credentials once per registry: unlike a token
-// exchange, nothing else would reject wrong ones before the first real
-// request.
-func (r *Registry) checkBasic(ctx context.Context, rt http.RoundTripper) error {
-	r.pingMu.Lock()
-	defer r.pingMu.Unlock()
-	if r.basicOK {
-		return nil
-	}
-	op := "logging in to " + r.host
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+r.host+"/v2/", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := (&http.Client{Transport: rt, CheckRedirect: noRedirect}).Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	defer drain(resp)
-	if resp.StatusCode != http.StatusOK {
-		return responseError(op, resp)
-	}
-	r.basicOK = true
-	return nil
-}
-
-// authError turns a token exchange failure into an *Error when it carries
-// an HTTP status, so callers can test it with errors.Is.
-func authError(op string, err error) error {
-	var te *transport.Error
-	if errors.As(err, &te) && te.StatusCode != 0 {
-		e := &Error{Op: op, StatusCode: te.StatusCode}
-		for _, d := range te.Errors {
-			e.Codes = append(e.Codes, string(d.Code))
-			if e.Message == "" {
-				e.Message = d.Message
-			}
-		}
-		return e
-	}
-	return fmt.Errorf("%s: %w", op, err)
-}
-
-// Repository is one repository, with its authorization.
+// Repository is one repository of one registry, with the access it was
+// opened with (Client.Repository, Client.Repositories, or a copy's
+// scopes). It speaks the distribution API over https only, whatever the
+// host: go-containerregistry's name package guesses plain http for
+// localhost and private addresses, and a registry imagegate talks to never
+// serves plain http. It is safe for concurrent use.
 type Repository struct {
-	reg  *Registry
+	host string // host[:port] as it appears in URLs
 	name string
-	hc   *http.Client
+	// hc sends requests with small answers, each bounded by
+	// requestTimeout; stream sends blob transfers, bounded by their
+	// context only. Both follow redirects to https URLs only, and only the
+	// registry's own host receives its credentials.
+	hc, stream *http.Client
+	pageSize   int
 
 	grantsKnown, pushGranted, pullGranted bool
 }
 
-// PushGranted reports what the registry's token says of push access: known
-// is false when the token does not say (an opaque token, Basic
-// authentication); then only CheckPush can tell.
-func (p *Repository) PushGranted() (granted, known bool) { return p.pushGranted, p.grantsKnown }
+func (c *Client) newRepository(host, repo string, rt http.RoundTripper, g grants) *Repository {
+	redirect := func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		if req.URL.Scheme != "https" {
+			return fmt.Errorf("redirect to %s://%s%s: %w", req.URL.Scheme, req.URL.Host, req.URL.Path, ErrPlainHTTP)
+		}
+		return nil
+	}
+	r := &Repository{host: host, name: repo, pageSize: c.pageSize,
+		hc:     &http.Client{Transport: rt, CheckRedirect: redirect, Timeout: requestTimeout},
+		stream: &http.Client{Transport: rt, CheckRedirect: redirect}}
+	if g != nil {
+		r.grantsKnown = true
+		r.pushGranted = g.allows(repo, true)
+		r.pullGranted = g.allows(repo, false)
+	}
+	return r
+}
 
 // Name is the repository's name.
-func (p *Repository) Name() string { return p.name }
+func (r *Repository) Name() string { return r.name }
 
-// Ref is host/name:ref (or @ref for a digest), for messages.
-func (p *Repository) Ref(ref string) string {
-	if strings.Contains(ref, ":") {
-		return p.reg.host + "/" + p.name + "@" + ref
+// PushGranted reports what the registry's token says of push access: known
+// is false when the token does not say (an opaque token, basic
+// authentication); then only CheckPush can tell.
+func (r *Repository) PushGranted() (granted, known bool) { return r.pushGranted, r.grantsKnown }
+
+// Ref is host/name:ref, or host/name@ref for a digest, for messages.
+func (r *Repository) Ref(ref string) string {
+	if oci.IsDigest(ref) {
+		return r.host + "/" + r.name + "@" + ref
 	}
-	return p.reg.host + "/" + p.name + ":" + ref
+	return r.host + "/" + r.name + ":" + ref
 }
 
-func (p *Repository) url(parts ...string) string {
-	return "https://" + p.reg.host + "/v2/" + p.name + "/" + strings.Join(parts, "/")
+func (r *Repository) url(parts ...string) string {
+	return "https://" + r.host + "/v2/" + r.name + "/" + strings.Join(parts, "/")
 }
 
-func (p *Repository) do(ctx context.Context, op, method, u string, body []byte, hdr map[string]string) (*http.Response, error) {
+// do sends a request with a small answer. op names it in errors.
+func (r *Repository) do(ctx context.Context, op, method, u string, body []byte, hdr map[string]string) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
-		rd = bytes.NewReader(body)
+		rd = bytes.NewReader(body) // replayable: NewRequest sets GetBody
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
@@ -475,102 +119,135 @@ func (p *Repository) do(ctx context.Context, op, method, u string, body []byte, 
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	req.Header.Set("User-Agent", "imagegate")
-	start := time.Now()
-	resp, err := p.hc.Do(req)
+	resp, err := r.hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, fmt.Errorf("%s: %w", op, unwrapURLError(err))
 	}
-	// The path only: an upload location's query carries session state.
-	p.reg.log.Debug("registry", "method", method, "host", req.URL.Host, "path", req.URL.Path, "status", resp.StatusCode, "duration", time.Since(start))
 	return resp, nil
 }
 
-// Head returns the descriptor of the manifest ref (a tag or digest). A
-// registry whose HEAD omits Docker-Content-Digest (zuul-registry does) is
+// unwrapURLError drops the *url.Error of http.Client, whose message
+// repeats the URL (with an upload session's query) after the operation.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// Head returns the descriptor of the manifest ref (a tag or digest); an
+// absent one is an error matching oci.ErrNotFound. A registry whose HEAD
+// omits Docker-Content-Digest or Content-Type (zuul-registry does) is
 // asked with a GET instead.
-func (p *Repository) Head(ctx context.Context, ref string) (Descriptor, error) {
-	op := "HEAD manifest " + p.Ref(ref)
-	resp, err := p.do(ctx, op, http.MethodHead, p.url("manifests", ref), nil, map[string]string{"Accept": acceptManifests})
+func (r *Repository) Head(ctx context.Context, ref string) (Descriptor, error) {
+	op := "HEAD manifest " + r.Ref(ref)
+	resp, err := r.do(ctx, op, http.MethodHead, r.url("manifests", ref), nil, map[string]string{"Accept": oci.AcceptManifests})
 	if err != nil {
 		return Descriptor{}, err
 	}
 	defer drain(resp)
-	if resp.StatusCode != http.StatusOK {
-		return Descriptor{}, &Error{Op: op, StatusCode: resp.StatusCode}
+	if err := oci.CheckResponse(resp, op, http.StatusOK); err != nil {
+		return Descriptor{}, err
 	}
-	d := Descriptor{MediaType: mediaType(resp.Header.Get("Content-Type")), Digest: resp.Header.Get("Docker-Content-Digest"), Size: resp.ContentLength}
-	if d.Digest == "" || d.MediaType == "" {
-		m, err := p.Get(ctx, ref)
-		if err != nil {
-			return Descriptor{}, err
-		}
-		return Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: int64(len(m.Body))}, nil
+	d := Descriptor{MediaType: oci.MediaType(resp.Header.Get("Content-Type")), Digest: resp.Header.Get("Docker-Content-Digest"), Size: resp.ContentLength}
+	if _, err := oci.ParseDigest(d.Digest); err == nil && !oci.IsGeneric(d.MediaType) {
+		return d, nil
 	}
-	return d, nil
+	m, err := r.Get(ctx, ref)
+	if err != nil {
+		return Descriptor{}, err
+	}
+	return Descriptor{MediaType: m.MediaType, Digest: m.Digest, Size: int64(len(m.Body))}, nil
 }
 
-// Get fetches the manifest ref and checks its bytes against the digest
-// asked for, or the one the registry claims.
-func (p *Repository) Get(ctx context.Context, ref string) (*Manifest, error) {
-	op := "GET manifest " + p.Ref(ref)
-	resp, err := p.do(ctx, op, http.MethodGet, p.url("manifests", ref), nil, map[string]string{"Accept": acceptManifests})
+// Get fetches the manifest ref (a tag or digest) and checks its bytes
+// against the digest asked for, or the one the registry claims
+// (Docker-Content-Digest); a mismatch is an error matching
+// ErrDigestMismatch. The media type is the Content-Type's, or the
+// manifest's own mediaType when the registry sent a generic type, or what
+// its shape says.
+func (r *Repository) Get(ctx context.Context, ref string) (*Manifest, error) {
+	op := "GET manifest " + r.Ref(ref)
+	resp, err := r.do(ctx, op, http.MethodGet, r.url("manifests", ref), nil, map[string]string{"Accept": oci.AcceptManifests})
 	if err != nil {
 		return nil, err
 	}
 	defer drain(resp)
-	if resp.StatusCode != http.StatusOK {
-		return nil, responseError(op, resp)
+	if err := oci.CheckResponse(resp, op, http.StatusOK); err != nil {
+		return nil, err
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s: reading: %w", op, err)
+		return nil, fmt.Errorf("%s: reading the manifest: %w", op, err)
 	}
 	if len(body) > maxManifestSize {
-		return nil, fmt.Errorf("%s: manifest larger than %d bytes", op, maxManifestSize)
+		return nil, fmt.Errorf("%s: %w: larger than %d bytes", op, ErrUnsupportedManifest, maxManifestSize)
 	}
-	want := resp.Header.Get("Docker-Content-Digest")
-	if strings.Contains(ref, ":") {
-		want = ref
-	}
-	algo := "sha256"
-	if a, _, ok := strings.Cut(want, ":"); ok {
-		algo = a
-	}
-	got, err := Digest(algo, body)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	if want != "" && got != want {
-		return nil, fmt.Errorf("%s: content has digest %s, the registry said %s", op, got, want)
-	}
-	mt := mediaType(resp.Header.Get("Content-Type"))
-	if mt == "" || mt == "application/json" || mt == "application/octet-stream" {
-		var probe struct {
-			MediaType string `json:"mediaType"`
+	m := &Manifest{MediaType: manifestMediaType(oci.MediaType(resp.Header.Get("Content-Type")), body), Body: body}
+	if oci.IsDigest(ref) {
+		want, err := oci.ParseDigest(ref)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
 		}
-		if json.Unmarshal(body, &probe) == nil && probe.MediaType != "" {
-			mt = probe.MediaType
+		if _, err := oci.Verify(want, body); err != nil {
+			return nil, fmt.Errorf("%s: %w: %v", op, ErrDigestMismatch, err)
+		}
+		m.Digest = want.String()
+		return m, nil
+	}
+	got := digest.FromBytes(body)
+	if claimed, err := oci.ParseDigest(resp.Header.Get("Docker-Content-Digest")); err == nil {
+		if got, err = oci.Verify(claimed, body); err != nil {
+			return nil, fmt.Errorf("%s: %w: content has digest %s, the registry said %s", op, ErrDigestMismatch, got, claimed)
 		}
 	}
-	return &Manifest{MediaType: mt, Digest: got, Body: body}, nil
+	m.Digest = got.String()
+	return m, nil
 }
 
-// Put stores m under tag, byte for byte, and checks that the registry
-// computed the same digest. No blob moves: the registry already holds
-// everything m references, in this repository.
-func (p *Repository) Put(ctx context.Context, tag string, m *Manifest) error {
-	op := fmt.Sprintf("PUT manifest %s (%s)", p.Ref(tag), m.Digest)
-	resp, err := p.do(ctx, op, http.MethodPut, p.url("manifests", tag), m.Body, map[string]string{"Content-Type": m.MediaType})
+// manifestMediaType is a manifest's media type: the Content-Type unless it
+// is generic, then the manifest's mediaType field, then its shape.
+func manifestMediaType(contentType string, body []byte) string {
+	if !oci.IsGeneric(contentType) {
+		return contentType
+	}
+	var doc struct {
+		MediaType string          `json:"mediaType"`
+		Config    json.RawMessage `json:"config"`
+		Manifests json.RawMessage `json:"manifests"`
+	}
+	if json.Unmarshal(body, &doc) != nil {
+		return contentType
+	}
+	switch {
+	case doc.MediaType != "":
+		return doc.MediaType
+	case doc.Manifests != nil:
+		return oci.MediaTypeOCIIndex
+	case doc.Config != nil:
+		return oci.MediaTypeOCIManifest
+	}
+	return contentType
+}
+
+// Put stores m under ref (a tag, or m's digest), byte for byte, and checks
+// that the registry computed the same digest. No blob moves: the
+// repository must already hold everything m references.
+func (r *Repository) Put(ctx context.Context, ref string, m *Manifest) error {
+	op := fmt.Sprintf("PUT manifest %s (%s)", r.Ref(ref), m.Digest)
+	resp, err := r.do(ctx, op, http.MethodPut, r.url("manifests", ref), m.Body, map[string]string{"Content-Type": m.MediaType})
 	if err != nil {
 		return err
 	}
 	defer drain(resp)
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return responseError(op, resp)
+	if err := oci.CheckResponse(resp, op, http.StatusCreated, http.StatusOK, http.StatusAccepted); err != nil {
+		return err
 	}
-	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != m.Digest {
-		return fmt.Errorf("%s: the registry stored digest %s", op, got)
+	if h, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil {
+		if want, err := digest.Parse(m.Digest); err == nil && h.Algorithm() == want.Algorithm() && h != want {
+			return fmt.Errorf("%s: %w: the registry stored digest %s", op, ErrDigestMismatch, h)
+		}
 	}
 	return nil
 }
@@ -578,35 +255,35 @@ func (p *Repository) Put(ctx context.Context, tag string, m *Manifest) error {
 // Delete deletes the manifest reference ref (DELETE
 // /v2/<name>/manifests/<ref>). For a tag, spec-conforming registries remove
 // only the tag; a registry that cannot answers an error matching
-// ErrUnsupported. Callers must never fall back to deleting by digest,
+// oci.ErrUnsupported. Callers must never fall back to deleting by digest,
 // which would remove every tag of the manifest.
-func (p *Repository) Delete(ctx context.Context, ref string) error {
-	op := "DELETE manifest " + p.Ref(ref)
-	resp, err := p.do(ctx, op, http.MethodDelete, p.url("manifests", ref), nil, nil)
+func (r *Repository) Delete(ctx context.Context, ref string) error {
+	op := "DELETE manifest " + r.Ref(ref)
+	resp, err := r.do(ctx, op, http.MethodDelete, r.url("manifests", ref), nil, nil)
 	if err != nil {
 		return err
 	}
 	defer drain(resp)
-	switch resp.StatusCode {
-	case http.StatusAccepted, http.StatusOK, http.StatusNoContent:
-		return nil
+	if err := oci.CheckResponse(resp, op, http.StatusAccepted, http.StatusOK, http.StatusNoContent); err != nil {
+		if !oci.IsDigest(ref) && oci.StatusCode(err) == http.StatusBadRequest && oci.HasCode(err, oci.CodeDigestInvalid) {
+			// distribution 2.x parses the reference as a digest and
+			// rejects a tag: it can delete manifests only by digest.
+			return fmt.Errorf("%w: the registry deletes manifests only by digest, not single tags (%w)", oci.ErrUnsupported, err)
+		}
+		return err
 	}
-	e := responseError(op, resp)
-	if !strings.Contains(ref, ":") && e.StatusCode == http.StatusBadRequest && e.hasCode("DIGEST_INVALID") {
-		// distribution 2.x parses the reference as a digest and rejects a
-		// tag: it can delete manifests only by digest.
-		e.unsupported = true
-		e.Message = "the registry deletes manifests only by digest, not single tags"
-	}
-	return e
+	return nil
 }
 
 // Tags lists every tag of the repository, following the Link header page
-// by page (distribution-spec, "Listing Tags"). A next link to another host
-// is refused.
-func (p *Repository) Tags(ctx context.Context) ([]string, error) {
-	op := "listing tags of " + p.reg.host + "/" + p.name
-	next := p.url("tags", "list") + "?n=" + strconv.Itoa(p.reg.page)
+// by page (distribution-spec, "Listing Tags"; oci.NextLink). A next link to
+// another host is refused.
+func (r *Repository) Tags(ctx context.Context) ([]string, error) {
+	op := "listing tags of " + r.host + "/" + r.name
+	next := r.url("tags", "list")
+	if r.pageSize > 0 {
+		next += "?n=" + strconv.Itoa(r.pageSize)
+	}
 	seen := map[string]bool{}
 	var tags []string
 	for page := 0; next != ""; page++ {
@@ -614,67 +291,61 @@ func (p *Repository) Tags(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("%s: pagination does not end at page %d", op, page+1)
 		}
 		seen[next] = true
-		resp, err := p.do(ctx, op, http.MethodGet, next, nil, map[string]string{"Accept": "application/json"})
+		resp, err := r.do(ctx, op, http.MethodGet, next, nil, map[string]string{"Accept": "application/json"})
 		if err != nil {
 			return nil, err
 		}
-		if resp.StatusCode != http.StatusOK {
-			e := responseError(op, resp)
+		if err := oci.CheckResponse(resp, op, http.StatusOK); err != nil {
 			drain(resp)
-			return nil, e
+			return nil, err
 		}
 		var body struct {
 			Tags []string `json:"tags"`
 		}
-		err = json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&body)
-		link := resp.Header.Get("Link")
+		err = json.NewDecoder(io.LimitReader(resp.Body, maxTagsPage)).Decode(&body)
+		links, pageURL := resp.Header.Values("Link"), resp.Request.URL
 		drain(resp)
 		if err != nil {
 			return nil, fmt.Errorf("%s: decoding page %d: %w", op, page+1, err)
 		}
 		tags = append(tags, body.Tags...)
-		if next, err = nextLink(next, link); err != nil {
+		nu, err := oci.NextLink(pageURL, links...)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		next = ""
+		if nu != nil {
+			next = nu.String()
 		}
 	}
 	return tags, nil
 }
 
-// Blob reads a blob of at most maxConfigSize bytes (an image config) and
-// checks its digest. It follows redirects to blob storage; the
-// authorization header is only ever sent to the registry itself.
-func (p *Repository) Blob(ctx context.Context, digest string) ([]byte, error) {
-	op := "GET blob " + p.Ref(digest)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url("blobs", digest), nil)
+// Blob reads a small blob whole (an image configuration, at most 8 MiB)
+// and checks its digest.
+func (r *Repository) Blob(ctx context.Context, dgst string) ([]byte, error) {
+	op := "GET blob " + r.Ref(dgst)
+	want, err := oci.ParseDigest(dgst)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	resp, err := r.do(ctx, op, http.MethodGet, r.url("blobs", dgst), nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("User-Agent", "imagegate")
-	hc := &http.Client{Transport: p.hc.Transport, Timeout: defaultRequestDeadline,
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 10 || req.URL.Scheme != "https" {
-				return fmt.Errorf("refusing redirect to %s://%s: registries are only spoken to over TLS", req.URL.Scheme, req.URL.Host)
-			}
-			return nil
-		}}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
 	defer drain(resp)
-	if resp.StatusCode != http.StatusOK {
-		return nil, responseError(op, resp)
+	if err := oci.CheckResponse(resp, op, http.StatusOK); err != nil {
+		return nil, err
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxConfigSize+1))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBlobSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	if len(b) > maxConfigSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", op, maxConfigSize)
+	if len(b) > maxBlobSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", op, maxBlobSize)
 	}
-	algo, _, _ := strings.Cut(digest, ":")
-	if got, err := Digest(algo, b); err != nil || got != digest {
-		return nil, fmt.Errorf("%s: content has digest %s", op, got)
+	if _, err := oci.Verify(want, b); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", op, ErrDigestMismatch, err)
 	}
 	return b, nil
 }
@@ -682,130 +353,140 @@ func (p *Repository) Blob(ctx context.Context, digest string) ([]byte, error) {
 // CheckPush proves the credentials may push to the repository without
 // publishing anything: it opens a blob upload session and cancels it
 // (distribution-spec, "Pushing blobs" and "Canceling an upload").
-func (p *Repository) CheckPush(ctx context.Context) error {
-	op := "checking push access to " + p.reg.host + "/" + p.name
-	resp, err := p.do(ctx, op, http.MethodPost, p.url("blobs", "uploads")+"/", []byte{}, nil)
+func (r *Repository) CheckPush(ctx context.Context) error {
+	loc, _, err := r.startUpload(ctx, "", "")
 	if err != nil {
-		return err
+		return fmt.Errorf("checking push access to %s/%s: %w", r.host, r.name, err)
 	}
-	defer drain(resp)
-	if resp.StatusCode != http.StatusAccepted {
-		return responseError(op, resp)
-	}
-	loc := resp.Header.Get("Location")
-	if loc == "" {
-		return nil
-	}
-	u, err := url.Parse("https://" + p.reg.host + "/")
-	if err != nil {
-		return nil
-	}
-	lu, err := u.Parse(loc)
-	if err != nil || lu.Host != p.reg.host {
-		return nil // an upload elsewhere expires by itself; never send credentials away
-	}
-	lu.Scheme = "https"
-	if cresp, err := p.do(ctx, op, http.MethodDelete, lu.String(), nil, nil); err == nil {
-		drain(cresp)
-	}
+	r.cancelUpload(loc)
 	return nil
 }
 
-// Digest returns "<algo>:<hex>" of b for sha256 or sha512.
-func Digest(algo string, b []byte) (string, error) {
-	var h hash.Hash
-	switch algo {
-	case "sha256":
-		h = sha256.New()
-	case "sha512":
-		h = sha512.New()
-	default:
-		return "", fmt.Errorf("unsupported digest algorithm %q", algo)
+// blobExists reports whether the repository holds the blob.
+func (r *Repository) blobExists(ctx context.Context, d digest.Digest) (bool, error) {
+	op := "HEAD blob " + r.Ref(d.String())
+	resp, err := r.do(ctx, op, http.MethodHead, r.url("blobs", d.String()), nil, nil)
+	if err != nil {
+		return false, err
 	}
-	h.Write(b)
-	return algo + ":" + hex.EncodeToString(h.Sum(nil)), nil
+	defer drain(resp)
+	if err := oci.CheckResponse(resp, op, http.StatusOK, http.StatusNotFound); err != nil {
+		return false, err
+	}
+	return resp.StatusCode == http.StatusOK, nil
 }
 
-// nextLink returns the URL of the rel="next" Link, resolved against the
-// current page, or "" when there is none.
-func nextLink(current, header string) (string, error) {
-	if header == "" {
-		return "", nil
+// openBlob starts reading a blob; the caller streams and closes the body.
+func (r *Repository) openBlob(ctx context.Context, d descriptor) (io.ReadCloser, error) {
+	op := "GET blob " + r.Ref(d.Digest.String())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url("blobs", d.Digest.String()), nil)
+	if err != nil {
+		return nil, err
 	}
-	for _, part := range strings.Split(header, ",") {
-		part = strings.TrimSpace(part)
-		if !strings.Contains(part, `rel="next"`) && !strings.Contains(part, "rel=next") {
-			continue
-		}
-		start, end := strings.Index(part, "<"), strings.Index(part, ">")
-		if start < 0 || end < start {
-			return "", fmt.Errorf("malformed Link header %q", header)
-		}
-		cu, err := url.Parse(current)
-		if err != nil {
-			return "", err
-		}
-		nu, err := cu.Parse(part[start+1 : end])
-		if err != nil {
-			return "", fmt.Errorf("link header %q: %w", header, err)
-		}
-		if nu.Host != cu.Host {
-			return "", fmt.Errorf("link header %q leaves %s; refusing to follow", header, cu.Host)
-		}
-		nu.Scheme = "https"
-		return nu.String(), nil
+	resp, err := r.stream.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, unwrapURLError(err))
 	}
-	return "", nil
+	if err := oci.CheckResponse(resp, op, http.StatusOK); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	if resp.ContentLength >= 0 && d.Size > 0 && resp.ContentLength != d.Size {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%s: %w: the manifest says %d bytes, the registry sends %d", op, ErrDigestMismatch, d.Size, resp.ContentLength)
+	}
+	return resp.Body, nil
 }
 
-// parseChallenge parses a WWW-Authenticate header (RFC 7235) into its
-// scheme and parameters; it takes the first challenge.
-func parseChallenge(h string) (string, map[string]string) {
-	h = strings.TrimSpace(h)
-	scheme, rest, _ := strings.Cut(h, " ")
-	params := map[string]string{}
-	for rest = strings.TrimSpace(rest); rest != ""; {
-		k, v, ok := strings.Cut(rest, "=")
-		if !ok {
-			break
-		}
-		k = strings.ToLower(strings.TrimSpace(k))
-		v = strings.TrimSpace(v)
-		var val string
-		if strings.HasPrefix(v, `"`) {
-			var b strings.Builder
-			i := 1
-			for ; i < len(v); i++ {
-				if v[i] == '\\' && i+1 < len(v) {
-					i++
-					b.WriteByte(v[i])
-					continue
-				}
-				if v[i] == '"' {
-					break
-				}
-				b.WriteByte(v[i])
-			}
-			val = b.String()
-			rest = strings.TrimSpace(strings.TrimPrefix(v[min(i+1, len(v)):], ","))
-		} else {
-			val, rest, _ = strings.Cut(v, ",")
-			val = strings.TrimSpace(val)
-			rest = strings.TrimSpace(rest)
-		}
-		params[k] = val
+// startUpload opens an upload session (distribution spec, "Pushing
+// blobs"). With from set it asks to mount d from that repository instead
+// and reports mounted when the registry did; a registry that cannot mount
+// opens a session, whose location is returned.
+func (r *Repository) startUpload(ctx context.Context, d digest.Digest, from string) (loc string, mounted bool, err error) {
+	op := "POST blob upload to " + r.host + "/" + r.name
+	u := r.url("blobs", "uploads") + "/"
+	if from != "" {
+		op = "mounting blob " + d.String() + " from " + from + " into " + r.host + "/" + r.name
+		u += "?" + url.Values{"mount": {d.String()}, "from": {from}}.Encode()
 	}
-	return scheme, params
+	resp, err := r.do(ctx, op, http.MethodPost, u, nil, nil)
+	if err != nil {
+		return "", false, err
+	}
+	defer drain(resp)
+	if err := oci.CheckResponse(resp, op, http.StatusCreated, http.StatusAccepted); err != nil {
+		return "", false, err
+	}
+	if resp.StatusCode == http.StatusCreated {
+		if from != "" {
+			return "", true, nil
+		}
+		return "", false, fmt.Errorf("%s: the registry answered 201 Created to an upload request without a mount", op)
+	}
+	if loc, err = location(resp); err != nil {
+		return "", false, fmt.Errorf("%s: %w", op, err)
+	}
+	return loc, false, nil
 }
 
-func mediaType(ct string) string {
-	mt, _, _ := strings.Cut(ct, ";")
-	return strings.TrimSpace(mt)
+// location resolves an upload session's Location header. A registry may
+// only send the client to another https URL (it may be a storage host).
+func location(resp *http.Response) (string, error) {
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return "", errors.New("the registry opened an upload session without a Location header")
+	}
+	u, err := resp.Request.URL.Parse(loc)
+	if err != nil {
+		return "", fmt.Errorf("upload location %q: %w", loc, err)
+	}
+	if u.Scheme != "https" {
+		return "", fmt.Errorf("upload location %s://%s%s: %w", u.Scheme, u.Host, u.Path, ErrPlainHTTP)
+	}
+	return u.String(), nil
 }
 
-func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+// putBlob completes an upload session with the whole blob in one PUT
+// (distribution spec, "Pushing a blob monolithically", POST then PUT).
+// body is streamed: the request is not replayable, so the retry layer
+// lets it through untouched.
+func (r *Repository) putBlob(ctx context.Context, loc string, d descriptor, body io.Reader) error {
+	op := "PUT blob " + r.Ref(d.Digest.String())
+	u, err := url.Parse(loc)
+	if err != nil {
+		return err
+	}
+	q := u.Query()
+	q.Set("digest", d.Digest.String())
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), io.NopCloser(body))
+	if err != nil {
+		return err
+	}
+	req.ContentLength = d.Size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := r.stream.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, unwrapURLError(err))
+	}
+	defer drain(resp)
+	return oci.CheckResponse(resp, op, http.StatusCreated)
+}
 
-func drain(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
+// cancelUpload deletes an unfinished upload session, so a failed attempt
+// leaves nothing behind. Errors are ignored: the registry purges stale
+// sessions anyway.
+func (r *Repository) cancelUpload(loc string) {
+	if loc == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, loc, nil)
+	if err != nil {
+		return
+	}
+	if resp, err := r.hc.Do(req); err == nil {
+		drain(resp)
+	}
 }

@@ -55,10 +55,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/pki"
-	"github.com/imagegate/imagegate/pkg/publish/distribution"
+	"github.com/imagegate/imagegate/pkg/transfer"
 )
 
 // Backend is the real registry behind the emulation.
@@ -98,7 +97,7 @@ type Server struct {
 	namespaces map[string]bool
 	tokenTTL   time.Duration
 	key        []byte
-	reg        *distribution.Registry
+	reg        *transfer.Client
 
 	mu      sync.Mutex
 	updated map[string]time.Time // "<repo>:<tag>"
@@ -172,11 +171,11 @@ func New(t testing.TB, b Backend, opts ...Option) *Server {
 		backendTLS.RootCAs = pool
 	}
 	backendRT := &http.Transport{TLSClientConfig: backendTLS, MaxIdleConnsPerHost: 32}
-	s.reg, err = distribution.New(b.Host, distribution.WithTransport(backendRT),
-		distribution.WithAuth(&authn.Basic{Username: b.Username, Password: b.Password}))
+	s.reg, err = transfer.New(transfer.WithEndpoint(transfer.Endpoint{Host: b.Host, Username: b.Username, Password: b.Password, CA: b.CA}))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.reg.Close)
 
 	hub := s.listen(t, pair, http.HandlerFunc(s.serveHub))
 	s.URL = "https://" + hub
@@ -193,7 +192,7 @@ func New(t testing.TB, b Backend, opts ...Option) *Server {
 		s.regN.Add(1)
 		if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/manifests/") {
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"errors": []map[string]any{{
-				"code": "UNSUPPORTED", "message": "The operation is unsupported.",
+				"code": oci.CodeUnsupported, "message": "The operation is unsupported.",
 				"detail": "Docker Hub deletes tags through its web API, not the registry API"}}})
 			return
 		}
@@ -421,13 +420,13 @@ type tagEntry struct {
 func (s *Server) listTags(w http.ResponseWriter, r *http.Request, ns, repoName string) {
 	ctx := r.Context()
 	name := ns + "/" + repoName
-	repo, err := s.reg.Repository(ctx, name, false)
+	repo, err := s.reg.Repository(ctx, s.backend.Host, name, false)
 	if err != nil {
 		writeJSON(w, http.StatusBadGateway, map[string]any{"message": "hubtest backend: " + err.Error()})
 		return
 	}
 	names, err := repo.Tags(ctx)
-	if errors.Is(err, distribution.ErrNotFound) || (err == nil && len(names) == 0) {
+	if errors.Is(err, oci.ErrNotFound) || (err == nil && len(names) == 0) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"message": "object not found", "errinfo": map[string]any{"namespace": ns, "repository": repoName}})
 		return
 	}
@@ -514,7 +513,7 @@ func (s *Server) listTags(w http.ResponseWriter, r *http.Request, ns, repoName s
 
 // imageInfo describes a manifest's platforms as Docker Hub's images[]
 // does, cached by digest (a digest's content never changes).
-func (s *Server) imageInfo(ctx context.Context, repo *distribution.Repository, d distribution.Descriptor) imageInfo {
+func (s *Server) imageInfo(ctx context.Context, repo *transfer.Repository, d transfer.Descriptor) imageInfo {
 	s.mu.Lock()
 	info, ok := s.images[d.Digest]
 	s.mu.Unlock()
@@ -545,9 +544,9 @@ func (s *Server) imageInfo(ctx context.Context, repo *distribution.Repository, d
 	if json.Unmarshal(m.Body, &doc) != nil {
 		return info
 	}
-	if distribution.IsIndex(m.MediaType) {
+	if oci.IsIndex(m.MediaType) {
 		for _, c := range doc.Manifests {
-			sub := s.imageInfo(ctx, repo, distribution.Descriptor{Digest: c.Digest})
+			sub := s.imageInfo(ctx, repo, transfer.Descriptor{Digest: c.Digest})
 			info.size += sub.size
 			info.images = append(info.images, platform(c.Platform.Architecture, c.Platform.OS, c.Platform.Variant, c.Digest, sub.size))
 		}
@@ -583,14 +582,14 @@ func platform(arch, os, variant, digest string, size int64) map[string]any {
 func (s *Server) deleteTag(w http.ResponseWriter, r *http.Request, ns, repoName, tag string) {
 	ctx := r.Context()
 	name := ns + "/" + repoName
-	repo, err := s.reg.Repository(ctx, name, true)
+	repo, err := s.reg.Repository(ctx, s.backend.Host, name, true)
 	if err != nil {
 		writeJSON(w, http.StatusBadGateway, map[string]any{"message": "hubtest backend: " + err.Error()})
 		return
 	}
 	notFound := map[string]any{"message": fmt.Sprintf("httperror 404: tag '%s' not found", tag),
 		"errinfo": map[string]any{"namespace": ns, "repository": repoName, "tag": tag}}
-	if _, err := repo.Head(ctx, tag); errors.Is(err, distribution.ErrNotFound) {
+	if _, err := repo.Head(ctx, tag); errors.Is(err, oci.ErrNotFound) {
 		writeJSON(w, http.StatusNotFound, notFound)
 		return
 	} else if err != nil {
@@ -598,7 +597,7 @@ func (s *Server) deleteTag(w http.ResponseWriter, r *http.Request, ns, repoName,
 		return
 	}
 	if err := repo.Delete(ctx, tag); err != nil {
-		if errors.Is(err, distribution.ErrNotFound) {
+		if errors.Is(err, oci.ErrNotFound) {
 			writeJSON(w, http.StatusNotFound, notFound)
 			return
 		}
