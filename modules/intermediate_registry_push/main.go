@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/ansible"
-	"github.com/imagegate/imagegate/pkg/transfer/intermediate"
+	"github.com/imagegate/imagegate/pkg/intermediate"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
