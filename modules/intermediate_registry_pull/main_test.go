@@ -141,6 +141,21 @@ func TestPullBadInput(t *testing.T) {
 		{"no buildset registry", func(a map[string]any) { delete(a, "buildset_registry") }, "buildset_registry is not set"},
 		{"no intermediate registry", func(a map[string]any) { delete(a, "intermediate_registry") }, "parameter intermediate_registry: is required"},
 		{"artifacts not a list", func(a map[string]any) { a["zuul_artifacts"] = "nope" }, "parameter zuul_artifacts: must be a list"},
+		// Every parameter is checked before anything, even when there is
+		// nothing to copy.
+		{"bad intermediate registry cert, nothing to copy", func(a map[string]any) {
+			bad := registryArg(ir)
+			bad["cert"] = "not a certificate"
+			a["intermediate_registry"] = bad
+			a["zuul_artifacts"] = []any{}
+		}, "intermediate_registry.cert: no PEM certificate found"},
+		{"corrupt result data file, nothing to copy", func(a map[string]any) {
+			delete(a, "buildset_registry")
+			f := filepath.Join(t.TempDir(), "results.json")
+			os.WriteFile(f, []byte(`{"secret_data": {`), 0o600)
+			a["zuul"] = map[string]any{"executor": map[string]any{"result_data_file": f}}
+			a["zuul_artifacts"] = []any{}
+		}, "results.json"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,28 +20,75 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
 	"time"
 
+	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/oci"
+	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
-// Config is what both directions need.
-type Config struct {
-	Buildset     *zuul.BuildsetRegistry
-	Intermediate *zuul.IntermediateRegistry
-	// Jobs is the number of images copied at once (default 16); LayerJobs
-	// the number of blob transfers at once, across images (default 8).
-	Jobs, LayerJobs int
-	// Timeout bounds the whole operation (default 30 minutes).
-	Timeout time.Duration
-	// Retries is how often a failed request is retried (default 4).
-	Retries int
-	// CheckMode reports what would be copied and copies nothing.
-	CheckMode bool
-	// Log receives progress and retries; nil discards.
-	Log *slog.Logger
+// Registries are the parameters both directions share: the two
+// registries, and how hard to work them.
+type Registries struct {
+	// BuildsetRegistry is the job's buildset registry; when nil, the job's
+	// result data file names it (zuul.ResolveBuildsetRegistry).
+	BuildsetRegistry     *zuul.BuildsetRegistry     `ansible:"buildset_registry"`
+	IntermediateRegistry *zuul.IntermediateRegistry `ansible:"intermediate_registry,required"`
+	// Jobs is the number of images copied at once; LayerJobs the number
+	// of blob transfers at once, across images.
+	Jobs      int `ansible:"jobs" default:"16"`
+	LayerJobs int `ansible:"layer_jobs" default:"8"`
+	// Retries is how often a failed request is retried.
+	Retries int `ansible:"retries" default:"4"`
+}
+
+// Option configures Pull and Push.
+type Option func(*options)
+
+type options struct {
+	check, diff bool
+	log         *slog.Logger
+	timeout     time.Duration
+	timed       bool
+	redact      func(string)
+}
+
+// WithCheckMode reports what would be copied and copies nothing (default
+// false).
+func WithCheckMode(check bool) Option { return func(o *options) { o.check = check } }
+
+// WithDiff makes the result carry a diff of every target tag (default
+// false).
+func WithDiff(diff bool) Option { return func(o *options) { o.diff = diff } }
+
+// WithLogger sets the logger for progress and retries (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithTimeout bounds the whole operation, retries included; it must be
+// positive. The default is the registry client's (30 minutes).
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout, o.timed = d, true } }
+
+// WithRedact sets the function that hides the buildset registry's password
+// when it is read from the job's result data file (a module's AddSecret).
+// The default does nothing.
+func WithRedact(redact func(secret string)) Option { return func(o *options) { o.redact = redact } }
+
+func newOptions(opts []Option) (options, error) {
+	o := options{log: slog.New(slog.DiscardHandler), redact: func(string) {}}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.timed && o.timeout <= 0 {
+		return o, fmt.Errorf("timeout must be positive, got %s", o.timeout)
+	}
+	if o.log == nil || o.redact == nil {
+		return o, errors.New("intermediate: nil logger or redact function")
+	}
+	return o, nil
 }
 
 // Image is one image copied, or to be copied in check mode.
@@ -63,67 +110,62 @@ type Image struct {
 	Error string `json:"error,omitempty"`
 }
 
-func (c Config) validate() error {
-	if c.Buildset == nil {
-		return errors.New("buildset_registry is not set")
+// check validates the parameters and resolves the buildset registry:
+// everything is known good before anything is copied.
+func (r Registries) check(vars *zuul.Vars, o options) (*zuul.BuildsetRegistry, error) {
+	ir := r.IntermediateRegistry
+	if ir == nil {
+		return nil, errors.New("intermediate_registry is required")
 	}
-	if err := c.Buildset.Validate(); err != nil {
-		return err
-	}
-	if c.Intermediate == nil {
-		return errors.New("intermediate_registry is required")
-	}
-	ir := c.Intermediate
 	if ir.Host == "" {
-		return errors.New("intermediate_registry.host is empty")
+		return nil, errors.New("intermediate_registry.host is empty")
 	}
 	if ir.Port <= 0 || ir.Port > 65535 {
-		return fmt.Errorf("intermediate_registry.port %d is not a TCP port", ir.Port)
+		return nil, fmt.Errorf("intermediate_registry.port %d is not a TCP port", ir.Port)
 	}
 	if (ir.Username == "") != (ir.Password == "") {
-		return errors.New("intermediate_registry: give both username and password, or neither for anonymous access")
+		return nil, errors.New("intermediate_registry: give both username and password, or neither for anonymous access")
 	}
-	for n, v := range map[string]int{"jobs": c.Jobs, "layer_jobs": c.LayerJobs, "retries": c.Retries} {
-		if v < 0 {
-			return fmt.Errorf("%s must not be negative, got %d", n, v)
+	if ir.Cert != "" {
+		if _, err := pki.CertPool([]byte(ir.Cert)); err != nil {
+			return nil, fmt.Errorf("intermediate_registry.cert: %w: give the PEM of the CA that signed the intermediate registry's certificate", err)
 		}
 	}
-	if c.Timeout < 0 {
-		return fmt.Errorf("timeout must not be negative, got %s", c.Timeout)
+	for n, v := range map[string]int{"jobs": r.Jobs, "layer_jobs": r.LayerJobs} {
+		if v < 1 {
+			return nil, fmt.Errorf("%s must be positive, got %d", n, v)
+		}
 	}
-	return nil
-}
-
-// copier returns a Client that knows both registries: the buildset
-// registry by its real address, trusting only its CA; the intermediate
-// registry trusting the system roots and its optional CA.
-func (c Config) copier() (*transfer.Client, error) {
-	br, ir := c.Buildset, c.Intermediate
+	if r.Retries < 0 {
+		return nil, fmt.Errorf("retries must not be negative, got %d", r.Retries)
+	}
+	br, err := zuul.ResolveBuildsetRegistry(r.BuildsetRegistry, vars, o.redact)
+	if err != nil {
+		return nil, err
+	}
 	if sameHost(br.Address(), ir.Address()) {
 		return nil, fmt.Errorf("buildset_registry and intermediate_registry are both %s: they must be different registries", br.Address())
 	}
+	return br, nil
+}
+
+// client returns a Client that knows both registries: the buildset
+// registry by its real address, trusting only its CA; the intermediate
+// registry trusting the system roots and its optional CA.
+func (r Registries) client(br *zuul.BuildsetRegistry, o options) (*transfer.Client, error) {
+	ir := r.IntermediateRegistry
 	policy := transfer.DefaultRetryPolicy()
-	if c.Retries > 0 {
-		policy.Attempts = c.Retries + 1
-	}
+	policy.Attempts = r.Retries + 1
 	opts := []transfer.Option{
 		transfer.WithEndpoint(transfer.Endpoint{Host: br.Address(), Username: br.Username, Password: br.Password,
 			CA: []byte(br.Cert), NoSystemRoots: true}),
 		transfer.WithEndpoint(transfer.Endpoint{Host: ir.Address(), Username: ir.Username, Password: ir.Password,
 			CA: []byte(ir.Cert)}),
-		transfer.WithRetry(policy),
+		transfer.WithRetry(policy), transfer.WithImageJobs(r.Jobs), transfer.WithJobs(r.LayerJobs),
+		transfer.WithLogger(o.log),
 	}
-	if c.Jobs > 0 {
-		opts = append(opts, transfer.WithImageJobs(c.Jobs))
-	}
-	if c.LayerJobs > 0 {
-		opts = append(opts, transfer.WithJobs(c.LayerJobs))
-	}
-	if c.Timeout > 0 {
-		opts = append(opts, transfer.WithTimeout(c.Timeout))
-	}
-	if c.Log != nil {
-		opts = append(opts, transfer.WithLogger(c.Log))
+	if o.timed {
+		opts = append(opts, transfer.WithTimeout(o.timeout))
 	}
 	return transfer.New(opts...)
 }
@@ -137,36 +179,63 @@ func sameHost(a, b string) bool {
 // run copies (or plans) jobs and fills images from the results. label
 // names job i in errors; notFound is the hint for a source that is not
 // there.
-func (c Config) run(ctx context.Context, jobs []transfer.Job, images []Image, label func(i int) string, notFound string) (bool, error) {
-	cp, err := c.copier()
+func (r Registries) run(ctx context.Context, br *zuul.BuildsetRegistry, o options, jobs []transfer.Job, images []Image, label func(i int) string, notFound string) (bool, error) {
+	c, err := r.client(br, o)
 	if err != nil {
 		return false, err
 	}
-	defer cp.Close()
+	defer c.Close()
 	var rs []transfer.Result
-	if c.CheckMode {
-		rs, err = cp.Plan(ctx, jobs)
+	if o.check {
+		rs, err = c.Plan(ctx, jobs)
 	} else {
-		rs, err = cp.CopyAll(ctx, jobs)
+		rs, err = c.CopyAll(ctx, jobs)
 	}
 	if rs == nil {
 		return false, err
 	}
 	changed := false
 	var errs []error
-	for i, r := range rs {
+	for i, res := range rs {
 		im := &images[i]
-		im.Digest, im.MediaType, im.Changed = r.Digest, r.MediaType, r.Changed
-		im.BlobStats = r.BlobStats
-		if r.Err != nil {
-			e := fmt.Errorf("%s: %w%s", label(i), r.Err, hint(r.Err, notFound))
+		im.Digest, im.MediaType, im.Changed = res.Digest, res.MediaType, res.Changed
+		im.BlobStats = res.BlobStats
+		if res.Err != nil {
+			e := fmt.Errorf("%s: %w%s", label(i), res.Err, hint(res.Err, notFound))
 			im.Error = e.Error()
 			errs = append(errs, e)
 			continue
 		}
-		changed = changed || r.Changed
+		changed = changed || res.Changed
 	}
 	return changed, errors.Join(errs...)
+}
+
+// outcome sets the message and, when asked, the diff of a copy of images;
+// what says what was copied where.
+func outcome(out *ansible.Outcome, images []Image, o options, what string) {
+	n := 0
+	var before, after []string
+	for _, im := range images {
+		if im.Changed {
+			n++
+			before = append(before, im.Target+" -> (other or absent)")
+		} else {
+			before = append(before, im.Target+" -> "+im.Digest)
+		}
+		after = append(after, im.Target+" -> "+im.Digest)
+	}
+	verb := "copied"
+	if o.check {
+		verb = "would copy"
+	}
+	out.Msg = fmt.Sprintf("%s %d of %d %s; the others were up to date", verb, n, len(images), what)
+	if o.diff && len(images) > 0 {
+		sort.Strings(before)
+		sort.Strings(after)
+		out.Diff = []ansible.Diff{{Before: strings.Join(before, "\n") + "\n", After: strings.Join(after, "\n") + "\n",
+			BeforeHeader: "target tags before", AfterHeader: "target tags after"}}
+	}
 }
 
 // hint adds what the user can do about a source that is not there.
