@@ -472,3 +472,35 @@ func contains(l []string, s string) bool {
 	}
 	return false
 }
+
+// ApplyDefaults sets every top-level option of the parameter struct *dst
+// that holds its zero value to the option's default tag, as Decode does for
+// an option not given. It lets a package that takes a module's parameters as
+// its spec state each default once, in the tag, for Go callers too. A bool
+// is left alone (false is a value, not an absence), and so is an option
+// without a default.
+func ApplyDefaults(dst any) error {
+	v := reflect.ValueOf(dst)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("ApplyDefaults needs a pointer to a struct, not %T", dst)
+	}
+	opts, err := Options(v.Type())
+	if err != nil {
+		return err
+	}
+	d := &decoder{}
+	for _, o := range opts {
+		f := v.Elem().FieldByIndex(o.field)
+		if o.Default == nil || !f.IsZero() || f.Kind() == reflect.Bool {
+			continue
+		}
+		var val any = *o.Default
+		if o.Type == "list" && *o.Default == "" {
+			val = []any{}
+		}
+		if err := d.decodeValue(o.Name, o, val, f); err != nil {
+			return fmt.Errorf("default of %s: %w", o.Name, err)
+		}
+	}
+	return nil
+}

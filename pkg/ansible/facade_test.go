@@ -149,3 +149,28 @@ func TestOutcomeResult(t *testing.T) {
 		t.Errorf("unknown result type %v", res)
 	}
 }
+
+func TestApplyDefaults(t *testing.T) {
+	t.Parallel()
+	type paths struct {
+		Hosts   string        `ansible:"hosts_file,path" default:"/etc/hosts"`
+		Extra   []string      `ansible:"extra" default:"a,b"`
+		Reload  bool          `ansible:"reload" default:"true"`
+		Wait    time.Duration `ansible:"wait,seconds" default:"30"`
+		NoValue string        `ansible:"no_value"`
+	}
+	p := paths{Extra: []string{}}
+	if err := ansible.ApplyDefaults(&p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Hosts != "/etc/hosts" || p.Extra == nil || len(p.Extra) != 0 || p.Reload || p.Wait != 30*time.Second || p.NoValue != "" {
+		t.Errorf("defaults applied: %+v", p)
+	}
+	p = paths{Hosts: "/tmp/hosts"}
+	if err := ansible.ApplyDefaults(&p); err != nil || p.Hosts != "/tmp/hosts" || !slices.Equal(p.Extra, []string{"a", "b"}) {
+		t.Errorf("defaults over given values: %+v %v", p, err)
+	}
+	if err := ansible.ApplyDefaults(p); err == nil {
+		t.Error("ApplyDefaults accepted a struct value")
+	}
+}
