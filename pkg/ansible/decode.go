@@ -473,13 +473,13 @@ func contains(l []string, s string) bool {
 	return false
 }
 
-// ApplyDefaults sets every top-level option of the parameter struct *dst
-// that holds its zero value to the option's default tag, as Decode does for
-// an option not given. It lets a package that takes a module's parameters as
-// its spec state each default once, in the tag, for Go callers too. A bool
-// is left alone (false is a value, not an absence), and so is an option
-// without a default.
-func ApplyDefaults(dst any) error {
+// ApplyDefaults sets the top-level options of the parameter struct *dst
+// that hold their zero value to their default tag, as Decode does for an
+// option not given: the options named, or every option when none is named.
+// It lets a package that takes a module's parameters as its spec state each
+// default once, in the tag, for Go callers too. A bool is left alone (false
+// is a value, not an absence), and so is an option without a default.
+func ApplyDefaults(dst any, names ...string) error {
 	v := reflect.ValueOf(dst)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return fmt.Errorf("ApplyDefaults needs a pointer to a struct, not %T", dst)
@@ -491,7 +491,7 @@ func ApplyDefaults(dst any) error {
 	d := &decoder{}
 	for _, o := range opts {
 		f := v.Elem().FieldByIndex(o.field)
-		if o.Default == nil || !f.IsZero() || f.Kind() == reflect.Bool {
+		if o.Default == nil || !f.IsZero() || f.Kind() == reflect.Bool || (len(names) > 0 && !contains(names, o.Name)) {
 			continue
 		}
 		var val any = *o.Default

@@ -170,6 +170,10 @@ func TestApplyDefaults(t *testing.T) {
 	if err := ansible.ApplyDefaults(&p); err != nil || p.Hosts != "/tmp/hosts" || !slices.Equal(p.Extra, []string{"a", "b"}) {
 		t.Errorf("defaults over given values: %+v %v", p, err)
 	}
+	p = paths{}
+	if err := ansible.ApplyDefaults(&p, "wait"); err != nil || p.Hosts != "" || p.Wait != 30*time.Second {
+		t.Errorf("defaults of the named options only: %+v %v", p, err)
+	}
 	if err := ansible.ApplyDefaults(p); err == nil {
 		t.Error("ApplyDefaults accepted a struct value")
 	}

@@ -137,12 +137,3 @@ type IntermediateRegistry struct {
 
 // Address is <host>:<port>, bracketed if IPv6.
 func (r *IntermediateRegistry) Address() string { return HostPort(r.Host, r.Port) }
-
-// LoadBuildsetRegistry reads secret_data.buildset_registry from
-// resultDataFile.
-//
-// Deprecated: modules resolve the registry with ResolveBuildsetRegistry;
-// this goes once the last of them does.
-func LoadBuildsetRegistry(resultDataFile string) (*BuildsetRegistry, error) {
-	return ResolveBuildsetRegistry(nil, &Vars{Executor: Executor{ResultDataFile: resultDataFile}}, nil)
-}
