@@ -26,6 +26,7 @@ func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "docker_image_build") }
 
 func TestDocs(t *testing.T) {
 	ansibletest.CheckDocs(t, "docker_image_build.yml", params{})
+	ansibletest.CheckReturn(t, "docker_image_build.yml", run)
 }
 
 const password = "s3cret-Pa55word-0f-the-registry"

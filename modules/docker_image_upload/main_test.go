@@ -31,6 +31,7 @@ func moduleBin() string { return lib.Bin("docker_image_upload") }
 func TestDocs(t *testing.T) {
 	t.Parallel()
 	ansibletest.CheckDocs(t, "docker_image_upload.yml", params{})
+	ansibletest.CheckReturn(t, "docker_image_upload.yml", run)
 }
 
 func TestAnsibleDoc(t *testing.T) {

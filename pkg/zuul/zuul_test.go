@@ -50,7 +50,7 @@ func TestVarsLenient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Change != "42" || v.Patchset != "3" || v.Project.SrcDir != "src/x" || v.Artifacts[0].Change != "41" {
+	if v.Change != "42" || v.Patchset != "3" || v.Project.SrcDir != "src/x" || v.Artifacts[0].Name != "n" {
 		t.Errorf("vars = %+v", v)
 	}
 	img, ok, err := v.Artifacts[0].ContainerImage()
