@@ -62,8 +62,9 @@ func (b *BuildsetRegistry) Address() string { return HostPort(b.Host, b.Port) }
 // job: the task does not pass buildset_registry, and the job's result data
 // holds none. Whether that is a failure is the caller's decision: a build
 // without one builds for the local Docker daemon only.
-var ErrNoBuildsetRegistry = errors.New("no buildset registry is known to this job: start one first " +
-	"(the buildset_registry module or the run-buildset-registry role), or pass buildset_registry")
+var ErrNoBuildsetRegistry = errors.New("no buildset registry is known to this job: make the job depend on one that runs it " +
+	"(opendev-buildset-registry), start one earlier in the job (the run-buildset-registry role or the buildset_registry module), " +
+	"or pass buildset_registry")
 
 // ResolveBuildsetRegistry returns the buildset registry a module works
 // with: param, the task's buildset_registry, when it is set; otherwise
