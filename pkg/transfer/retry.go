@@ -162,8 +162,8 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 
 // NewTransport returns a RoundTripper that sends requests through base and
 // retries them under policy p, with go-retryablehttp. It is the one retry
-// policy of imagegate's registry clients; the upload, promote and Docker
-// Hub clients use it too.
+// policy of imagegate's registry clients: every registry's transport (and
+// so Docker Hub's web API, through Client.Transport) is built on it.
 //
 //   - Network errors and 408/429/500/502/503/504 are retried with
 //     exponential backoff and jitter; Retry-After is honoured up to
