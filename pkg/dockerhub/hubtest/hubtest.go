@@ -27,6 +27,10 @@
 // time of the last push through the proxy, the time set by SetLastUpdated
 // (to make a tag older than the 24-hour sweep), or else the time the
 // Server first saw it.
+//
+// It is one file of some 600 lines because the web API and the registry
+// proxy are two views of one Server's state (accounts, tokens, tag times);
+// split, each half would only be read with the other.
 package hubtest
 
 import (
