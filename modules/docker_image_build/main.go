@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/build"
@@ -13,14 +12,12 @@ import (
 
 type params struct {
 	build.Request
-	Timeout        time.Duration `ansible:"timeout,seconds" default:"3600"`
-	ConnectTimeout time.Duration `ansible:"connect_timeout,seconds" default:"30"`
+	build.Timeouts
 }
 
 func main() { ansible.Main(run) }
 
 func run(ctx context.Context, m *ansible.Module, p *params) (*build.Result, error) {
 	return build.Build(ctx, p.Request, build.WithCheckMode(m.CheckMode), build.WithLogger(m.Log),
-		build.WithTimeout(p.Timeout), build.WithConnectTimeout(p.ConnectTimeout), build.WithRedact(m.AddSecret),
-		build.WithProgress(m.Progress()))
+		build.WithTimeouts(p.Timeouts), build.WithRedact(m.AddSecret), build.WithProgress(m.Progress()))
 }

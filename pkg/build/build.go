@@ -71,8 +71,8 @@ type options struct {
 	check            bool
 	log              *slog.Logger
 	progress         io.Writer
-	timeout          time.Duration
-	connectTimeout   time.Duration
+	timeouts         Timeouts
+	timed            bool
 	compressionLevel int
 	redact           func(string)
 }
@@ -90,13 +90,20 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 // default, nil, is none.
 func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w } }
 
-// WithTimeout bounds the build and push of one image. The default is one
-// hour.
-func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+// Timeouts are docker_image_build's time limits: the module's timeout and
+// connect_timeout parameters, their defaults stated once, in the tags.
+type Timeouts struct {
+	// Image bounds the build and push of one image.
+	Image time.Duration `ansible:"timeout,seconds" default:"3600"`
+	// Connect bounds the wait for buildkitd, and for a Docker daemon, to
+	// answer.
+	Connect time.Duration `ansible:"connect_timeout,seconds" default:"30"`
+}
 
-// WithConnectTimeout bounds the wait for buildkitd (and a Docker daemon) to
-// answer. The default is 30 seconds.
-func WithConnectTimeout(d time.Duration) Option { return func(o *options) { o.connectTimeout = d } }
+// WithTimeouts sets the time limits, each positive. Without it, they are
+// the defaults of Timeouts' tags (an hour per image, 30 seconds to
+// connect).
+func WithTimeouts(t Timeouts) Option { return func(o *options) { o.timeouts, o.timed = t, true } }
 
 // WithCompressionLevel sets the gzip level (1-9) of new layers. The default,
 // 0, keeps BuildKit's.
@@ -116,15 +123,20 @@ type builder struct {
 // Build validates every image, then builds and pushes them one by one to
 // the buildset registry (and loads them into the Docker daemon).
 func Build(ctx context.Context, req Request, opts ...Option) (*Result, error) {
-	o := options{log: slog.New(slog.DiscardHandler), timeout: time.Hour, connectTimeout: 30 * time.Second, redact: func(string) {}}
+	o := options{log: slog.New(slog.DiscardHandler), redact: func(string) {}}
 	for _, f := range opts {
 		f(&o)
+	}
+	if !o.timed {
+		if err := ansible.ApplyDefaults(&o.timeouts); err != nil {
+			return nil, err
+		}
 	}
 	switch {
 	case !strings.Contains(req.BuildkitAddr, "://"):
 		return nil, fmt.Errorf("buildkit_addr %q: want a URL such as unix:///run/buildkit/buildkitd.sock", req.BuildkitAddr)
-	case o.timeout <= 0 || o.connectTimeout <= 0:
-		return nil, fmt.Errorf("timeout and connect_timeout must be positive, got %s and %s", o.timeout, o.connectTimeout)
+	case o.timeouts.Image <= 0 || o.timeouts.Connect <= 0:
+		return nil, fmt.Errorf("timeout and connect_timeout must be positive, got %s and %s", o.timeouts.Image, o.timeouts.Connect)
 	case o.compressionLevel < 0 || o.compressionLevel > 9:
 		return nil, fmt.Errorf("compression level %d: want 0 (default) to 9", o.compressionLevel)
 	case o.log == nil || o.redact == nil:
@@ -289,7 +301,7 @@ func nonNil(s []string) []string {
 // connect dials buildkitd and checks that it answers, returning its default
 // platform.
 func (b *builder) connect(ctx context.Context) (*client.Client, string, error) {
-	cctx, cancel := context.WithTimeout(ctx, b.connectTimeout)
+	cctx, cancel := context.WithTimeout(ctx, b.timeouts.Connect)
 	defer cancel()
 	c, err := client.New(cctx, b.addr)
 	if err != nil {
@@ -306,7 +318,7 @@ func (b *builder) connect(ctx context.Context) (*client.Client, string, error) {
 		select {
 		case <-cctx.Done():
 			c.Close()
-			return nil, "", fmt.Errorf("buildkit_addr %s: %w after %s: %v; run the ensure-buildkit role first or set buildkit_addr", b.addr, ErrUnreachable, b.connectTimeout, err)
+			return nil, "", fmt.Errorf("buildkit_addr %s: %w after %s: %v; run the ensure-buildkit role first or set buildkit_addr", b.addr, ErrUnreachable, b.timeouts.Connect, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -331,7 +343,7 @@ func (b *builder) dockerEngine(ctx context.Context, host string) (*engine, error
 	if err != nil {
 		return nil, err
 	}
-	pctx, cancel := context.WithTimeout(ctx, b.connectTimeout)
+	pctx, cancel := context.WithTimeout(ctx, b.timeouts.Connect)
 	defer cancel()
 	if err := eng.ping(pctx); err != nil {
 		return nil, fmt.Errorf("docker_host: %w; start dockerd, or set docker_host: none to skip loading images into it", err)
@@ -356,7 +368,7 @@ func openLog(path string) (io.Writer, func(), error) {
 // buildOne builds, pushes and loads one image.
 func (b *builder) buildOne(ctx context.Context, c *client.Client, native string, reg *registry,
 	eng *engine, creds map[string]Credential, logw io.Writer, p *plan) (*ImageResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	ctx, cancel := context.WithTimeout(ctx, b.timeouts.Image)
 	defer cancel()
 	start := time.Now()
 	fmt.Fprintf(logw, "\n==== %s %s: building %s\n", start.UTC().Format(time.RFC3339), p.name, strings.Join(p.push, ", "))

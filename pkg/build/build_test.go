@@ -235,7 +235,7 @@ func TestUnreachableBuildkitd(t *testing.T) {
 	addr := "unix://" + filepath.Join(home, "no-buildkitd.sock")
 	_, err := Build(context.Background(), Request{BuildkitAddr: addr, Home: home, WorkDir: home, Zuul: zuul.Vars{Change: "1"},
 		Images:   []zuul.Image{{Context: ".", Repository: "myorg/app", Tags: []string{"latest"}}},
-		Registry: &zuul.BuildsetRegistry{Host: "127.0.0.1", Port: 1, Username: "zuul", Password: "pw", Cert: string(testenv.NewTLS(t, home).CA.CertPEM)}, DockerHost: "none"}, WithConnectTimeout(500*time.Millisecond))
+		Registry: &zuul.BuildsetRegistry{Host: "127.0.0.1", Port: 1, Username: "zuul", Password: "pw", Cert: string(testenv.NewTLS(t, home).CA.CertPEM)}, DockerHost: "none"}, WithTimeouts(Timeouts{Image: time.Hour, Connect: 500 * time.Millisecond}))
 	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "ensure-buildkit") {
 		t.Errorf("err = %v", err)
 	}
