@@ -157,13 +157,13 @@ func ResultKeys(t reflect.Type) ([]string, error) {
 	if t.Kind() != reflect.Struct || !reflect.PointerTo(t).Implements(reflect.TypeFor[outcomer]()) {
 		return nil, fmt.Errorf("%s does not embed ansible.Outcome", t)
 	}
-	return JSONFields(t), nil
+	return jsonFields(t), nil
 }
 
-// JSONFields returns the json names of the exported fields of the struct
+// jsonFields returns the json names of the exported fields of the struct
 // type t (a pointer is followed), as encoding/json marshals it: embedded
 // structs without a name contribute their fields, "-" is skipped.
-func JSONFields(t reflect.Type) []string {
+func jsonFields(t reflect.Type) []string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -181,7 +181,7 @@ func JSONFields(t reflect.Type) []string {
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct {
-				out = append(out, JSONFields(ft)...)
+				out = append(out, jsonFields(ft)...)
 				continue
 			}
 		}
