@@ -42,10 +42,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-
 	"github.com/imagegate/imagegate/pkg/pki"
-	"github.com/imagegate/imagegate/pkg/publish/distribution"
+	"github.com/imagegate/imagegate/pkg/oci"
+	"github.com/imagegate/imagegate/pkg/transfer"
 )
 
 // Backend is the real registry behind the emulation.
@@ -85,7 +84,7 @@ type Server struct {
 	namespaces map[string]bool
 	tokenTTL   time.Duration
 	key        []byte
-	reg        *distribution.Registry
+	reg        *transfer.Client
 
 	mu      sync.Mutex
 	updated map[string]time.Time // "<repo>:<tag>"
@@ -159,11 +158,11 @@ func New(t testing.TB, b Backend, opts ...Option) *Server {
 		backendTLS.RootCAs = pool
 	}
 	backendRT := &http.Transport{TLSClientConfig: backendTLS, MaxIdleConnsPerHost: 32}
-	s.reg, err = distribution.New(b.Host, distribution.WithTransport(backendRT),
-		distribution.WithAuth(&authn.Basic{Username: b.Username, Password: b.Password}))
+	s.reg, err = transfer.New(transfer.WithEndpoint(transfer.Endpoint{Host: b.Host, Username: b.Username, Password: b.Password, CA: b.CA}))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.reg.Close)
 
 	hub := s.listen(t, pair, http.HandlerFunc(s.serveHub))
 	s.URL = "https://" + hub
@@ -180,7 +179,7 @@ func New(t testing.TB, b Backend, opts ...Option) *Server {
 		s.regN.Add(1)
 		if r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/manifests/") {
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"errors": []map[string]any{{
-				"code": "UNSUPPORTED", "message": "The operation is unsupported.",
+				"code": oci.CodeUnsupported, "message": "The operation is unsupported.",
 				"detail": "Docker Hub deletes tags through its web API, not the registry API"}}})
 			return
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/dockerhub"
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
 // distributionHub starts Debian's docker-registry with the emulation in
@@ -68,7 +69,7 @@ func TestLoginListingAndPushTimes(t *testing.T) {
 	old := time.Now().Add(-48 * time.Hour).Truncate(time.Microsecond)
 	hub.SetLastUpdated("myorg/app", "t05", old)
 
-	if err := hubClient(t, hub, reg.Username, "not-the-password").Login(ctx); !errors.Is(err, dockerhub.ErrUnauthorized) ||
+	if err := hubClient(t, hub, reg.Username, "not-the-password").Login(ctx); !errors.Is(err, oci.ErrUnauthorized) ||
 		!strings.Contains(err.Error(), "Incorrect authentication credentials") {
 		t.Fatalf("wrong password: %v", err)
 	}
@@ -162,17 +163,17 @@ func TestExpiredTokenAndForbiddenNamespace(t *testing.T) {
 	reg, hub := distributionHub(t, hubtest.WithTokenTTL(-time.Second), hubtest.WithNamespaces("myorg"))
 	pushThrough(t, hub, reg.Username, reg.Password, "myorg/app:latest", testenv.BusyboxImage(t))
 	c := hubClient(t, hub, reg.Username, reg.Password)
-	if _, err := c.Tags(context.Background(), "myorg/app"); !errors.Is(err, dockerhub.ErrUnauthorized) || !strings.Contains(err.Error(), "expired") {
+	if _, err := c.Tags(context.Background(), "myorg/app"); !errors.Is(err, oci.ErrUnauthorized) || !strings.Contains(err.Error(), "expired") {
 		t.Errorf("expired token: %v", err)
 	}
 
 	reg2, hub2 := distributionHub(t, hubtest.WithNamespaces("myorg"))
 	pushThrough(t, hub2, reg2.Username, reg2.Password, "otherorg/app:change_1_latest", testenv.BusyboxImage(t))
 	c2 := hubClient(t, hub2, reg2.Username, reg2.Password)
-	if err := c2.DeleteTag(context.Background(), "otherorg/app", "change_1_latest"); !errors.Is(err, dockerhub.ErrForbidden) {
+	if err := c2.DeleteTag(context.Background(), "otherorg/app", "change_1_latest"); !errors.Is(err, oci.ErrForbidden) {
 		t.Errorf("delete outside the account's namespaces: %v", err)
 	}
-	if err := c2.DeleteTag(context.Background(), "myorg/app", "nope"); !errors.Is(err, dockerhub.ErrNotFound) || !strings.Contains(err.Error(), "tag 'nope' not found") {
+	if err := c2.DeleteTag(context.Background(), "myorg/app", "nope"); !errors.Is(err, oci.ErrNotFound) || !strings.Contains(err.Error(), "tag 'nope' not found") {
 		t.Errorf("delete of a missing tag: %v", err)
 	}
 }
@@ -222,7 +223,7 @@ func TestDeleteTag(t *testing.T) {
 	if err != nil || len(tags) != 1 || tags[0].Name != "latest" {
 		t.Errorf("listing after delete: %+v %v", tags, err)
 	}
-	if err := c.DeleteTag(ctx, "myorg/app", "change_1_latest"); !errors.Is(err, dockerhub.ErrNotFound) {
+	if err := c.DeleteTag(ctx, "myorg/app", "change_1_latest"); !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("second delete: %v", err)
 	}
 	calls := strings.Join(hub.Calls(), "\n")

@@ -20,7 +20,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imagegate/imagegate/pkg/publish/distribution"
+	"github.com/imagegate/imagegate/pkg/oci"
+	"github.com/imagegate/imagegate/pkg/transfer"
 )
 
 // The emulated web API of hub.docker.com: login, tag listing with Docker
@@ -170,13 +171,13 @@ type tagEntry struct {
 func (s *Server) listTags(w http.ResponseWriter, r *http.Request, ns, repoName string) {
 	ctx := r.Context()
 	name := ns + "/" + repoName
-	repo, err := s.reg.Repository(ctx, name, false)
+	repo, err := s.reg.Repository(ctx, s.backend.Host, name, false)
 	if err != nil {
 		writeJSON(w, http.StatusBadGateway, map[string]any{"message": "hubtest backend: " + err.Error()})
 		return
 	}
 	names, err := repo.Tags(ctx)
-	if errors.Is(err, distribution.ErrNotFound) || (err == nil && len(names) == 0) {
+	if errors.Is(err, oci.ErrNotFound) || (err == nil && len(names) == 0) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"message": "object not found", "errinfo": map[string]any{"namespace": ns, "repository": repoName}})
 		return
 	}
@@ -263,7 +264,7 @@ func (s *Server) listTags(w http.ResponseWriter, r *http.Request, ns, repoName s
 
 // imageInfo describes a manifest's platforms as Docker Hub's images[]
 // does, cached by digest (a digest's content never changes).
-func (s *Server) imageInfo(ctx context.Context, repo *distribution.Repository, d distribution.Descriptor) imageInfo {
+func (s *Server) imageInfo(ctx context.Context, repo *transfer.Repository, d transfer.Descriptor) imageInfo {
 	s.mu.Lock()
 	info, ok := s.images[d.Digest]
 	s.mu.Unlock()
@@ -294,9 +295,9 @@ func (s *Server) imageInfo(ctx context.Context, repo *distribution.Repository, d
 	if json.Unmarshal(m.Body, &doc) != nil {
 		return info
 	}
-	if distribution.IsIndex(m.MediaType) {
+	if oci.IsIndex(m.MediaType) {
 		for _, c := range doc.Manifests {
-			sub := s.imageInfo(ctx, repo, distribution.Descriptor{Digest: c.Digest})
+			sub := s.imageInfo(ctx, repo, transfer.Descriptor{Digest: c.Digest})
 			info.size += sub.size
 			info.images = append(info.images, platform(c.Platform.Architecture, c.Platform.OS, c.Platform.Variant, c.Digest, sub.size))
 		}
@@ -332,14 +333,14 @@ func platform(arch, os, variant, digest string, size int64) map[string]any {
 func (s *Server) deleteTag(w http.ResponseWriter, r *http.Request, ns, repoName, tag string) {
 	ctx := r.Context()
 	name := ns + "/" + repoName
-	repo, err := s.reg.Repository(ctx, name, true)
+	repo, err := s.reg.Repository(ctx, s.backend.Host, name, true)
 	if err != nil {
 		writeJSON(w, http.StatusBadGateway, map[string]any{"message": "hubtest backend: " + err.Error()})
 		return
 	}
 	notFound := map[string]any{"message": fmt.Sprintf("httperror 404: tag '%s' not found", tag),
 		"errinfo": map[string]any{"namespace": ns, "repository": repoName, "tag": tag}}
-	if _, err := repo.Head(ctx, tag); errors.Is(err, distribution.ErrNotFound) {
+	if _, err := repo.Head(ctx, tag); errors.Is(err, oci.ErrNotFound) {
 		writeJSON(w, http.StatusNotFound, notFound)
 		return
 	} else if err != nil {
@@ -347,7 +348,7 @@ func (s *Server) deleteTag(w http.ResponseWriter, r *http.Request, ns, repoName,
 		return
 	}
 	if err := repo.Delete(ctx, tag); err != nil {
-		if errors.Is(err, distribution.ErrNotFound) {
+		if errors.Is(err, oci.ErrNotFound) {
 			writeJSON(w, http.StatusNotFound, notFound)
 			return
 		}

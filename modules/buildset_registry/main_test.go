@@ -42,6 +42,7 @@ func moduleBin() string { return lib.Bin("buildset_registry") }
 func TestDocs(t *testing.T) {
 	t.Parallel()
 	ansibletest.CheckDocs(t, "buildset_registry.yml", params{})
+	ansibletest.CheckReturn(t, "buildset_registry.yml", run)
 }
 
 // TestAnsibleDoc renders the sidecar documentation with the real

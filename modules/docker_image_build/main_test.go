@@ -26,6 +26,7 @@ func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "docker_image_build") }
 
 func TestDocs(t *testing.T) {
 	ansibletest.CheckDocs(t, "docker_image_build.yml", params{})
+	ansibletest.CheckReturn(t, "docker_image_build.yml", run)
 }
 
 const password = "s3cret-Pa55word-0f-the-registry"
@@ -87,6 +88,55 @@ func TestBadInput(t *testing.T) {
 			}, "HOME="+home)
 			o.CheckFailure(t, tc.want...)
 			o.CheckNoSecrets(t, password)
+		})
+	}
+}
+
+// TestResultDataFile: a buildset registry the job's result data file
+// should hold but cannot give (the file is corrupt, or its entry is not
+// connection data) fails the build, naming the file, before anything is
+// built; a file without the entry means no buildset registry, and the
+// build is for the local Docker daemon only.
+func TestResultDataFile(t *testing.T) {
+	t.Parallel()
+	bin := lib.Bin("docker_image_build")
+	home := t.TempDir()
+	work := filepath.Join(home, "src", "example.org", "org", "app")
+	os.MkdirAll(work, 0o755)
+	os.WriteFile(filepath.Join(work, "Dockerfile"), []byte("FROM scratch\nCOPY Dockerfile /\n"), 0o644)
+	entry := func(br map[string]any) string {
+		b, _ := json.Marshal(map[string]any{"data": map[string]any{}, "secret_data": map[string]any{"buildset_registry": br}})
+		return string(b)
+	}
+	tests := []struct {
+		name, content string
+		want          []string
+	}{
+		{"corrupt file", `{"secret_data": {"buildset_registry": {"host"`, []string{"results.json"}},
+		{"entry without cert", entry(map[string]any{"host": "127.0.0.1", "port": 5000, "password": password}),
+			[]string{"secret_data.buildset_registry in", "results.json", "buildset_registry.cert"}},
+		{"entry not a mapping", entry(map[string]any{"host": []any{"a"}, "password": password}), []string{"secret_data.buildset_registry in", "results.json"}},
+		// No registry known: nothing to push to, and docker_host none
+		// leaves nothing to load into either.
+		{"no entry", `{"data": {}, "secret_data": {}}`, []string{"nothing to deliver images to"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := filepath.Join(t.TempDir(), "results.json")
+			os.WriteFile(f, []byte(tc.content), 0o600)
+			zv := zuulVars("src/example.org/org/app")
+			zv["executor"] = map[string]any{"result_data_file": f}
+			o := ansibletest.RunBinary(t, bin, map[string]any{
+				"docker_images": []any{map[string]any{"context": ".", "repository": "myorg/app"}}, "zuul": zv,
+				"buildkit_addr": "unix://" + filepath.Join(home, "never-reached.sock"), "docker_host": "none",
+				"_ansible_check_mode": true,
+			}, "HOME="+home)
+			o.CheckFailure(t, tc.want...)
+			o.CheckNoSecrets(t, password)
+			if tc.name == "no entry" && strings.Contains(o.Msg(), "results.json") {
+				t.Errorf("a result data file without a buildset registry is not an error of the file: %s", o.Msg())
+			}
 		})
 	}
 }

@@ -18,6 +18,7 @@ func moduleBin() string { return lib.Bin("docker_image_promote") }
 func TestDocs(t *testing.T) {
 	t.Parallel()
 	ansibletest.CheckDocs(t, "docker_image_promote.yml", params{})
+	ansibletest.CheckReturn(t, "docker_image_promote.yml", run)
 }
 
 // TestAnsibleDoc renders the sidecar documentation with the real

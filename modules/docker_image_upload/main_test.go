@@ -31,6 +31,7 @@ func moduleBin() string { return lib.Bin("docker_image_upload") }
 func TestDocs(t *testing.T) {
 	t.Parallel()
 	ansibletest.CheckDocs(t, "docker_image_upload.yml", params{})
+	ansibletest.CheckReturn(t, "docker_image_upload.yml", run)
 }
 
 func TestAnsibleDoc(t *testing.T) {
@@ -46,13 +47,15 @@ const password = `pw-"quoted"\-2b9d4a`
 type env struct {
 	br, target *registrytest.Registry
 	img        v1.Image
+	// dir is a temporary directory for the test's files.
+	dir string
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	// A buildset registry that refuses anonymous pulls, so a wrong
 	// password shows.
-	e := &env{br: registrytest.New(t, registry.WithAnonymousRead(false)), target: registrytest.New(t)}
+	e := &env{br: registrytest.New(t, registry.WithAnonymousRead(false)), target: registrytest.New(t), dir: t.TempDir()}
 	e.img = testenv.BusyboxImage(t, testenv.FileLayer("app.txt", []byte("app\n")))
 	ref, _ := name.ParseReference(e.br.Host + "/myorg/app:latest")
 	if err := remote.Write(ref, e.img, remote.WithAuth(&authn.Basic{Username: e.br.Username, Password: e.br.Password}), remote.WithTransport(e.br.Transport())); err != nil {
@@ -170,6 +173,14 @@ func TestBadInput(t *testing.T) {
 			a["buildset_registry"] = br
 		}, "myorg/app:latest: getting a token for repository:myorg/app:pull"},
 		{"no change, no pipeline", func(e *env, a map[string]any) { a["zuul"] = map[string]any{} }, "zuul.change and zuul.pipeline are both empty"},
+		// Every parameter is checked before anything is read or written.
+		{"bad registry cert", func(e *env, a map[string]any) { a["docker_registry_cert"] = "not a certificate" }, "docker_registry_cert: no PEM certificate found"},
+		{"corrupt result data file", func(e *env, a map[string]any) {
+			delete(a, "buildset_registry")
+			f := filepath.Join(e.dir, "results.json")
+			os.WriteFile(f, []byte(`{"secret_data":`), 0o600)
+			a["zuul"] = map[string]any{"change": 42, "pipeline": "gate", "executor": map[string]any{"result_data_file": f}}
+		}, "results.json"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

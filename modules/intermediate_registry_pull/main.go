@@ -7,71 +7,20 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/imagegate/imagegate/pkg/ansible"
-	"github.com/imagegate/imagegate/pkg/transfer/intermediate"
-	"github.com/imagegate/imagegate/pkg/zuul"
+	"github.com/imagegate/imagegate/pkg/intermediate"
 )
 
 type params struct {
-	Zuul         zuul.Vars                  `ansible:"zuul,raw"`
-	Buildset     *zuul.BuildsetRegistry     `ansible:"buildset_registry"`
-	Intermediate *zuul.IntermediateRegistry `ansible:"intermediate_registry,required"`
-	Artifacts    []zuul.Artifact            `ansible:"zuul_artifacts,raw"`
-	Jobs         int                        `ansible:"jobs" default:"16"`
-	LayerJobs    int                        `ansible:"layer_jobs" default:"8"`
-	Retries      int                        `ansible:"retries" default:"4"`
-	Timeout      int                        `ansible:"timeout" default:"1800"`
+	intermediate.PullSpec
+	Timeout time.Duration `ansible:"timeout,seconds" default:"1800"`
 }
 
 func main() { ansible.Main(run) }
 
-func run(ctx context.Context, m *ansible.Module, p *params) (*ansible.Result, error) {
-	br := p.Buildset
-	if br == nil {
-		var err error
-		if br, err = zuul.LoadBuildsetRegistry(p.Zuul.Executor.ResultDataFile); err != nil {
-			return nil, err
-		}
-		m.AddSecret(br.Password) // read from a file, not a no_log parameter
-	}
-	artifacts := p.Artifacts
-	if artifacts == nil {
-		artifacts = p.Zuul.Artifacts
-	}
-	cfg := intermediate.Config{Buildset: br, Intermediate: p.Intermediate, Jobs: p.Jobs, LayerJobs: p.LayerJobs,
-		Retries: p.Retries, Timeout: time.Duration(p.Timeout) * time.Second, CheckMode: m.CheckMode, Log: m.Log}
-	r, err := intermediate.Pull(ctx, cfg, artifacts)
-	if r == nil {
-		return nil, err
-	}
-	res := &ansible.Result{Changed: r.Changed}
-	res.Set("images", nonNil(r.Images)).Set("ignored", nonNil(r.Ignored))
-	if err == nil {
-		res.Msg = summary(r.Images, m.CheckMode, br.Address())
-	}
-	return res, err
-}
-
-func summary(images []intermediate.Image, check bool, br string) string {
-	n := 0
-	for _, im := range images {
-		if im.Changed {
-			n++
-		}
-	}
-	verb := "copied"
-	if check {
-		verb = "would copy"
-	}
-	return fmt.Sprintf("%s %d of %d image(s) into the buildset registry at %s; the others were up to date", verb, n, len(images), br)
-}
-
-func nonNil[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
+func run(ctx context.Context, m *ansible.Module, p *params) (*intermediate.PullResult, error) {
+	return intermediate.Pull(ctx, p.PullSpec, intermediate.WithCheckMode(m.CheckMode), intermediate.WithDiff(m.Diff),
+		intermediate.WithLogger(m.Log), intermediate.WithTimeout(p.Timeout), intermediate.WithRedact(m.AddSecret))
 }

@@ -9,4 +9,5 @@ import (
 func TestDocs(t *testing.T) {
 	t.Parallel()
 	ansibletest.CheckDocs(t, "intermediate_registry_push.yml", params{})
+	ansibletest.CheckReturn(t, "intermediate_registry_push.yml", run)
 }

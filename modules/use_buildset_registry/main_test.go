@@ -21,6 +21,7 @@ func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "use_buildset_registry")
 
 func TestDocs(t *testing.T) {
 	ansibletest.CheckDocs(t, "use_buildset_registry.yml", params{})
+	ansibletest.CheckReturn(t, "use_buildset_registry.yml", run)
 }
 
 // args returns module arguments with every path under root.

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ParamError is a parameter that could not be accepted. Path names the
@@ -222,6 +223,12 @@ func (d *decoder) decodeValue(path string, o Option, val any, dst reflect.Value)
 		n, err := toInt(val)
 		if err != nil {
 			return &ParamError{Path: path, Msg: err.Error()}
+		}
+		if o.seconds {
+			if n > math.MaxInt64/int64(time.Second) || n < math.MinInt64/int64(time.Second) {
+				return &ParamError{Path: path, Msg: fmt.Sprintf("%d seconds is out of range", n)}
+			}
+			n *= int64(time.Second)
 		}
 		if dst.OverflowInt(n) {
 			return &ParamError{Path: path, Msg: fmt.Sprintf("%d is out of range", n)}
@@ -464,4 +471,36 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// ApplyDefaults sets the top-level options of the parameter struct *dst
+// that hold their zero value to their default tag, as Decode does for an
+// option not given: the options named, or every option when none is named.
+// It lets a package that takes a module's parameters as its spec state each
+// default once, in the tag, for Go callers too. A bool is left alone (false
+// is a value, not an absence), and so is an option without a default.
+func ApplyDefaults(dst any, names ...string) error {
+	v := reflect.ValueOf(dst)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("ApplyDefaults needs a pointer to a struct, not %T", dst)
+	}
+	opts, err := Options(v.Type())
+	if err != nil {
+		return err
+	}
+	d := &decoder{}
+	for _, o := range opts {
+		f := v.Elem().FieldByIndex(o.field)
+		if o.Default == nil || !f.IsZero() || f.Kind() == reflect.Bool || (len(names) > 0 && !contains(names, o.Name)) {
+			continue
+		}
+		var val any = *o.Default
+		if o.Type == "list" && *o.Default == "" {
+			val = []any{}
+		}
+		if err := d.decodeValue(o.Name, o, val, f); err != nil {
+			return fmt.Errorf("default of %s: %w", o.Name, err)
+		}
+	}
+	return nil
 }

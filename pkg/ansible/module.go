@@ -62,6 +62,16 @@ func (m *Module) AddSecret(s string) { m.secrets.Add(s) }
 // io.Writer for progress output.
 func (m *Module) Stderr() io.Writer { return m.stderr }
 
+// Progress is where a module streams a long operation's progress (a build
+// log): Stderr at verbosity 2 (-vv) and above, nil below, where Ansible
+// would not show it.
+func (m *Module) Progress() io.Writer {
+	if m.Verbosity >= 2 {
+		return m.stderr
+	}
+	return nil
+}
+
 // Diff is one before/after pair shown by ansible-playbook --diff.
 type Diff struct {
 	Before       string `json:"before"`
@@ -73,11 +83,119 @@ type Diff struct {
 // Result is what a module returns. Data holds the module-specific keys; a
 // value is marshalled with encoding/json.
 type Result struct {
-	Changed bool
-	Skipped bool
-	Msg     string
-	Diff    []Diff
-	Data    map[string]any
+	Changed  bool
+	Skipped  bool
+	Msg      string
+	Warnings []string
+	Diff     []Diff
+	Data     map[string]any
+}
+
+// Outcome is the part of a module's result that every module has: whether
+// it changed something, its message, its warnings and, for --diff, what
+// changed. The result type of a package function a module calls embeds it,
+// beside its own fields, whose json names are the module's return keys
+// (documented in RETURN). Main turns such a result into the module's.
+type Outcome struct {
+	Changed  bool     `json:"-"`
+	Msg      string   `json:"-"`
+	Warnings []string `json:"-"`
+	// Diff is filled only when the caller asked for it (diff mode).
+	Diff []Diff `json:"-"`
+}
+
+func (o *Outcome) outcome() *Outcome { return o }
+
+// Warn adds a warning.
+func (o *Outcome) Warn(format string, args ...any) {
+	o.Warnings = append(o.Warnings, fmt.Sprintf(format, args...))
+}
+
+// outcomer is a result type that embeds Outcome.
+type outcomer interface{ outcome() *Outcome }
+
+// resultOf turns what a module body returned into its Result: a *Result as
+// it is, or a pointer to a struct embedding Outcome, whose other exported
+// fields become the result's keys by their json names.
+func resultOf(v any) (*Result, error) {
+	switch r := v.(type) {
+	case nil:
+		return nil, nil
+	case *Result:
+		return r, nil
+	case outcomer:
+		if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && rv.IsNil() {
+			return nil, nil
+		}
+		o := r.outcome()
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the result: %w", err)
+		}
+		var keys map[string]json.RawMessage
+		if err := json.Unmarshal(b, &keys); err != nil {
+			return nil, fmt.Errorf("encoding the result: %w", err)
+		}
+		res := &Result{Changed: o.Changed, Msg: o.Msg, Warnings: o.Warnings, Diff: o.Diff}
+		for k, raw := range keys {
+			res.Set(k, raw)
+		}
+		return res, nil
+	}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && rv.IsNil() {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("a module returned %T, which is neither *ansible.Result nor a result embedding ansible.Outcome", v)
+}
+
+// ResultKeys returns the keys a module whose body returns values of type t
+// sets: the json names of the exported fields of t (a struct embedding
+// Outcome, or a pointer to one). The documentation tests compare them with
+// RETURN.
+func ResultKeys(t reflect.Type) ([]string, error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || !reflect.PointerTo(t).Implements(reflect.TypeFor[outcomer]()) {
+		return nil, fmt.Errorf("%s does not embed ansible.Outcome", t)
+	}
+	return jsonFields(t), nil
+}
+
+// jsonFields returns the json names of the exported fields of the struct
+// type t (a pointer is followed), as encoding/json marshals it: embedded
+// structs without a name contribute their fields, "-" is skipped.
+func jsonFields(t reflect.Type) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				out = append(out, jsonFields(ft)...)
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out = append(out, name)
+	}
+	return out
 }
 
 // Set adds a module-specific key to the result.
@@ -95,11 +213,13 @@ var reserved = map[string]bool{
 	"warnings": true, "diff": true, "invocation": true,
 }
 
-// Func is the body of a module: it receives the decoded parameters.
-type Func[P any] func(ctx context.Context, m *Module, p *P) (*Result, error)
+// Func is the body of a module: it receives the decoded parameters and
+// returns a *Result, or the result of the package function it called, a
+// pointer to a struct embedding Outcome.
+type Func[P, R any] func(ctx context.Context, m *Module, p *P) (R, error)
 
 // Main runs fn as an Ansible module and exits. It never returns.
-func Main[P any](fn Func[P]) {
+func Main[P, R any](fn Func[P, R]) {
 	out := guardStdout()
 	args := ""
 	if len(os.Args) > 1 {
@@ -112,11 +232,11 @@ func Main[P any](fn Func[P]) {
 // Run runs fn as Main does, with the args file at argsPath, writing the JSON
 // result to out and logs to stderr. It returns the exit code. It exists so
 // tests can run a module in-process.
-func Run[P any](ctx context.Context, argsPath string, out, stderr io.Writer, fn Func[P]) int {
+func Run[P, R any](ctx context.Context, argsPath string, out, stderr io.Writer, fn Func[P, R]) int {
 	return run(ctx, argsPath, out, stderr, fn)
 }
 
-func run[P any](ctx context.Context, argsPath string, out, stderr io.Writer, fn Func[P]) int {
+func run[P, R any](ctx context.Context, argsPath string, out, stderr io.Writer, fn Func[P, R]) int {
 	secrets := &redact.Set{}
 	// Line-buffered: a secret split between two writes (a tool's progress
 	// output) is caught; a last line without a newline is flushed when the
@@ -157,13 +277,18 @@ func run[P any](ctx context.Context, argsPath string, out, stderr io.Writer, fn 
 		}
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
-		res, err = fn(ctx, m, &p)
+		r, err := fn(ctx, m, &p)
+		res, rerr := resultOf(r)
+		if rerr != nil {
+			return nil, invocation, fmt.Errorf("internal error (please report): %w", rerr)
+		}
 		return res, invocation, err
 	}()
 	_ = rstderr.Flush()
 
 	obj := map[string]any{}
 	if res != nil {
+		m.warnings = append(m.warnings, res.Warnings...)
 		for k, v := range res.Data {
 			if reserved[k] {
 				continue
@@ -324,6 +449,12 @@ func maskValue(o Option, v any) any {
 // defaultValue is the typed value of an option's default, as it is after
 // decoding: ["latest"] rather than "latest".
 func defaultValue(o Option) any {
+	if o.seconds {
+		// Shown in seconds, as given.
+		if n, err := toInt(*o.Default); err == nil {
+			return n
+		}
+	}
 	v := reflect.New(o.goType).Elem()
 	var val any = *o.Default
 	if o.Type == "list" && *o.Default == "" {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Option describes one module parameter as derived from a parameter struct.
@@ -23,16 +24,24 @@ type Option struct {
 	// of a list.
 	Suboptions []Option
 
-	field  []int
-	goType reflect.Type
-	raw    bool
-	path   bool
+	field   []int
+	goType  reflect.Type
+	raw     bool
+	path    bool
+	seconds bool
 }
 
 var specCache sync.Map // reflect.Type -> []Option
 
 // Options returns the options declared by the parameter struct type t (a
 // struct or a pointer to one), in declaration order.
+//
+// A field's ansible tag is "name[,flag...]", with the flags required,
+// no_log, path (a str expanded like a path), raw (decoded from JSON as is)
+// and seconds (a time.Duration given as an int of seconds); the default,
+// choices and aliases tags complete it. An embedded struct field without an
+// ansible tag contributes its options at the same level: a module's
+// parameters can be a package's spec plus the module's own options.
 func Options(t reflect.Type) ([]Option, error) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -60,9 +69,32 @@ func buildSpec(t reflect.Type, seen []reflect.Type) ([]Option, error) {
 	seen = append(seen, t)
 	var opts []Option
 	names := map[string]bool{}
+	add := func(o Option) error {
+		for _, n := range append([]string{o.Name}, o.Aliases...) {
+			if names[n] {
+				return fmt.Errorf("%s: option %q declared twice", t, n)
+			}
+			names[n] = true
+		}
+		opts = append(opts, o)
+		return nil
+	}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag, ok := f.Tag.Lookup("ansible")
+		if !ok && f.Anonymous && f.Type.Kind() == reflect.Struct {
+			inner, err := buildSpec(f.Type, seen)
+			if err != nil {
+				return nil, err
+			}
+			for _, o := range inner {
+				o.field = append([]int{i}, o.field...)
+				if err := add(o); err != nil {
+					return nil, err
+				}
+			}
+			continue
+		}
 		if !ok || tag == "-" {
 			continue
 		}
@@ -84,6 +116,11 @@ func buildSpec(t reflect.Type, seen []reflect.Type) ([]Option, error) {
 				o.path = true
 			case "raw":
 				o.raw = true
+			case "seconds":
+				if f.Type != reflect.TypeFor[time.Duration]() {
+					return nil, fmt.Errorf("%s.%s: flag seconds needs a time.Duration", t, f.Name)
+				}
+				o.seconds = true
 			default:
 				return nil, fmt.Errorf("%s.%s: unknown flag %q", t, f.Name, flag)
 			}
@@ -100,13 +137,9 @@ func buildSpec(t reflect.Type, seen []reflect.Type) ([]Option, error) {
 		if err := o.setType(seen); err != nil {
 			return nil, fmt.Errorf("%s.%s: %w", t, f.Name, err)
 		}
-		for _, n := range append([]string{o.Name}, o.Aliases...) {
-			if names[n] {
-				return nil, fmt.Errorf("%s: option %q declared twice", t, n)
-			}
-			names[n] = true
+		if err := add(o); err != nil {
+			return nil, err
 		}
-		opts = append(opts, o)
 	}
 	return opts, nil
 }

@@ -31,104 +31,135 @@ import (
 	"github.com/moby/buildkit/session"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
-// DefaultAddr is the buildkitd socket the ensure-buildkit role sets up.
-const DefaultAddr = "unix:///run/buildkit/buildkitd.sock"
-
-// Builder builds images with one buildkitd.
-type Builder struct {
-	addr             string
-	log              *slog.Logger
-	progress         io.Writer
-	timeout          time.Duration
-	connectTimeout   time.Duration
-	compressionLevel int
+// Request is what docker_image_build builds; its fields are the module's
+// parameters.
+type Request struct {
+	Images []zuul.Image `ansible:"docker_images,required"`
+	Zuul   zuul.Vars    `ansible:"zuul,raw,required"`
+	// WorkDir is zuul_work_dir: contexts are relative to it. Empty means
+	// zuul.project.src_dir. A relative path is relative to Home.
+	WorkDir string `ansible:"zuul_work_dir,path"`
+	// Registry is the buildset registry to push to; when nil, the job's
+	// result data file names it (zuul.ResolveBuildsetRegistry), and when
+	// neither does, the images are built for the local Docker daemon only.
+	Registry *zuul.BuildsetRegistry `ansible:"buildset_registry"`
+	// DockerRegistry prefixes local image names (upstream's docker_registry).
+	DockerRegistry string `ansible:"docker_registry"`
+	// BuildkitAddr is the buildkitd to build with (unix://, tcp://,
+	// docker-container:// ...), the one the ensure-buildkit role sets up by
+	// default.
+	BuildkitAddr string `ansible:"buildkit_addr" default:"unix:///run/buildkit/buildkitd.sock"`
+	// DockerHost is the Docker daemon to load images into: "" means
+	// DefaultDockerHost when that socket exists, "none" disables loading.
+	DockerHost string `ansible:"docker_host"`
+	// LogFile receives the build log (appended); empty writes none.
+	LogFile string `ansible:"log_file,path" default:"~/zuul-output/logs/docker_image_build.log"`
+	// Home is the user's home directory (default: $HOME), the base of
+	// relative paths and of ~/src for siblings. It is not a parameter.
+	Home string
 }
 
-// Option configures a Builder.
-type Option func(*Builder)
+// Option configures Build.
+type Option func(*options)
 
-// WithLogger sets the logger for what the builder does (not the build log).
+type options struct {
+	check            bool
+	log              *slog.Logger
+	progress         io.Writer
+	timeouts         Timeouts
+	timed            bool
+	compressionLevel int
+	redact           func(string)
+}
+
+// WithCheckMode validates every image and reports the references it would
+// push, and builds nothing. The default is false.
+func WithCheckMode(check bool) Option { return func(o *options) { o.check = check } }
+
+// WithLogger sets the logger for what the build does (not the build log).
 // The default discards.
-func WithLogger(l *slog.Logger) Option { return func(b *Builder) { b.log = l } }
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
 // WithProgress copies the build log to w as well as to the log file (a
-// module passes its stderr at verbosity 2 and above). The default is none.
-func WithProgress(w io.Writer) Option { return func(b *Builder) { b.progress = w } }
+// module passes its Progress writer: stderr at verbosity 2 and above). The
+// default, nil, is none.
+func WithProgress(w io.Writer) Option { return func(o *options) { o.progress = w } }
 
-// WithTimeout bounds the build and push of one image. The default is one
-// hour.
-func WithTimeout(d time.Duration) Option { return func(b *Builder) { b.timeout = d } }
+// Timeouts are docker_image_build's time limits: the module's timeout and
+// connect_timeout parameters, their defaults stated once, in the tags.
+type Timeouts struct {
+	// Image bounds the build and push of one image.
+	Image time.Duration `ansible:"timeout,seconds" default:"3600"`
+	// Connect bounds the wait for buildkitd, and for a Docker daemon, to
+	// answer.
+	Connect time.Duration `ansible:"connect_timeout,seconds" default:"30"`
+}
 
-// WithConnectTimeout bounds the wait for buildkitd to answer. The default is
-// 30 seconds.
-func WithConnectTimeout(d time.Duration) Option { return func(b *Builder) { b.connectTimeout = d } }
+// WithTimeouts sets the time limits, each positive. Without it, they are
+// the defaults of Timeouts' tags (an hour per image, 30 seconds to
+// connect).
+func WithTimeouts(t Timeouts) Option { return func(o *options) { o.timeouts, o.timed = t, true } }
 
 // WithCompressionLevel sets the gzip level (1-9) of new layers. The default,
 // 0, keeps BuildKit's.
-func WithCompressionLevel(n int) Option { return func(b *Builder) { b.compressionLevel = n } }
+func WithCompressionLevel(n int) Option { return func(o *options) { o.compressionLevel = n } }
 
-// New returns a Builder for the buildkitd at addr (unix://, tcp://,
-// docker-container:// ...; empty means DefaultAddr).
-func New(addr string, opts ...Option) (*Builder, error) {
-	if addr == "" {
-		addr = DefaultAddr
-	}
-	b := &Builder{
-		addr:           addr,
-		log:            slog.New(slog.DiscardHandler),
-		timeout:        time.Hour,
-		connectTimeout: 30 * time.Second,
-	}
-	for _, o := range opts {
-		o(b)
-	}
-	if !strings.Contains(addr, "://") {
-		return nil, fmt.Errorf("buildkit_addr %q: want a URL such as unix:///run/buildkit/buildkitd.sock", addr)
-	}
-	if b.timeout <= 0 || b.connectTimeout <= 0 {
-		return nil, errors.New("timeouts must be positive")
-	}
-	if b.compressionLevel < 0 || b.compressionLevel > 9 {
-		return nil, fmt.Errorf("compression level %d: want 0 (default) to 9", b.compressionLevel)
-	}
-	return b, nil
+// WithRedact sets the function that hides the buildset registry's password
+// when it is read from the job's result data file (a module's AddSecret).
+// The default does nothing.
+func WithRedact(redact func(secret string)) Option { return func(o *options) { o.redact = redact } }
+
+// builder builds images with one buildkitd.
+type builder struct {
+	addr string
+	options
 }
 
-// Request is what to build.
-type Request struct {
-	Images []zuul.Image
-	Zuul   zuul.Vars
-	// WorkDir is zuul_work_dir: contexts are relative to it. Empty means
-	// zuul.project.src_dir. A relative path is relative to Home.
-	WorkDir string
-	// Home is the user's home directory (default: $HOME), the base of
-	// relative paths and of ~/src for siblings.
-	Home string
-	// Registry is the buildset registry to push to; nil builds for the
-	// local Docker daemon only.
-	Registry *zuul.BuildsetRegistry
-	// DockerRegistry prefixes local image names (upstream's docker_registry).
-	DockerRegistry string
-	// DockerHost is the Docker daemon to load images into: "" means
-	// DefaultDockerHost when that socket exists, "none" disables loading.
-	DockerHost string
-	// LogFile receives the build log (appended).
-	LogFile string
-	// CheckMode plans and validates, and builds nothing.
-	CheckMode bool
+// Build validates every image, then builds and pushes them one by one to
+// the buildset registry (and loads them into the Docker daemon).
+func Build(ctx context.Context, req Request, opts ...Option) (*Result, error) {
+	o := options{log: slog.New(slog.DiscardHandler), redact: func(string) {}}
+	for _, f := range opts {
+		f(&o)
+	}
+	if !o.timed {
+		if err := ansible.ApplyDefaults(&o.timeouts); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case !strings.Contains(req.BuildkitAddr, "://"):
+		return nil, fmt.Errorf("buildkit_addr %q: want a URL such as unix:///run/buildkit/buildkitd.sock", req.BuildkitAddr)
+	case o.timeouts.Image <= 0 || o.timeouts.Connect <= 0:
+		return nil, fmt.Errorf("timeout and connect_timeout must be positive, got %s and %s", o.timeouts.Image, o.timeouts.Connect)
+	case o.compressionLevel < 0 || o.compressionLevel > 9:
+		return nil, fmt.Errorf("compression level %d: want 0 (default) to 9", o.compressionLevel)
+	case o.log == nil || o.redact == nil:
+		return nil, errors.New("build: nil logger or redact function")
+	}
+	br, err := zuul.ResolveBuildsetRegistry(req.Registry, &req.Zuul, o.redact)
+	switch {
+	case errors.Is(err, zuul.ErrNoBuildsetRegistry):
+		o.log.Info("no buildset registry is known: building for the local Docker daemon only", "reason", err)
+		br = nil
+	case err != nil:
+		return nil, fmt.Errorf("buildset_registry: %w", err)
+	}
+	req.Registry = br
+	b := &builder{addr: req.BuildkitAddr, options: o}
+	return b.run(ctx, &req)
 }
 
-// Report is the outcome of a Run.
-type Report struct {
+// Result is the outcome of a Build.
+type Result struct {
+	ansible.Outcome
 	Images  []ImageResult `json:"images"`
-	LogFile string        `json:"log_file,omitempty"`
-	// Changed is true when any registry tag or local image now points at
-	// something else than before.
-	Changed bool `json:"-"`
+	LogFile string        `json:"log_file"`
 }
 
 // ImageResult is the outcome for one image.
@@ -151,8 +182,8 @@ type ImageResult struct {
 	Changed   bool `json:"changed"`
 }
 
-// Run validates every image, then builds and pushes them one by one.
-func (b *Builder) Run(ctx context.Context, req *Request) (*Report, error) {
+// run validates every image, then builds and pushes them one by one.
+func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 	if req.Home == "" {
 		h, err := os.UserHomeDir()
 		if err != nil {
@@ -171,12 +202,6 @@ func (b *Builder) Run(ctx context.Context, req *Request) (*Report, error) {
 	if len(req.Images) == 0 {
 		return nil, errors.New("docker_images is empty: list at least one image to build")
 	}
-	if req.Registry != nil {
-		if err := req.Registry.Validate(); err != nil {
-			return nil, fmt.Errorf("buildset_registry: %w", err)
-		}
-	}
-
 	pushHost := ""
 	if req.Registry != nil {
 		pushHost = registryHost(req.Registry)
@@ -203,8 +228,8 @@ func (b *Builder) Run(ctx context.Context, req *Request) (*Report, error) {
 		return nil, errors.New("nothing to deliver images to: no buildset_registry (neither the parameter nor secret_data in zuul.executor.result_data_file) and no Docker daemon (docker_host)")
 	}
 
-	rep := &Report{LogFile: req.LogFile}
-	if req.CheckMode {
+	rep := &Result{LogFile: req.LogFile, Images: []ImageResult{}}
+	if b.check {
 		for _, p := range plans {
 			r := ImageResult{Repository: p.image.Repository, References: nonNil(p.push), Platforms: nonNil(p.spec.Platforms)}
 			if eng != nil {
@@ -275,8 +300,8 @@ func nonNil(s []string) []string {
 
 // connect dials buildkitd and checks that it answers, returning its default
 // platform.
-func (b *Builder) connect(ctx context.Context) (*client.Client, string, error) {
-	cctx, cancel := context.WithTimeout(ctx, b.connectTimeout)
+func (b *builder) connect(ctx context.Context) (*client.Client, string, error) {
+	cctx, cancel := context.WithTimeout(ctx, b.timeouts.Connect)
 	defer cancel()
 	c, err := client.New(cctx, b.addr)
 	if err != nil {
@@ -293,7 +318,7 @@ func (b *Builder) connect(ctx context.Context) (*client.Client, string, error) {
 		select {
 		case <-cctx.Done():
 			c.Close()
-			return nil, "", fmt.Errorf("buildkit_addr %s: %w after %s: %v; run the ensure-buildkit role first or set buildkit_addr", b.addr, ErrUnreachable, b.connectTimeout, err)
+			return nil, "", fmt.Errorf("buildkit_addr %s: %w after %s: %v; run the ensure-buildkit role first or set buildkit_addr", b.addr, ErrUnreachable, b.timeouts.Connect, err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -304,7 +329,7 @@ func (b *Builder) connect(ctx context.Context) (*client.Client, string, error) {
 	return c, native, nil
 }
 
-func (b *Builder) dockerEngine(ctx context.Context, host string) (*engine, error) {
+func (b *builder) dockerEngine(ctx context.Context, host string) (*engine, error) {
 	switch host {
 	case "none":
 		return nil, nil
@@ -318,7 +343,7 @@ func (b *Builder) dockerEngine(ctx context.Context, host string) (*engine, error
 	if err != nil {
 		return nil, err
 	}
-	pctx, cancel := context.WithTimeout(ctx, b.connectTimeout)
+	pctx, cancel := context.WithTimeout(ctx, b.timeouts.Connect)
 	defer cancel()
 	if err := eng.ping(pctx); err != nil {
 		return nil, fmt.Errorf("docker_host: %w; start dockerd, or set docker_host: none to skip loading images into it", err)
@@ -341,9 +366,9 @@ func openLog(path string) (io.Writer, func(), error) {
 }
 
 // buildOne builds, pushes and loads one image.
-func (b *Builder) buildOne(ctx context.Context, c *client.Client, native string, reg *registry,
+func (b *builder) buildOne(ctx context.Context, c *client.Client, native string, reg *registry,
 	eng *engine, creds map[string]Credential, logw io.Writer, p *plan) (*ImageResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	ctx, cancel := context.WithTimeout(ctx, b.timeouts.Image)
 	defer cancel()
 	start := time.Now()
 	fmt.Fprintf(logw, "\n==== %s %s: building %s\n", start.UTC().Format(time.RFC3339), p.name, strings.Join(p.push, ", "))
@@ -437,7 +462,7 @@ func (b *Builder) buildOne(ctx context.Context, c *client.Client, native string,
 // loadAfterPush makes the pushed image available to dockerd: nothing to do
 // when every local name already has the image's config digest as ID,
 // otherwise a cached solve exporting a docker tarball into it.
-func (b *Builder) loadAfterPush(ctx context.Context, c *client.Client, native string, eng *engine,
+func (b *builder) loadAfterPush(ctx context.Context, c *client.Client, native string, eng *engine,
 	creds map[string]Credential, logw io.Writer, p *plan, configDigest string) (*dockerLoad, error) {
 	load := &dockerLoad{eng: eng, names: p.dockerNames}
 	one := p.spec
@@ -465,7 +490,7 @@ func (b *Builder) loadAfterPush(ctx context.Context, c *client.Client, native st
 }
 
 // solve runs one BuildKit solve, draining the status stream into the log.
-func (b *Builder) solve(ctx context.Context, c *client.Client, spec *Spec, creds map[string]Credential, logw io.Writer) (*client.SolveResponse, *progress, error) {
+func (b *builder) solve(ctx context.Context, c *client.Client, spec *Spec, creds map[string]Credential, logw io.Writer) (*client.SolveResponse, *progress, error) {
 	opt, err := spec.solveOpt([]session.Attachable{newAuthProvider(creds)})
 	if err != nil {
 		return nil, nil, err
@@ -492,7 +517,7 @@ func (b *Builder) solve(ctx context.Context, c *client.Client, spec *Spec, creds
 	return resp, prog, nil
 }
 
-func (b *Builder) solveError(p *plan, prog *progress, err error) error {
+func (b *builder) solveError(p *plan, prog *progress, err error) error {
 	ie := &ImageError{Image: p.name, Err: fmt.Errorf("build failed, nothing was pushed for this image: %w", err)}
 	if prog != nil {
 		if s := prog.failed(); s != nil {

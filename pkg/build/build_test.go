@@ -23,13 +23,9 @@ func TestBuildPushAndRebuild(t *testing.T) {
 	e.write(t, "app/Dockerfile", "FROM scratch\nCOPY hello.txt /hello.txt\n")
 	e.write(t, "app/hello.txt", "hello\n")
 	logFile := filepath.Join(t.TempDir(), "logs", "build.log")
-	b, err := New(e.bk.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	req := e.request(zuul.Image{Context: "app", Repository: "myorg/app", Tags: []string{"latest", "v1"}})
 	req.LogFile = logFile
-	rep, err := b.Run(context.Background(), req)
+	rep, err := Build(context.Background(), *req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +48,7 @@ func TestBuildPushAndRebuild(t *testing.T) {
 		t.Errorf("build log %v:\n%s", err, log)
 	}
 
-	rep2, err := b.Run(context.Background(), req)
+	rep2, err := Build(context.Background(), *req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +57,7 @@ func TestBuildPushAndRebuild(t *testing.T) {
 	}
 
 	e.write(t, "app/hello.txt", "hello again\n")
-	rep3, err := b.Run(context.Background(), req)
+	rep3, err := Build(context.Background(), *req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,8 +78,7 @@ func TestSpeculativeBase(t *testing.T) {
 	e.pushBase(t, "quay.io/myorg/base:latest", quay)
 	e.write(t, "hub/Dockerfile", "FROM myorg/base\nRUN cp /etc/origin /built-on\n")
 	e.write(t, "quay/Dockerfile", "FROM quay.io/myorg/base\nRUN cp /etc/origin /built-on\n")
-	b, _ := New(e.bk.Addr)
-	rep, err := b.Run(context.Background(), e.request(
+	rep, err := Build(context.Background(), *e.request(
 		zuul.Image{Context: "hub", Repository: "myorg/hubapp", Tags: []string{"latest"}},
 		zuul.Image{Context: "quay", Repository: "quay.io/myorg/quayapp", Tags: []string{"latest"}}))
 	if err != nil {
@@ -117,8 +112,7 @@ func TestMultiPlatformIndex(t *testing.T) {
 	e.write(t, "multi/Dockerfile", "FROM scratch\nARG TARGETARCH\nCOPY hello-${TARGETARCH}.txt /hello.txt\n")
 	e.write(t, "multi/hello-amd64.txt", "amd64\n")
 	e.write(t, "multi/hello-arm64.txt", "arm64\n")
-	b, _ := New(e.bk.Addr)
-	rep, err := b.Run(context.Background(), e.request(zuul.Image{Context: "multi", Repository: "myorg/multi",
+	rep, err := Build(context.Background(), *e.request(zuul.Image{Context: "multi", Repository: "myorg/multi",
 		Tags: []string{"latest"}, Arch: []string{"linux/amd64", "linux/arm64"}}))
 	if err != nil {
 		t.Fatal(err)
@@ -156,8 +150,7 @@ func TestSiblings(t *testing.T) {
 	e.write(t, "ok/Dockerfile", "FROM myorg/base\nARG ZUUL_SIBLINGS\nCOPY .zuul-siblings/ /siblings/\n"+
 		"RUN test \"$ZUUL_SIBLINGS\" = example.org/org/lib && cat /siblings/example.org/org/lib/pkg/lib.txt > /lib.txt\n")
 	e.write(t, "bad/Dockerfile", "FROM myorg/base\nCOPY .zuul-siblings/ /siblings/\nRUN false\n")
-	b, _ := New(e.bk.Addr)
-	rep, err := b.Run(context.Background(), e.request(zuul.Image{Context: "ok", Repository: "myorg/sib",
+	rep, err := Build(context.Background(), *e.request(zuul.Image{Context: "ok", Repository: "myorg/sib",
 		Tags: []string{"latest"}, Siblings: []string{"example.org/org/lib"}}))
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +161,7 @@ func TestSiblings(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.workDir, "ok", SiblingsDir)); !os.IsNotExist(err) {
 		t.Errorf("siblings left after a build: %v", err)
 	}
-	_, err = b.Run(context.Background(), e.request(zuul.Image{Context: "bad", Repository: "myorg/sibbad",
+	_, err = Build(context.Background(), *e.request(zuul.Image{Context: "bad", Repository: "myorg/sibbad",
 		Tags: []string{"latest"}, Siblings: []string{"example.org/org/lib"}}))
 	if err == nil {
 		t.Fatal("RUN false succeeded")
@@ -185,8 +178,7 @@ func TestFailingStep(t *testing.T) {
 	e.write(t, "ok/Dockerfile", "FROM scratch\nCOPY Dockerfile /\n")
 	e.write(t, "fail/Dockerfile", "FROM myorg/base AS build\nRUN echo first\n"+
 		"RUN for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25; do echo output line $i; done; exit 3\n")
-	b, _ := New(e.bk.Addr)
-	rep, err := b.Run(context.Background(), e.request(
+	rep, err := Build(context.Background(), *e.request(
 		zuul.Image{Context: "ok", Repository: "myorg/first", Tags: []string{"latest"}},
 		zuul.Image{Context: "fail", Repository: "myorg/failing", Tags: []string{"latest"}}))
 	var ie *ImageError
@@ -216,8 +208,7 @@ func TestValidateBeforeBuilding(t *testing.T) {
 	e := newEnv(t)
 	e.write(t, "ok/Dockerfile", "FROM scratch\nCOPY Dockerfile /\n")
 	e.write(t, "bad/Dockerfile", "FROM scratch\nCOPY Dockerfile /\n")
-	b, _ := New(e.bk.Addr)
-	_, err := b.Run(context.Background(), e.request(
+	_, err := Build(context.Background(), *e.request(
 		zuul.Image{Context: "ok", Repository: "myorg/ok", Tags: []string{"latest"}},
 		zuul.Image{Context: "bad", Repository: "myorg/bad", Tags: []string{"latest"}, Target: "nope"}))
 	if err == nil || !strings.Contains(err.Error(), `docker_images[1] (myorg/bad)`) || !strings.Contains(err.Error(), "nothing was built") {
@@ -227,8 +218,7 @@ func TestValidateBeforeBuilding(t *testing.T) {
 
 	// Check mode plans and pushes nothing.
 	req := e.request(zuul.Image{Context: "ok", Repository: "myorg/ok", Tags: []string{"latest"}})
-	req.CheckMode = true
-	rep, err := b.Run(context.Background(), req)
+	rep, err := Build(context.Background(), *req, WithCheckMode(true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,10 +233,9 @@ func TestUnreachableBuildkitd(t *testing.T) {
 	home := t.TempDir()
 	os.WriteFile(filepath.Join(home, "Dockerfile"), []byte("FROM scratch\n"), 0o644)
 	addr := "unix://" + filepath.Join(home, "no-buildkitd.sock")
-	b, _ := New(addr, WithConnectTimeout(500*time.Millisecond))
-	_, err := b.Run(context.Background(), &Request{Home: home, WorkDir: home, Zuul: zuul.Vars{Change: "1"},
+	_, err := Build(context.Background(), Request{BuildkitAddr: addr, Home: home, WorkDir: home, Zuul: zuul.Vars{Change: "1"},
 		Images:   []zuul.Image{{Context: ".", Repository: "myorg/app", Tags: []string{"latest"}}},
-		Registry: &zuul.BuildsetRegistry{Host: "127.0.0.1", Port: 1, Username: "zuul", Password: "pw", Cert: string(testenv.NewTLS(t, home).CA.CertPEM)}, DockerHost: "none"})
+		Registry: &zuul.BuildsetRegistry{Host: "127.0.0.1", Port: 1, Username: "zuul", Password: "pw", Cert: string(testenv.NewTLS(t, home).CA.CertPEM)}, DockerHost: "none"}, WithTimeouts(Timeouts{Image: time.Hour, Connect: 500 * time.Millisecond}))
 	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), addr) || !strings.Contains(err.Error(), "ensure-buildkit") {
 		t.Errorf("err = %v", err)
 	}
@@ -260,11 +249,10 @@ func TestDockerLoad(t *testing.T) {
 	d := testenv.StartDockerd(t, testenv.DockerdOptions{})
 	e.pushBase(t, "myorg/base:latest", testenv.BusyboxImage(t))
 	e.write(t, "app/Dockerfile", "FROM myorg/base\nRUN echo from the build > /msg\nCMD [\"cat\", \"/msg\"]\n")
-	b, _ := New(e.bk.Addr)
 	req := e.request(zuul.Image{Context: "app", Repository: "myorg/app", Tags: []string{"latest"}})
 	req.DockerHost = d.Host
 	req.DockerRegistry = "registry.example.org"
-	rep, err := b.Run(context.Background(), req)
+	rep, err := Build(context.Background(), *req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +265,7 @@ func TestDockerLoad(t *testing.T) {
 			t.Errorf("docker run %s printed %q", n, out)
 		}
 	}
-	rep2, err := b.Run(context.Background(), req)
+	rep2, err := Build(context.Background(), *req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +274,7 @@ func TestDockerLoad(t *testing.T) {
 	}
 	// An image removed from dockerd is loaded again: changed.
 	d.Docker("rmi", want[1])
-	rep3, err := b.Run(context.Background(), req)
+	rep3, err := Build(context.Background(), *req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,10 +292,9 @@ func TestDockerOnlyMultiPlatform(t *testing.T) {
 	e.write(t, "multi/Dockerfile", "FROM scratch\nARG TARGETARCH\nCOPY hello-${TARGETARCH}.txt /hello.txt\n")
 	e.write(t, "multi/hello-amd64.txt", "amd64\n")
 	e.write(t, "multi/hello-arm64.txt", "arm64\n")
-	b, _ := New(e.bk.Addr)
 	req := e.request(zuul.Image{Context: "multi", Repository: "myorg/multi", Tags: []string{"latest"}, Arch: []string{"linux/arm64", Native()}})
 	req.Registry, req.DockerHost = nil, d.Host
-	rep, err := b.Run(context.Background(), req)
+	rep, err := Build(context.Background(), *req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,9 +316,8 @@ func TestImagegateRegistry(t *testing.T) {
 	base := testenv.BusyboxImage(t, testenv.FileLayer("etc/origin", []byte("speculative quay\n")))
 	e.pushBase(t, "quay.io/myorg/base:latest", base)
 	e.write(t, "app/Dockerfile", "FROM quay.io/myorg/base\nRUN cat /etc/origin > /built-on\n")
-	b, _ := New(e.bk.Addr)
 	req := e.request(zuul.Image{Context: "app", Repository: "quay.io/myorg/app", Tags: []string{"latest", "2"}})
-	rep, err := b.Run(context.Background(), req)
+	rep, err := Build(context.Background(), *req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +334,7 @@ func TestImagegateRegistry(t *testing.T) {
 			t.Errorf("layer %d: %s, speculative base has %s", j, ad, bd)
 		}
 	}
-	rep2, err := b.Run(context.Background(), req)
+	rep2, err := Build(context.Background(), *req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,12 +103,13 @@ func (e *env) write(t *testing.T, rel, content string) {
 
 func (e *env) request(images ...zuul.Image) *Request {
 	return &Request{
-		Images:     images,
-		Zuul:       zuul.Vars{Change: "42", Pipeline: "check", ChangeURL: "https://review.example.org/42"},
-		WorkDir:    e.workDir,
-		Home:       e.home,
-		Registry:   e.br,
-		DockerHost: "none",
+		BuildkitAddr: e.bk.Addr,
+		Images:       images,
+		Zuul:         zuul.Vars{Change: "42", Pipeline: "check", ChangeURL: "https://review.example.org/42"},
+		WorkDir:      e.workDir,
+		Home:         e.home,
+		Registry:     e.br,
+		DockerHost:   "none",
 	}
 }
 

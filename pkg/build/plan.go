@@ -54,7 +54,7 @@ var knownArches = []string{"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "
 
 // planImage validates one image and computes what building it means. Every
 // problem is reported at once, each naming what to fix.
-func (b *Builder) planImage(req *Request, workDir, pushHost string, i int, im zuul.Image) (*plan, error) {
+func (b *builder) planImage(req *Request, workDir, pushHost string, i int, im zuul.Image) (*plan, error) {
 	p := &plan{index: i, image: im, name: fmt.Sprintf("docker_images[%d] (%s)", i, im.Repository)}
 	var errs []error
 	bad := func(format string, args ...any) {

@@ -59,7 +59,7 @@ func TestPlanValidation(t *testing.T) {
 		{"siblings dir exists", func(im *zuul.Image) { im.Context = "dirty"; im.Siblings = []string{"example.org/org/lib"} }, []string{".zuul-siblings already exists"}},
 		{"several problems at once", func(im *zuul.Image) { im.BuildArgs = []string{"X"}; im.Arch = []string{"linux/nope"} }, []string{"build_args[0]", "arch[0]"}},
 	}
-	b, _ := New("unix:///nonexistent.sock")
+	b := &builder{addr: "unix:///nonexistent.sock"}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			im := ok
@@ -95,7 +95,7 @@ func TestPlanNames(t *testing.T) {
 	t.Parallel()
 	home := t.TempDir()
 	os.WriteFile(filepath.Join(home, "Dockerfile"), []byte("FROM scratch\n"), 0o644)
-	b, _ := New("")
+	b := &builder{}
 	br := &zuul.BuildsetRegistry{Host: "::1", Port: 5001}
 	req := &Request{Zuul: zuul.Vars{Pipeline: "periodic", Change: ""}, Home: home, Registry: br, DockerRegistry: "registry.example.org"}
 	im := zuul.Image{Context: ".", Repository: "docker.io/myorg/app", Tags: []string{"v1"}, Labels: []string{"a=b"}, BuildArgs: []string{"X=1=2"}}

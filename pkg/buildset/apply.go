@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
@@ -21,6 +22,7 @@ type Option func(*options)
 
 type options struct {
 	checkMode    bool
+	diff         bool
 	logger       *slog.Logger
 	executable   string
 	startTimeout time.Duration
@@ -29,6 +31,10 @@ type options struct {
 // WithCheckMode makes Apply decide what it would do and report it, without
 // writing or starting anything (Ansible's check mode). Default false.
 func WithCheckMode(on bool) Option { return func(o *options) { o.checkMode = on } }
+
+// WithDiff makes the result carry a description of the daemon and its
+// configuration before and after (Ansible's diff mode). Default false.
+func WithDiff(on bool) Option { return func(o *options) { o.diff = on } }
 
 // WithLogger sets the logger for what Apply does. Default: discard.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -45,22 +51,24 @@ func WithStartTimeout(d time.Duration) Option { return func(o *options) { o.star
 // Result is what Apply did, or would do in check mode.
 type Result struct {
 	// Changed reports whether anything was (or would be) started, stopped,
-	// written or removed.
-	Changed bool
+	// written or removed; Msg says what was done, or would be done in
+	// check mode; Diff (WithDiff) describes the daemon and its
+	// configuration before and after, without secrets.
+	ansible.Outcome
+	// State is the state the registry was brought to.
+	State State `json:"state"`
+	// Root and LogFile are the root directory and the daemon's log.
+	Root    string `json:"root"`
+	LogFile string `json:"log_file"`
+	// PID is the daemon's process id when it runs, else 0.
+	PID int `json:"pid"`
 	// Registry is the connection data for clients, shaped for zuul_return
 	// secret_data. It holds the password: never log it. It is set when
 	// the state is started; in check mode, only when the root already holds
 	// credentials.
-	Registry *zuul.BuildsetRegistry
-	// PID is the daemon's process id when it runs, else 0.
-	PID int
-	// Root and LogFile are the root directory and the daemon's log.
-	Root, LogFile string
-	// Before and After describe the daemon and its configuration, for
-	// Ansible's diff mode. They hold no secret.
-	Before, After string
-	// Msg says what was done, or would be done in check mode.
-	Msg string
+	Registry *zuul.BuildsetRegistry `json:"buildset_registry,omitempty"`
+
+	before, after string
 }
 
 // Apply makes the buildset registry under spec.Root reach spec.State:
@@ -89,10 +97,19 @@ func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
 		return nil, err
 	}
 	l := layout(spec.Root)
+	var res *Result
 	if spec.State == Started {
-		return o.start(ctx, l, spec)
+		res, err = o.start(ctx, l, spec)
+	} else {
+		res, err = o.stop(ctx, l, spec.State == Absent)
 	}
-	return o.stop(ctx, l, spec.State == Absent)
+	if res != nil {
+		res.State = spec.State
+		if o.diff {
+			res.Diff = []ansible.Diff{{Before: res.before, After: res.after}}
+		}
+	}
+	return res, err
 }
 
 // lock takes the root's lock: shared in check mode, which only reads,
@@ -152,8 +169,8 @@ func (o *options) start(ctx context.Context, l layout, spec Spec) (*Result, erro
 	if err != nil {
 		return nil, err
 	}
-	res.Before = describe(old, pid != 0)
-	res.After = describe(cfg, true)
+	res.before = describe(old, pid != 0)
+	res.after = describe(cfg, true)
 
 	reason := "it was not running"
 	switch {
@@ -235,7 +252,7 @@ func (o *options) start(ctx context.Context, l layout, spec Spec) (*Result, erro
 }
 
 func (o *options) stop(ctx context.Context, l layout, remove bool) (*Result, error) {
-	res := &Result{Root: l.root(), LogFile: l.logFile(), Before: describe(nil, false), After: describe(nil, false)}
+	res := &Result{Root: l.root(), LogFile: l.logFile(), before: describe(nil, false), after: describe(nil, false)}
 	exists, err := rootExists(l)
 	if err != nil {
 		return nil, err
@@ -283,8 +300,8 @@ func (o *options) stop(ctx context.Context, l layout, remove bool) (*Result, err
 	if err != nil {
 		return nil, err
 	}
-	res.Before = describe(old, pid != 0)
-	res.After = describe(old, false)
+	res.before = describe(old, pid != 0)
+	res.after = describe(old, false)
 	var will, did []string
 	if pid != 0 {
 		res.Changed = true
@@ -299,7 +316,7 @@ func (o *options) stop(ctx context.Context, l layout, remove bool) (*Result, err
 	}
 	if remove {
 		res.Changed = true
-		res.After = describe(nil, false)
+		res.after = describe(nil, false)
 		will = append(will, "remove "+l.root())
 		did = append(did, "removed "+l.root())
 		if !o.checkMode {

@@ -225,7 +225,7 @@ func TestCheckMode(t *testing.T) {
 	}
 	port2 := testenv.FreePort(t)
 	r = apply(t, Spec{Root: root, Port: port2, Host: "127.0.0.1"}, check)
-	if !r.Changed || r.Registry == nil || r.Registry.Port != port2 || r.Before == r.After {
+	if !r.Changed || r.Registry == nil || r.Registry.Port != port2 || r.before == r.after {
 		t.Errorf("check port change: %+v", r)
 	}
 	if r := apply(t, spec); r.Changed {

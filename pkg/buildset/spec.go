@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/imagegate/imagegate/pkg/ansible"
 )
 
 // State is the desired state of the registry daemon.
@@ -35,31 +37,27 @@ func (s *State) UnmarshalText(b []byte) error {
 	return fmt.Errorf("state %q: must be one of started, stopped, absent", b)
 }
 
-// DefaultPort is the registry's port unless configured, as upstream.
-const DefaultPort = 5000
-
 // Username is the name of the registry's only user, as upstream.
 const Username = "zuul"
 
-// Spec is what Apply is asked to make true. Field names follow the
-// buildset_registry module's parameters, which the error messages name.
+// Spec is what Apply is asked to make true: the buildset_registry
+// module's parameters, which the error messages name.
 type Spec struct {
-	// State is the desired state; empty means Started.
-	State State
+	// State is the desired state; empty means the default, started.
+	State State `ansible:"state" default:"started" choices:"started,stopped,absent"`
 	// Root is the directory holding the registry's configuration,
-	// credentials, CA, log and content (buildset_registry_root). It must be
-	// absolute.
-	Root string
-	// Port is the TCP port the registry listens on
-	// (buildset_registry_port); zero means DefaultPort.
-	Port int
-	// Host is the address clients use to reach the registry
-	// (buildset_registry_host), returned as buildset_registry.host and
-	// covered by the server certificate. Empty means DefaultHost().
-	Host string
-	// Listen are the IP addresses to listen on (buildset_registry_listen);
-	// empty means every address, IPv4 and IPv6.
-	Listen []string
+	// credentials, CA, log and content. It must be absolute.
+	Root string `ansible:"buildset_registry_root,path" default:"~/buildset_registry"`
+	// Port is the TCP port the registry listens on; zero means the
+	// default, upstream's 5000.
+	Port int `ansible:"buildset_registry_port" default:"5000"`
+	// Host is the address clients use to reach the registry, returned as
+	// buildset_registry.host and covered by the server certificate. Empty
+	// means DefaultHost().
+	Host string `ansible:"buildset_registry_host"`
+	// Listen are the IP addresses to listen on; empty means every address,
+	// IPv4 and IPv6.
+	Listen []string `ansible:"buildset_registry_listen"`
 }
 
 // hostRE matches a DNS name: dot-separated labels of letters, digits,
@@ -70,8 +68,10 @@ var hostRE = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])
 // normalize validates s and fills in defaults. Each error names the module
 // parameter to fix.
 func (s Spec) normalize() (Spec, error) {
-	if s.State == "" {
-		s.State = Started
+	// The defaults of the tags, for Go callers; the root has none here: an
+	// empty one is an error, never the default's home directory.
+	if err := ansible.ApplyDefaults(&s, "state", "buildset_registry_port"); err != nil {
+		return s, err
 	}
 	if err := s.State.UnmarshalText([]byte(s.State)); err != nil {
 		return s, err
@@ -85,9 +85,6 @@ func (s Spec) normalize() (Spec, error) {
 	s.Root = filepath.Clean(s.Root)
 	if s.Root == "/" {
 		return s, fmt.Errorf("buildset_registry_root must not be /")
-	}
-	if s.Port == 0 {
-		s.Port = DefaultPort
 	}
 	if s.Port < 1 || s.Port > 65535 {
 		return s, fmt.Errorf("buildset_registry_port %d is not a TCP port: use 1-65535", s.Port)

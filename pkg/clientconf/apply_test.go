@@ -81,10 +81,8 @@ func TestApplyAllClients(t *testing.T) {
 	reg := testRegistry(t, "192.0.2.7")
 	spec := Spec{Registry: reg, Paths: paths, Clients: AllClients}
 
-	check := spec
-	check.CheckMode = true
 	before := snapshot(t, root)
-	res, err := Apply(context.Background(), check)
+	res, err := Apply(context.Background(), spec, WithCheckMode(true))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,9 +250,9 @@ func TestApplyValidation(t *testing.T) {
 		spec Spec
 		want string
 	}{
-		{Spec{}, "buildset_registry is required"},
+		{Spec{}, "buildset_registry is not set"},
 		{Spec{Registry: &zuul.BuildsetRegistry{Host: "x", Port: 5000, Password: "p", Cert: "nope"}}, "buildset_registry.cert"},
-		{Spec{Registry: reg, Namespaces: []Namespace{{"quay.io", "https://quay.io"}, {"quay.io", "https://q"}}}, "buildset_registry_namespaces[1]: quay.io is already listed at index 0"},
+		{Spec{Registry: reg, Namespaces: [][]string{{"quay.io", "https://quay.io"}, {"quay.io", "https://q"}}}, "buildset_registry_namespaces[1]: quay.io is already listed at index 0"},
 		{Spec{Registry: reg, Unqualified: []string{"docker.io", "https://x"}}, "buildset_registry_unqualified_registries[1]"},
 		{Spec{Registry: reg, Clients: []Client{"kubelet"}}, `unknown client "kubelet"`},
 		{Spec{Registry: reg, Paths: Paths{DockerHost: "tcp://1.2.3.4:2375"}}, "docker_host"},
@@ -366,9 +364,7 @@ func TestDockerReload(t *testing.T) {
 	hups := fakeDockerd(t, paths, true)
 	spec := Spec{Registry: testRegistry(t, "192.0.2.7"), Paths: paths, Clients: []Client{Docker}, DockerReload: true}
 
-	check := spec
-	check.CheckMode = true
-	res, err := Apply(context.Background(), check)
+	res, err := Apply(context.Background(), spec, WithCheckMode(true))
 	if err != nil || !res.DockerReloaded || hups.Load() != 0 {
 		t.Fatalf("check mode: reloaded=%v hups=%d err=%v", res.DockerReloaded, hups.Load(), err)
 	}
@@ -393,9 +389,8 @@ func TestDockerReloadRejected(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	paths := testPaths(root)
 	fakeDockerd(t, paths, false)
-	spec := Spec{Registry: testRegistry(t, "192.0.2.7"), Paths: paths, Clients: []Client{Docker},
-		DockerReload: true, DockerReloadTimeout: 300 * time.Millisecond}
-	_, err = Apply(context.Background(), spec)
+	spec := Spec{Registry: testRegistry(t, "192.0.2.7"), Paths: paths, Clients: []Client{Docker}, DockerReload: true}
+	_, err = Apply(context.Background(), spec, WithReloadTimeout(300*time.Millisecond))
 	if err == nil || !strings.Contains(err.Error(), "dockerd rejected the reload") || !strings.Contains(err.Error(), "old.example.com") {
 		t.Errorf("error %v", err)
 	}

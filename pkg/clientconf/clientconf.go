@@ -44,7 +44,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -53,6 +52,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
@@ -90,64 +90,35 @@ var DefaultNamespaces = []Namespace{
 	{"registry.k8s.io", "https://registry.k8s.io"},
 }
 
-// DefaultUnqualified is upstream's default for
-// buildset_registry_unqualified_registries.
-var DefaultUnqualified = []string{"docker.io"}
-
-// Paths are the files and directories Apply edits. The zero value of a
-// field means its default, the location on a real node.
+// Paths are the files and directories Apply edits, and the docker daemon
+// it reloads: the module's parameters, with the locations on a real node as
+// their defaults (stated once, in the tags; Apply fills an empty one in).
 type Paths struct {
-	Hosts string // /etc/hosts
+	Hosts string `ansible:"hosts_file,path" default:"/etc/hosts"`
 	// CATrustDir and CATrustCommand default to the RedHat family's anchors
 	// directory and update-ca-trust when /etc/pki/ca-trust/source/anchors
 	// exists, else to Debian's /usr/local/share/ca-certificates and
 	// update-ca-certificates.
-	CATrustDir         string
-	CATrustCommand     []string
-	DockerDaemonJSON   string // /etc/docker/daemon.json
-	DockerCertsDir     string // /etc/docker/certs.d
-	DockerHost         string // unix:///var/run/docker.sock
-	DockerPidfile      string // /var/run/docker.pid
-	RegistriesConf     string // /etc/containers/registries.conf
-	ContainersCertsDir string // /etc/containers/certs.d
-	BuildkitdTOML      string // /etc/buildkit/buildkitd.toml
-	BuildkitCertsDir   string // /etc/buildkit/certs.d
-	ContainerdCertsDir string // /etc/containerd/certs.d
+	CATrustDir         string   `ansible:"ca_trust_dir,path"`
+	CATrustCommand     []string `ansible:"ca_trust_command"`
+	DockerDaemonJSON   string   `ansible:"docker_daemon_json,path" default:"/etc/docker/daemon.json"`
+	DockerCertsDir     string   `ansible:"docker_certs_dir,path" default:"/etc/docker/certs.d"`
+	DockerHost         string   `ansible:"docker_host" default:"unix:///var/run/docker.sock"`
+	DockerPidfile      string   `ansible:"docker_pidfile,path" default:"/var/run/docker.pid"`
+	RegistriesConf     string   `ansible:"registries_conf,path" default:"/etc/containers/registries.conf"`
+	ContainersCertsDir string   `ansible:"containers_certs_dir,path" default:"/etc/containers/certs.d"`
+	BuildkitdTOML      string   `ansible:"buildkitd_toml,path" default:"/etc/buildkit/buildkitd.toml"`
+	BuildkitCertsDir   string   `ansible:"buildkit_certs_dir,path" default:"/etc/buildkit/certs.d"`
+	ContainerdCertsDir string   `ansible:"containerd_certs_dir,path" default:"/etc/containerd/certs.d"`
 }
 
-// Default locations on a node.
 const (
-	DefaultHosts              = "/etc/hosts"
-	DefaultDockerDaemonJSON   = "/etc/docker/daemon.json"
-	DefaultDockerCertsDir     = "/etc/docker/certs.d"
-	DefaultDockerHost         = "unix:///var/run/docker.sock"
-	DefaultDockerPidfile      = "/var/run/docker.pid"
-	DefaultRegistriesConf     = "/etc/containers/registries.conf"
-	DefaultContainersCertsDir = "/etc/containers/certs.d"
-	DefaultBuildkitdTOML      = "/etc/buildkit/buildkitd.toml"
-	DefaultBuildkitCertsDir   = "/etc/buildkit/certs.d"
-	DefaultContainerdCertsDir = "/etc/containerd/certs.d"
-
 	debianTrustDir = "/usr/local/share/ca-certificates"
 	redhatTrustDir = "/etc/pki/ca-trust/source/anchors"
 )
 
-func (p *Paths) setDefaults() {
-	def := func(s *string, d string) {
-		if *s == "" {
-			*s = d
-		}
-	}
-	def(&p.Hosts, DefaultHosts)
-	def(&p.DockerDaemonJSON, DefaultDockerDaemonJSON)
-	def(&p.DockerCertsDir, DefaultDockerCertsDir)
-	def(&p.DockerHost, DefaultDockerHost)
-	def(&p.DockerPidfile, DefaultDockerPidfile)
-	def(&p.RegistriesConf, DefaultRegistriesConf)
-	def(&p.ContainersCertsDir, DefaultContainersCertsDir)
-	def(&p.BuildkitdTOML, DefaultBuildkitdTOML)
-	def(&p.BuildkitCertsDir, DefaultBuildkitCertsDir)
-	def(&p.ContainerdCertsDir, DefaultContainerdCertsDir)
+// setTrustDefaults picks the system trust store of the node's family.
+func (p *Paths) setTrustDefaults() {
 	redhat := isDir(redhatTrustDir)
 	if p.CATrustDir == "" {
 		p.CATrustDir = debianTrustDir
@@ -163,75 +134,110 @@ func (p *Paths) setDefaults() {
 	}
 }
 
-// Spec is what Apply does.
+// Spec is what use_buildset_registry does; its fields are the module's
+// parameters.
 type Spec struct {
-	Registry *zuul.BuildsetRegistry
-	// Namespaces default to DefaultNamespaces when nil.
-	Namespaces []Namespace
-	// Unqualified defaults to DefaultUnqualified when nil; an empty,
+	// Registry is the buildset registry; when nil, the job's result data
+	// file names it (zuul.ResolveBuildsetRegistry).
+	Registry *zuul.BuildsetRegistry `ansible:"buildset_registry"`
+	Zuul     zuul.Vars              `ansible:"zuul,raw"`
+	// Namespaces are [registry host, upstream URL] pairs (ParseNamespaces);
+	// DefaultNamespaces when nil.
+	Namespaces [][]string `ansible:"buildset_registry_namespaces"`
+	// Unqualified are the registries searched for short names; an empty,
 	// non-nil list sets unqualified-search-registries to [].
-	Unqualified []string
+	Unqualified []string `ansible:"buildset_registry_unqualified_registries" default:"docker.io"`
 	// Clients to configure. Empty means every client whose configuration
 	// directory exists on the node; a listed client is configured even if
 	// its directories must be created.
-	Clients []Client
-	Paths   Paths
+	Clients []Client `ansible:"clients" choices:"system,docker,containers,buildkit,containerd"`
+	Paths
 	// DockerReload sends SIGHUP to a running dockerd whose live registry
 	// mirrors differ from daemon.json, and waits until it reports them.
-	DockerReload bool
-	// DockerReloadTimeout bounds that wait; 30 s when zero.
-	DockerReloadTimeout time.Duration
-	// CheckMode decides everything and changes nothing.
-	CheckMode bool
-	// Log receives progress; nothing is logged when nil.
-	Log *slog.Logger
+	DockerReload bool `ansible:"docker_reload" default:"true"`
 }
 
-// Validate checks the spec and fills in defaults.
-func (s *Spec) Validate() error {
-	if s.Registry == nil {
-		return errors.New("buildset_registry is required")
+// Option configures Apply.
+type Option func(*options)
+
+type options struct {
+	check, diff   bool
+	log           *slog.Logger
+	redact        func(string)
+	reloadTimeout time.Duration
+}
+
+// WithCheckMode decides everything and changes nothing (default false).
+func WithCheckMode(check bool) Option { return func(o *options) { o.check = check } }
+
+// WithDiff makes the result carry one before/after pair per file that
+// changes, and one for a dockerd reload (default false).
+func WithDiff(diff bool) Option { return func(o *options) { o.diff = diff } }
+
+// WithLogger sets the logger for progress (default: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithRedact sets the function that hides the buildset registry's password
+// when it is read from the job's result data file (a module's AddSecret).
+// It is never written or returned, but must not be printed either. The
+// default does nothing.
+func WithRedact(redact func(secret string)) Option { return func(o *options) { o.redact = redact } }
+
+// WithReloadTimeout bounds the wait for a reloaded dockerd to report the
+// new mirrors (default 30 s).
+func WithReloadTimeout(d time.Duration) Option { return func(o *options) { o.reloadTimeout = d } }
+
+// apply is one Apply: the spec, checked and completed, and the options.
+type apply struct {
+	Spec
+	reg        *zuul.BuildsetRegistry
+	namespaces []Namespace
+	o          options
+}
+
+// check validates the spec and fills in defaults.
+func (s Spec) check(o options) (*apply, error) {
+	if o.log == nil || o.redact == nil {
+		return nil, errors.New("clientconf: nil logger or redact function")
 	}
-	if err := s.Registry.Validate(); err != nil {
-		return err
+	if o.reloadTimeout <= 0 {
+		return nil, fmt.Errorf("the dockerd reload timeout must be positive, got %s", o.reloadTimeout)
 	}
-	if s.Namespaces == nil {
-		s.Namespaces = DefaultNamespaces
+	reg, err := zuul.ResolveBuildsetRegistry(s.Registry, &s.Zuul, o.redact)
+	if err != nil {
+		return nil, err
+	}
+	if err := ansible.ApplyDefaults(&s); err != nil {
+		return nil, err
+	}
+	a := &apply{Spec: s, reg: reg, o: o, namespaces: DefaultNamespaces}
+	if s.Namespaces != nil {
+		if a.namespaces, err = ParseNamespaces(s.Namespaces); err != nil {
+			return nil, err
+		}
 	}
 	seen := map[string]int{}
-	for i, ns := range s.Namespaces {
-		if err := ns.validate(); err != nil {
-			return fmt.Errorf("buildset_registry_namespaces[%d]: %w", i, err)
-		}
+	for i, ns := range a.namespaces {
 		if j, ok := seen[ns.Host]; ok {
-			return fmt.Errorf("buildset_registry_namespaces[%d]: %s is already listed at index %d", i, ns.Host, j)
+			return nil, fmt.Errorf("buildset_registry_namespaces[%d]: %s is already listed at index %d", i, ns.Host, j)
 		}
 		seen[ns.Host] = i
 	}
-	if s.Unqualified == nil {
-		s.Unqualified = DefaultUnqualified
-	}
 	for i, u := range s.Unqualified {
 		if err := validRegistryHost(u); err != nil {
-			return fmt.Errorf("buildset_registry_unqualified_registries[%d]: %w", i, err)
+			return nil, fmt.Errorf("buildset_registry_unqualified_registries[%d]: %w", i, err)
 		}
 	}
 	for _, c := range s.Clients {
 		if !slices.Contains(AllClients, c) {
-			return fmt.Errorf("clients: unknown client %q (known: system, docker, containers, buildkit, containerd)", c)
+			return nil, fmt.Errorf("clients: unknown client %q (known: system, docker, containers, buildkit, containerd)", c)
 		}
 	}
-	if s.DockerReloadTimeout <= 0 {
-		s.DockerReloadTimeout = 30 * time.Second
+	a.Paths.setTrustDefaults()
+	if !strings.HasPrefix(a.Paths.DockerHost, "unix://") {
+		return nil, fmt.Errorf("docker_host %q: only unix:// sockets are supported", a.Paths.DockerHost)
 	}
-	if s.Log == nil {
-		s.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	s.Paths.setDefaults()
-	if !strings.HasPrefix(s.Paths.DockerHost, "unix://") {
-		return fmt.Errorf("docker_host %q: only unix:// sockets are supported", s.Paths.DockerHost)
-	}
-	return nil
+	return a, nil
 }
 
 // FileChange is one file Apply wrote (or would write, in check mode).
@@ -244,28 +250,28 @@ type FileChange struct {
 	Created bool
 }
 
-// Result is what Apply did.
+// Result is what Apply did (or would do, in check mode).
 type Result struct {
-	Changed bool
+	ansible.Outcome
 	// Alias and Location are the registry's host name for clients and
 	// <alias>:<port>.
-	Alias    string
-	Location string
+	Alias    string `json:"alias"`
+	Location string `json:"location"`
 	// Mirrors maps each namespace to its mirror location.
-	Mirrors map[string]string
+	Mirrors map[string]string `json:"mirrors"`
 	// Configured lists the clients configured, in order.
-	Configured []Client
+	Configured []Client `json:"clients"`
 	// Skipped maps clients not configured to the reason.
-	Skipped map[Client]string
-	// Files are the files written (or that would be, in check mode).
-	Files []FileChange
+	Skipped map[Client]string `json:"skipped_clients"`
+	// Files are the files written (or that would be), with their content
+	// before and after; FileNames their paths.
+	Files     []FileChange `json:"-"`
+	FileNames []string     `json:"files"`
 	// CATrustUpdated is true when the trust store refresh command ran (or
 	// would run).
-	CATrustUpdated bool
+	CATrustUpdated bool `json:"ca_trust_updated"`
 	// DockerReloaded is true when dockerd was reloaded (or would be).
-	DockerReloaded bool
-	// Warnings are things the user should know about.
-	Warnings []string
+	DockerReloaded bool `json:"docker_reloaded"`
 }
 
 // Mirror returns the mirror location of namespace host under the namespace
@@ -277,19 +283,28 @@ func Mirror(location, host string) string {
 	return location + "/" + host
 }
 
-// Apply configures the clients described by s.
-func Apply(ctx context.Context, s Spec) (*Result, error) {
-	if err := s.Validate(); err != nil {
+// Apply configures the clients described by spec: every parameter is
+// checked, and every file read and planned, before anything is written.
+func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
+	o := options{log: slog.New(slog.DiscardHandler), redact: func(string) {}, reloadTimeout: 30 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	s, err := spec.check(o)
+	if err != nil {
 		return nil, err
 	}
-	reg := s.Registry
+	reg := s.reg
 	res := &Result{
-		Alias:    reg.Alias(),
-		Location: reg.Location(),
-		Mirrors:  map[string]string{},
-		Skipped:  map[Client]string{},
+		Alias:      reg.Alias(),
+		Location:   reg.Location(),
+		Mirrors:    map[string]string{},
+		Configured: []Client{},
+		Skipped:    map[Client]string{},
+		Files:      []FileChange{},
+		FileNames:  []string{},
 	}
-	for _, ns := range s.Namespaces {
+	for _, ns := range s.namespaces {
 		res.Mirrors[ns.Host] = Mirror(res.Location, ns.Host)
 	}
 	ca := normalizePEM(reg.Cert)
@@ -325,11 +340,11 @@ func Apply(ctx context.Context, s Spec) (*Result, error) {
 		case Docker:
 			err = p.docker(s.Paths, res.Location, ca)
 		case Containers:
-			err = p.containers(s.Paths, res.Location, ca, s.Namespaces, s.Unqualified, &res.Warnings)
+			err = p.containers(s.Paths, res.Location, ca, s.namespaces, s.Unqualified, &res.Warnings)
 		case Buildkit:
-			err = p.buildkit(s.Paths, res.Location, reg.Address(), ca, s.Namespaces)
+			err = p.buildkit(s.Paths, res.Location, reg.Address(), ca, s.namespaces)
 		case Containerd:
-			err = p.containerd(s.Paths, res.Location, ca, s.Namespaces)
+			err = p.containerd(s.Paths, res.Location, ca, s.namespaces)
 		}
 		if err != nil {
 			return nil, err
@@ -340,16 +355,17 @@ func Apply(ctx context.Context, s Spec) (*Result, error) {
 	for _, ch := range p.changes {
 		res.Files = append(res.Files, FileChange{Path: ch.path, Client: ch.client,
 			Before: string(ch.before), After: string(ch.after), Created: !ch.existed})
+		res.FileNames = append(res.FileNames, ch.path)
 	}
 	res.CATrustUpdated = p.trustChanged
 	res.Changed = len(p.changes) > 0
 
-	if !s.CheckMode {
-		if err := p.commit(s.Log); err != nil {
+	if !o.check {
+		if err := p.commit(o.log); err != nil {
 			return nil, err
 		}
 		if p.trustChanged {
-			if err := runCommand(ctx, s.Log, s.Paths.CATrustCommand); err != nil {
+			if err := runCommand(ctx, o.log, s.Paths.CATrustCommand); err != nil {
 				return nil, fmt.Errorf("refreshing the system trust store (the CA file %s was written): %w",
 					filepath.Join(s.Paths.CATrustDir, res.Alias+".crt"), err)
 			}
@@ -367,7 +383,32 @@ func Apply(ctx context.Context, s Spec) (*Result, error) {
 		}
 	}
 	sort.Strings(res.Warnings)
+	res.outcome(s)
 	return res, nil
+}
+
+// outcome sets the message and, when asked, the diff: one pair per file
+// (a new file has an empty before), and one for a dockerd reload.
+func (res *Result) outcome(s *apply) {
+	verb := "configured"
+	if !res.Changed {
+		verb = "already configured"
+	}
+	res.Msg = fmt.Sprintf("%s %v for the buildset registry at %s (%d file(s) changed)", verb, res.Configured, res.Location, len(res.Files))
+	if !s.o.diff {
+		return
+	}
+	for _, f := range res.Files {
+		before := f.Before
+		if f.Created {
+			before = ""
+		}
+		res.Diff = append(res.Diff, ansible.Diff{Before: before, After: f.After, BeforeHeader: f.Path, AfterHeader: f.Path})
+	}
+	if res.DockerReloaded {
+		res.Diff = append(res.Diff, ansible.Diff{BeforeHeader: "dockerd (live configuration)", AfterHeader: "dockerd (live configuration)",
+			Before: "", After: "reloaded: registry mirrors differed from " + s.Paths.DockerDaemonJSON + "\n"})
+	}
 }
 
 // marker is the directory whose existence means a client is present.

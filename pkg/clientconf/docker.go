@@ -212,12 +212,12 @@ func sameMirrors(a, b []string) bool {
 // since a reload that dockerd rejects (a daemon.json it cannot accept) is
 // only visible in its log. A daemon that is not running is left alone: it
 // reads daemon.json when it starts.
-func reloadDocker(ctx context.Context, s Spec, want []string, fileChanged bool, warnings *[]string) (bool, error) {
+func reloadDocker(ctx context.Context, s *apply, want []string, fileChanged bool, warnings *[]string) (bool, error) {
 	api := newDockerAPI(s.Paths.DockerHost)
 	live, err := api.mirrors(ctx)
 	if err != nil {
 		if isNotRunning(err) {
-			s.Log.Info("dockerd is not running; it reads daemon.json when it starts", "docker_host", s.Paths.DockerHost)
+			s.o.log.Info("dockerd is not running; it reads daemon.json when it starts", "docker_host", s.Paths.DockerHost)
 			if fileChanged {
 				*warnings = append(*warnings, fmt.Sprintf("%s changed, but no dockerd answers on %s: a running dockerd elsewhere needs a reload (SIGHUP) to use it (set docker_host and docker_pidfile to its socket and pid file)", s.Paths.DockerDaemonJSON, s.Paths.DockerHost))
 			}
@@ -228,7 +228,7 @@ func reloadDocker(ctx context.Context, s Spec, want []string, fileChanged bool, 
 	if sameMirrors(live, want) {
 		return false, nil
 	}
-	if s.CheckMode {
+	if s.o.check {
 		return true, nil
 	}
 	pid, err := readPidfile(s.Paths.DockerPidfile)
@@ -239,8 +239,8 @@ func reloadDocker(ctx context.Context, s Spec, want []string, fileChanged bool, 
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		return false, fmt.Errorf("reloading dockerd: sending SIGHUP to pid %d (from %s): %w", pid, s.Paths.DockerPidfile, err)
 	}
-	s.Log.Info("sent SIGHUP to dockerd", "pid", pid)
-	deadline := time.Now().Add(s.DockerReloadTimeout)
+	s.o.log.Info("sent SIGHUP to dockerd", "pid", pid)
+	deadline := time.Now().Add(s.o.reloadTimeout)
 	for {
 		live, err = api.mirrors(ctx)
 		if err == nil && sameMirrors(live, want) {
@@ -248,7 +248,7 @@ func reloadDocker(ctx context.Context, s Spec, want []string, fileChanged bool, 
 		}
 		if time.Now().After(deadline) {
 			return false, fmt.Errorf("reloading dockerd (pid %d): after %s it still reports registry mirrors %q (last error: %v), not %q from %s: dockerd rejected the reload, see its log (a key set both in daemon.json and as a command-line flag is a common cause)",
-				pid, s.DockerReloadTimeout, live, err, want, s.Paths.DockerDaemonJSON)
+				pid, s.o.reloadTimeout, live, err, want, s.Paths.DockerDaemonJSON)
 		}
 		select {
 		case <-ctx.Done():

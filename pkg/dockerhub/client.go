@@ -35,6 +35,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
 // DefaultURL is Docker Hub's web API.
@@ -164,7 +166,7 @@ func New(username, password string, opts ...Option) (*Client, error) {
 }
 
 // Login exchanges the credentials for a token (POST /v2/users/login/). A
-// 401 is wrapped so that errors.Is(err, ErrUnauthorized) holds.
+// 401 is an *oci.Error matching oci.ErrUnauthorized.
 func (c *Client) Login(ctx context.Context) error {
 	_, err := c.login(ctx)
 	return err
@@ -189,8 +191,8 @@ func (c *Client) login(ctx context.Context) (string, error) {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		e := apiError(op, resp)
-		if resp.StatusCode == http.StatusUnauthorized && e.Detail == "" {
-			e.Detail = "wrong username or password"
+		if resp.StatusCode == http.StatusUnauthorized && e.Message == "" {
+			e.Message = "wrong username or password"
 		}
 		return "", e
 	}
@@ -259,7 +261,7 @@ func (c *Client) Tags(ctx context.Context, repository string) ([]Tag, error) {
 	if err != nil {
 		return nil, err
 	}
-	op := fmt.Sprintf("listing tags of %s/%s", ns, name)
+	op := fmt.Sprintf("listing tags of %s/%s on Docker Hub", ns, name)
 	next := c.endpoint(fmt.Sprintf("/v2/repositories/%s/%s/tags/", url.PathEscape(ns), url.PathEscape(name))) +
 		"?page_size=" + strconv.Itoa(c.pageSize)
 	seen := map[string]bool{}
@@ -319,8 +321,8 @@ func (c *Client) Tags(ctx context.Context, repository string) ([]Tag, error) {
 
 // DeleteTag deletes one tag of repository (DELETE
 // /v2/repositories/<ns>/<name>/tags/<tag>/). The manifest and its other tags
-// stay. A tag that does not exist is an error matching ErrNotFound, so a
-// caller can tell "already gone" apart.
+// stay. A tag that does not exist is an error matching oci.ErrNotFound, so
+// a caller can tell "already gone" apart.
 func (c *Client) DeleteTag(ctx context.Context, repository, tag string) error {
 	ns, name, err := SplitRepository(repository)
 	if err != nil {
@@ -329,7 +331,7 @@ func (c *Client) DeleteTag(ctx context.Context, repository, tag string) error {
 	if tag == "" || strings.ContainsAny(tag, "/:@ ") {
 		return fmt.Errorf("deleting tag %q of %s/%s: not a valid tag", tag, ns, name)
 	}
-	op := fmt.Sprintf("deleting tag %s/%s:%s", ns, name, tag)
+	op := fmt.Sprintf("deleting tag %s/%s:%s on Docker Hub", ns, name, tag)
 	u := c.endpoint(fmt.Sprintf("/v2/repositories/%s/%s/tags/%s/", url.PathEscape(ns), url.PathEscape(name), url.PathEscape(tag)))
 	resp, err := c.authorized(ctx, op, func() (*http.Request, error) {
 		return http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
@@ -410,24 +412,12 @@ func (c *Client) do(req *http.Request, op string) (*http.Response, error) {
 	return resp, nil
 }
 
-// apiError reads Docker Hub's error body: {"detail": ...} from the
-// authentication layer, {"message": ..., "errinfo": ...} from the rest.
-func apiError(op string, resp *http.Response) *Error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	e := &Error{Op: op, StatusCode: resp.StatusCode}
-	var body struct {
-		Detail  string `json:"detail"`
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(b, &body) == nil {
-		e.Detail = body.Detail
-		if e.Detail == "" {
-			e.Detail = body.Message
-		}
-	} else if s := strings.TrimSpace(string(b)); s != "" && len(s) < 300 && !strings.Contains(s, "<") {
-		e.Detail = s
-	}
-	return e
+// apiError reads Docker Hub's error answer as an *oci.Error: its
+// {"detail": ...} (the authentication layer) or {"message": ..., "errinfo":
+// ...} (the rest) becomes the Message; errors.Is matches oci.ErrUnauthorized,
+// oci.ErrForbidden and oci.ErrNotFound by the status.
+func apiError(op string, resp *http.Response) *oci.Error {
+	return oci.ResponseError(op, resp)
 }
 
 func parseTime(s string) (time.Time, error) {

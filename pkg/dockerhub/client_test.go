@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
 const (
@@ -79,7 +81,7 @@ func TestLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = bad.Login(context.Background())
-	if !errors.Is(err, ErrUnauthorized) {
+	if !errors.Is(err, oci.ErrUnauthorized) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	if !strings.Contains(err.Error(), "Incorrect authentication credentials") || !strings.Contains(err.Error(), testUser) {
@@ -111,7 +113,7 @@ func TestTagsPaginated(t *testing.T) {
 			results = append(results, map[string]any{
 				"name": fmt.Sprintf("t%03d", i), "digest": "sha256:" + strings.Repeat("a", 64),
 				"last_updated":    base.Add(time.Duration(i) * time.Minute).Format("2006-01-02T15:04:05.000000Z"),
-				"tag_last_pushed": nil, "media_type": "application/vnd.oci.image.index.v1+json",
+				"tag_last_pushed": nil, "media_type": oci.MediaTypeOCIIndex,
 			})
 		}
 		var next any
@@ -187,7 +189,7 @@ func TestExpiredTokenRefreshedOnce(t *testing.T) {
 	// A server that refuses every token: one re-login, then the 401.
 	reject.Store(true)
 	err := c.DeleteTag(context.Background(), "myorg/app", "change_1_latest")
-	if !errors.Is(err, ErrUnauthorized) {
+	if !errors.Is(err, oci.ErrUnauthorized) {
 		t.Fatalf("err = %v", err)
 	}
 	if s.logins.Load() != 3 {
@@ -205,8 +207,8 @@ func TestDeleteTagStatuses(t *testing.T) {
 	}{
 		{http.StatusNoContent, "", nil, ""},
 		{http.StatusOK, "", nil, ""},
-		{http.StatusNotFound, `{"message":"tag not found","errinfo":{}}`, ErrNotFound, "tag not found"},
-		{http.StatusForbidden, `{"detail":"You do not have permission to perform this action."}`, ErrForbidden, "permission"},
+		{http.StatusNotFound, `{"message":"tag not found","errinfo":{}}`, oci.ErrNotFound, "tag not found"},
+		{http.StatusForbidden, `{"detail":"You do not have permission to perform this action."}`, oci.ErrForbidden, "permission"},
 		{http.StatusInternalServerError, `oops`, nil, "oops"},
 	}
 	for _, tc := range tests {

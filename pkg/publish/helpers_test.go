@@ -46,7 +46,7 @@ func dockerHub(t testing.TB) (registry, *hubtest.Server) {
 }
 
 func hubTarget(hub *hubtest.Server) publish.Target {
-	return publish.Target{Registry: "docker.io", URL: "https://" + hub.RegistryHost, HubURL: hub.URL, CA: hub.CACert}
+	return publish.Target{Registry: "docker.io", URL: "https://" + hub.RegistryHost, Cert: string(hub.CACert)}
 }
 
 // buildsetRegistry is imagegate's registry as a buildset registry, with the

@@ -1,11 +1,10 @@
 package publish
 
 import (
-	"crypto/tls"
-	"crypto/x509"
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 )
@@ -38,74 +37,79 @@ func (c Credentials) check() error {
 	return nil
 }
 
-// DefaultJobs is how many images are worked on at once.
-const DefaultJobs = 8
+// checkJobs checks the jobs parameter.
+func checkJobs(n int) error {
+	if n < 1 {
+		return fmt.Errorf("jobs must be positive, got %d", n)
+	}
+	return nil
+}
 
 // Option configures Upload and Promote.
 type Option func(*options)
 
 type options struct {
-	check     bool
-	log       *slog.Logger
-	transport http.RoundTripper
-	now       func() time.Time
+	check   bool
+	diff    bool
+	log     *slog.Logger
+	timeout time.Duration
+	// timed is set by WithTimeout, whose duration must be positive.
+	timed  bool
+	redact func(string)
+	now    func() time.Time
+	wrap   func(http.RoundTripper) http.RoundTripper
 }
 
-func newOptions(opts []Option) options {
-	o := options{log: slog.New(slog.DiscardHandler), now: time.Now}
+func newOptions(opts []Option) (options, error) {
+	o := options{log: slog.New(slog.DiscardHandler), now: time.Now, redact: func(string) {}}
 	for _, f := range opts {
 		f(&o)
 	}
-	return o
+	if o.timed && o.timeout <= 0 {
+		return o, fmt.Errorf("timeout must be positive, got %s", o.timeout)
+	}
+	if o.log == nil || o.now == nil || o.redact == nil {
+		return o, errors.New("publish: nil logger, clock or redact function")
+	}
+	return o, nil
 }
 
 // WithCheckMode makes the call decide and report without writing
 // anything: every read happens (so missing images and wrong credentials
-// are found), no PUT or DELETE does.
+// are found), no PUT or DELETE does. The default is false.
 func WithCheckMode(check bool) Option { return func(o *options) { o.check = check } }
+
+// WithDiff makes the result carry a diff of every tag touched
+// ("<reference> -> <digest>" before and after). The default is false.
+func WithDiff(diff bool) Option { return func(o *options) { o.diff = diff } }
 
 // WithLogger sets the logger (default: discard). Credentials are never
 // logged.
-func WithLogger(l *slog.Logger) Option {
-	return func(o *options) {
-		if l != nil {
-			o.log = l
-		}
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithTimeout bounds the whole call, retries included; it must be
+// positive. The default leaves it to the context.
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout, o.timed = d, true } }
+
+// withDeadline applies WithTimeout to ctx.
+func (o options) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if !o.timed {
+		return context.WithCancel(ctx)
 	}
+	return context.WithTimeout(ctx, o.timeout)
 }
 
-// WithTransport sets the HTTP transport for the target registry and
-// Docker Hub's web API: TLS trust and retries. The default trusts the
-// system roots plus Target.CA, with package transfer's retry policy.
-func WithTransport(rt http.RoundTripper) Option { return func(o *options) { o.transport = rt } }
+// WithRedact sets the function that hides a secret the call reads from a
+// file (the buildset registry's password from the result data file) from
+// every output: a module passes its AddSecret. The default does nothing.
+func WithRedact(redact func(secret string)) Option { return func(o *options) { o.redact = redact } }
 
 // WithClock sets the clock the stale sweep measures ages against (default
 // time.Now).
-func WithClock(now func() time.Time) Option {
-	return func(o *options) {
-		if now != nil {
-			o.now = now
-		}
-	}
-}
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
-// baseTransport is TLS to the system roots plus ca.
-func baseTransport(ca []byte) (*http.Transport, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if len(ca) > 0 && !pool.AppendCertsFromPEM(ca) {
-		return nil, fmt.Errorf("docker_registry_cert: no PEM certificate found")
-	}
-	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool},
-		TLSHandshakeTimeout:   15 * time.Second,
-		ResponseHeaderTimeout: 2 * time.Minute,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   DefaultJobs + 4,
-	}, nil
+// WithTransportWrapper wraps the transport of every registry and of Docker
+// Hub's web API (see transfer.WithTransportWrapper). The default is none.
+func WithTransportWrapper(wrap func(http.RoundTripper) http.RoundTripper) Option {
+	return func(o *options) { o.wrap = wrap }
 }

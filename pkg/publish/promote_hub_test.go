@@ -39,9 +39,11 @@ func TestPromoteDockerHub(t *testing.T) {
 			{Repository: "docker.io/myorg/multi", Tags: []string{"latest"}},
 		},
 		Target:      hubTarget(hub),
+		HubURL:      hub.URL,
+		Jobs:        8,
 		Credentials: publish.Credentials{Username: reg.Username, Password: reg.Password, Repository: "^(docker.io/)?myorg/"},
 		Zuul:        zuul.Vars{Change: "12", Pipeline: "promote"},
-		Sweep:       true, StaleAge: publish.DefaultStaleAge, Pipelines: []string{"periodic"},
+		Sweep:       true, StaleAge: 24 * time.Hour, Pipelines: []string{"periodic"},
 	}
 	ctx := context.Background()
 	tagsOf := func(repo string) []string {
@@ -120,7 +122,7 @@ func TestPromoteDockerHub(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Changed {
-		t.Errorf("second promote changed:\n%s---\n%s", res.Before, res.After)
+		t.Errorf("second promote changed: %+v %+v", res.Promoted, res.Deleted)
 	}
 	for _, p := range res.Promoted {
 		if !p.AlreadyPromoted || p.Changed {

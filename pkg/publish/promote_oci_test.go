@@ -31,10 +31,11 @@ func TestPromoteImagegateRegistry(t *testing.T) {
 	reg.Push(t, "myorg/app:v0.1", image(t, "", "old release", now.Add(-1000*time.Hour)))
 	spec := publish.PromoteSpec{
 		Images:      []zuul.Image{{Repository: "myorg/app", Tags: []string{"latest"}}},
-		Target:      publish.Target{Registry: reg.Host, CA: reg.CA},
+		Target:      publish.Target{Registry: reg.Host, Cert: string(reg.CA)},
 		Credentials: creds(reg),
 		Zuul:        zuul.Vars{Change: "12", Pipeline: "promote"},
-		Sweep:       true, StaleAge: publish.DefaultStaleAge,
+		Sweep:       true, StaleAge: 24 * time.Hour,
+		Jobs: 8,
 	}
 	res, err := publish.Promote(context.Background(), spec)
 	if err != nil {
@@ -105,15 +106,16 @@ func TestPromoteInterrupted(t *testing.T) {
 					{Repository: "myorg/app", Tags: []string{"latest", "v1", "v1.2"}},
 					{Repository: "myorg/lib", Tags: []string{"latest", "v1", "v1.2"}},
 				},
-				Target:      publish.Target{Registry: reg.Host, CA: reg.CA},
+				Target:      publish.Target{Registry: reg.Host, Cert: string(reg.CA)},
 				Credentials: creds(reg),
 				Zuul:        zuul.Vars{Change: "12", Pipeline: "promote"},
 				Jobs:        1,
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			rt := &interrupter{base: reg.Transport(), method: cut.method, frag: cut.frag, n: 1, cancel: cancel}
-			if _, err := publish.Promote(ctx, spec, publish.WithTransport(rt)); err == nil && cut.method == http.MethodPut {
+			rt := &interrupter{method: cut.method, frag: cut.frag, n: 1, cancel: cancel}
+			wrap := func(next http.RoundTripper) http.RoundTripper { rt.base = next; return rt }
+			if _, err := publish.Promote(ctx, spec, publish.WithTransportWrapper(wrap)); err == nil && cut.method == http.MethodPut {
 				t.Fatal("the interrupted promote did not fail")
 			} else if err != nil && !errors.Is(err, context.Canceled) {
 				t.Logf("interrupted: %v", err)

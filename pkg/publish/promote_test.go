@@ -23,6 +23,7 @@ func TestPromoteValidation(t *testing.T) {
 		Target:      publish.Target{Registry: "registry.invalid:5000"},
 		Credentials: publish.Credentials{Username: "u", Password: "secret-pw-1"},
 		Zuul:        zuul.Vars{Change: "12", Pipeline: "promote"},
+		Jobs:        8,
 	}
 	tests := []struct {
 		name   string
@@ -44,9 +45,9 @@ func TestPromoteValidation(t *testing.T) {
 		{"no change nor pipeline", func(s *publish.PromoteSpec) { s.Zuul = zuul.Vars{} }, []string{"zuul.change and zuul.pipeline are both empty"}},
 		{"registry with scheme", func(s *publish.PromoteSpec) { s.Target.Registry = "https://quay.io" }, []string{"docker_registry \"https://quay.io\": give the registry as host[:port]"}},
 		{"plain http endpoint", func(s *publish.PromoteSpec) { s.Target.URL = "http://127.0.0.1:5000" }, []string{"docker_registry_url \"http://127.0.0.1:5000\": must be https://"}},
-		{"hub url for another registry", func(s *publish.PromoteSpec) { s.Target.HubURL = "https://127.0.0.1:1" }, []string{"docker_hub_url is set but docker_registry"}},
+		{"hub url for another registry", func(s *publish.PromoteSpec) { s.HubURL = "https://127.0.0.1:1" }, []string{"docker_hub_url is set but docker_registry"}},
 		{"docker hub three levels", func(s *publish.PromoteSpec) {
-			s.Target = publish.Target{}
+			s.Target = publish.Target{Registry: "docker.io"}
 			s.Images[0].Repository = "a/b/c"
 		}, []string{"Docker Hub repositories are <namespace>/<name>"}},
 		{"sweep age", func(s *publish.PromoteSpec) { s.Sweep = true }, []string{"stale tag age must be positive"}},
@@ -84,23 +85,24 @@ func TestPromoteDistribution28(t *testing.T) {
 			{Repository: "myorg/app", Tags: []string{"latest", "v1"}},
 			{Repository: "myorg/multi", Tags: []string{"latest"}},
 		},
-		Target:      publish.Target{Registry: reg.Host, CA: reg.CA},
+		Target:      publish.Target{Registry: reg.Host, Cert: string(reg.CA)},
 		Credentials: creds(reg),
 		Zuul:        zuul.Vars{Change: "12", Pipeline: "promote"},
-		Sweep:       true, StaleAge: publish.DefaultStaleAge,
+		Sweep:       true, StaleAge: 24 * time.Hour,
+		Jobs: 8,
 	}
 	ctx := context.Background()
 
 	// Check mode reads and decides; it writes nothing.
-	res, err := publish.Promote(ctx, spec, publish.WithCheckMode(true))
+	res, err := publish.Promote(ctx, spec, publish.WithCheckMode(true), publish.WithDiff(true))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !res.Changed || len(res.Promoted) != 3 || reg.Digest(t, "myorg/app:latest") != "" {
 		t.Fatalf("check mode: changed %v, %d promotions, latest %q", res.Changed, len(res.Promoted), reg.Digest(t, "myorg/app:latest"))
 	}
-	if !strings.Contains(res.After, reg.Host+"/myorg/app:latest -> "+testenv.DigestOf(t, app)) || !strings.Contains(res.Before, reg.Host+"/myorg/app:latest -> (absent)") {
-		t.Errorf("diff:\n%s---\n%s", res.Before, res.After)
+	if len(res.Diff) != 1 || !strings.Contains(res.Diff[0].After, reg.Host+"/myorg/app:latest -> "+testenv.DigestOf(t, app)) || !strings.Contains(res.Diff[0].Before, reg.Host+"/myorg/app:latest -> (absent)") {
+		t.Errorf("diff: %+v", res.Diff)
 	}
 
 	res, err = publish.Promote(ctx, spec)
@@ -158,9 +160,10 @@ func TestPromoteMissingStagingTag(t *testing.T) {
 			{Repository: "myorg/lib", Tags: []string{"latest"}},
 			{Repository: "myorg/tool", Tags: []string{"v2"}},
 		},
-		Target:      publish.Target{Registry: reg.Host, CA: reg.CA},
+		Target:      publish.Target{Registry: reg.Host, Cert: string(reg.CA)},
 		Credentials: creds(reg),
 		Zuul:        zuul.Vars{Change: "12", Pipeline: "promote"},
+		Jobs:        8,
 	}
 	_, err := publish.Promote(context.Background(), spec)
 	checkError(t, err, spec.Credentials.Password,

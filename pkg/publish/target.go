@@ -8,6 +8,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/imagegate/imagegate/pkg/dockerhub"
+	"github.com/imagegate/imagegate/pkg/oci"
+	"github.com/imagegate/imagegate/pkg/pki"
+	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
@@ -20,23 +23,24 @@ const (
 	DockerHubAPI      = dockerhub.DefaultURL
 )
 
-// Target is the registry images are published to.
+// tagsPageSize is how many tags promote's sweep asks for per page.
+const tagsPageSize = 1000
+
+// Target is the registry images are published to: the docker_registry,
+// docker_registry_url and docker_registry_cert parameters of both modules.
 type Target struct {
-	// Registry is docker_registry: "docker.io" (the default; "" and
-	// Docker Hub's other names mean the same) or the host[:port] of any
-	// OCI registry. It names the images in results.
-	Registry string
-	// URL is where the registry API is reached, https://host[:port]. The
-	// default is https://registry-1.docker.io for Docker Hub and
-	// https://<Registry> otherwise. A mirror, a proxy or a test emulation
-	// sets it.
-	URL string
-	// HubURL is Docker Hub's web API, for Docker Hub only (default
-	// https://hub.docker.com).
-	HubURL string
-	// CA holds PEM certificates to trust for URL and HubURL, on top of
-	// the system roots.
-	CA []byte
+	// Registry is docker.io (Docker Hub, also known as index.docker.io,
+	// registry-1.docker.io, registry.hub.docker.com and hub.docker.com)
+	// or the host[:port] of any OCI registry. It names the images in
+	// results.
+	Registry string `ansible:"docker_registry" default:"docker.io"`
+	// URL is where the registry API is reached, https://host[:port]:
+	// https://registry-1.docker.io for Docker Hub and https://<Registry>
+	// otherwise when empty. A mirror, a proxy or a test emulation sets it.
+	URL string `ansible:"docker_registry_url"`
+	// Cert holds PEM certificates to trust for URL (and Docker Hub's web
+	// API), on top of the system roots.
+	Cert string `ansible:"docker_registry_cert"`
 }
 
 // target is a Target checked and resolved.
@@ -48,12 +52,20 @@ type target struct {
 	ca     []byte
 }
 
-func (t Target) resolve() (*target, error) {
+// resolve checks the target; hubURL is docker_hub_url (promote only).
+func (t Target) resolve(hubURL string) (*target, error) {
 	r := strings.ToLower(strings.TrimSpace(t.Registry))
-	out := &target{ca: t.CA}
+	out := &target{ca: []byte(t.Cert)}
+	if t.Cert != "" {
+		if _, err := pki.CertPool(out.ca); err != nil {
+			return nil, fmt.Errorf("docker_registry_cert: %w: give the PEM of the CA that signed the registry's certificate", err)
+		}
+	}
 	switch r {
-	case "", "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com":
+	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com":
 		out.hub, out.name, out.host, out.hubURL = true, DockerHub, DockerHubRegistry, DockerHubAPI
+	case "":
+		return nil, fmt.Errorf("docker_registry is empty: give docker.io or the host[:port] of the registry")
 	default:
 		if strings.Contains(r, "://") || strings.ContainsAny(r, "/@ ?#") {
 			return nil, fmt.Errorf("docker_registry %q: give the registry as host[:port] (like quay.io or registry.example.org:5000), "+
@@ -71,14 +83,14 @@ func (t Target) resolve() (*target, error) {
 		}
 		out.host = host
 	}
-	if t.HubURL != "" {
+	if hubURL != "" {
 		if !out.hub {
 			return nil, fmt.Errorf("docker_hub_url is set but docker_registry %q is not Docker Hub: other registries delete tags through the registry API", t.Registry)
 		}
-		if _, err := httpsHost("docker_hub_url", t.HubURL); err != nil {
+		if _, err := httpsHost("docker_hub_url", hubURL); err != nil {
 			return nil, err
 		}
-		out.hubURL = strings.TrimRight(t.HubURL, "/")
+		out.hubURL = strings.TrimRight(hubURL, "/")
 	}
 	return out, nil
 }
@@ -90,6 +102,30 @@ func httpsHost(param, raw string) (string, error) {
 		return "", fmt.Errorf("%s %q: must be https://<host>[:<port>] (TLS only; no path, query or credentials)", param, raw)
 	}
 	return u.Host, nil
+}
+
+// endpoint is the target registry's transfer endpoint.
+func (t *target) endpoint(c Credentials) transfer.Endpoint {
+	return transfer.Endpoint{Host: t.host, Username: c.Username, Password: c.Password, CA: t.ca}
+}
+
+// hubHost is the host of Docker Hub's web API.
+func (t *target) hubHost() string {
+	u, _ := url.Parse(t.hubURL)
+	return u.Host
+}
+
+// client returns the registry client for the target (and Docker Hub's web
+// API): every request takes the transport the client gives its endpoint.
+func (t *target) client(c Credentials, o options, extra ...transfer.Option) (*transfer.Client, error) {
+	opts := []transfer.Option{transfer.WithEndpoint(t.endpoint(c)), transfer.WithLogger(o.log), transfer.WithPageSize(tagsPageSize)}
+	if t.hub && oci.CanonicalHost(t.hubHost()) != oci.CanonicalHost(t.host) {
+		opts = append(opts, transfer.WithEndpoint(transfer.Endpoint{Host: t.hubHost(), CA: t.ca}))
+	}
+	if o.wrap != nil {
+		opts = append(opts, transfer.WithTransportWrapper(o.wrap))
+	}
+	return transfer.New(append(opts, extra...)...)
 }
 
 // repository returns the repository name in the target registry for an

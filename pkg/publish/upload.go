@@ -6,29 +6,29 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-
-	"github.com/imagegate/imagegate/pkg/publish/distribution"
+	"github.com/imagegate/imagegate/pkg/ansible"
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
-// UploadSpec is what docker_image_upload does.
+// UploadSpec is what docker_image_upload does; its fields are the
+// module's parameters.
 type UploadSpec struct {
-	Images      []zuul.Image
-	Target      Target
-	Credentials Credentials
-	Zuul        zuul.Vars
+	Images      []zuul.Image `ansible:"docker_images,required"`
+	Credentials Credentials  `ansible:"docker_credentials,required"`
+	Zuul        zuul.Vars    `ansible:"zuul,raw,required"`
+	Target
 	// Promote stages the images under staging tags (change_<N>_<tag>,
 	// or <pipeline>_<tag>) for a later promote; false uploads the final
 	// tags directly (a release).
-	Promote bool
-	// BuildsetRegistry is where the images were built to.
-	BuildsetRegistry *zuul.BuildsetRegistry
-	// Jobs bounds the images copied at once (default DefaultJobs).
-	Jobs int
+	Promote bool `ansible:"upload_docker_image_promote" default:"true"`
+	// BuildsetRegistry is where the images were built to; when nil, the
+	// job's result data file names it (zuul.ResolveBuildsetRegistry).
+	BuildsetRegistry *zuul.BuildsetRegistry `ansible:"buildset_registry"`
+	// Jobs bounds the images copied at once.
+	Jobs int `ansible:"jobs" default:"8"`
 }
 
 // UploadedTag is one tag of one image, copied or to be copied.
@@ -55,11 +55,8 @@ func (u UploadedTag) where() string {
 
 // UploadResult is what Upload did.
 type UploadResult struct {
-	Changed  bool
-	Uploads  []UploadedTag
-	Warnings []string
-	// Before and After describe every target reference: "<reference> -> <digest>".
-	Before, After string
+	ansible.Outcome
+	Uploads []UploadedTag `json:"uploads"`
 }
 
 // Upload copies every image and tag from the buildset registry to the
@@ -73,37 +70,37 @@ type UploadResult struct {
 // allowed to push to every target repository. Then the copies run, each
 // writing its tag only once everything it refers to is in place.
 func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult, error) {
-	o := newOptions(opts)
-	res := &UploadResult{}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	res := &UploadResult{Uploads: []UploadedTag{}}
 	if len(spec.Images) == 0 {
 		return nil, errors.New("docker_images is empty: nothing to upload")
 	}
 	if err := spec.Credentials.check(); err != nil {
 		return nil, err
 	}
-	if spec.BuildsetRegistry == nil {
-		return nil, errors.New("buildset_registry is not set and zuul.executor.result_data_file holds none: the images are copied from the buildset registry the build pushed them to")
-	}
-	if err := spec.BuildsetRegistry.Validate(); err != nil {
+	if err := checkJobs(spec.Jobs); err != nil {
 		return nil, err
 	}
-	t, err := spec.Target.resolve()
+	t, err := spec.Target.resolve("")
 	if err != nil {
 		return nil, err
 	}
-	if spec.Jobs <= 0 {
-		spec.Jobs = DefaultJobs
+	br, err := zuul.ResolveBuildsetRegistry(spec.BuildsetRegistry, &spec.Zuul, o.redact)
+	if err != nil {
+		return nil, err
 	}
 	pattern, warning, err := spec.Credentials.restriction()
 	if err != nil {
 		return nil, err
 	}
 	if warning != "" {
-		res.Warnings = append(res.Warnings, warning)
+		res.Warn("%s", warning)
 	}
 
 	// Every image, statically.
-	br := spec.BuildsetRegistry
 	var jobs []transfer.Job
 	var plan []UploadedTag
 	repos := map[string]bool{}
@@ -143,30 +140,31 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 		return nil, fmt.Errorf("nothing was uploaded: the target registry %s is the buildset registry", t.host)
 	}
 
+	ctx, cancel := o.withDeadline(ctx)
+	defer cancel()
 	topts := []transfer.Option{
 		transfer.WithEndpoint(transfer.Endpoint{Host: br.Address(), Username: br.Username, Password: br.Password, CA: []byte(br.Cert), NoSystemRoots: true}),
-		transfer.WithEndpoint(transfer.Endpoint{Host: t.host, Username: spec.Credentials.Username, Password: spec.Credentials.Password, CA: t.ca}),
-		transfer.WithImageJobs(spec.Jobs), transfer.WithLogger(o.log)}
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > 0 {
-		// The caller's deadline, not transfer's default, bounds the copies.
-		topts = append(topts, transfer.WithTimeout(time.Until(dl)))
+		transfer.WithImageJobs(spec.Jobs)}
+	if o.timed {
+		// The call's timeout, not transfer's default, bounds the copies.
+		topts = append(topts, transfer.WithTimeout(o.timeout))
 	}
-	copier, err := transfer.New(topts...)
+	client, err := t.client(spec.Credentials, o, topts...)
 	if err != nil {
 		return nil, err
 	}
-	defer copier.Close()
+	defer client.Close()
 
 	// Every source and every target, read; nothing written.
-	results, err := copier.Plan(ctx, jobs)
+	results, err := client.Plan(ctx, jobs)
 	if err != nil {
 		return nil, fmt.Errorf("nothing was uploaded: %w", describeUploadErrors(plan, results, err))
 	}
-	if err := checkPush(ctx, t, spec.Credentials, repos, o); err != nil {
+	if err := checkPush(ctx, client, t, spec.Credentials, repos); err != nil {
 		return nil, fmt.Errorf("nothing was uploaded: %w", err)
 	}
 	if !o.check {
-		results, err = copier.CopyAll(ctx, jobs)
+		results, err = client.CopyAll(ctx, jobs)
 		if err != nil {
 			done := 0
 			for _, r := range results {
@@ -192,9 +190,12 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 		}
 		after = append(after, u.Reference+" -> "+u.Digest)
 	}
-	sort.Strings(before)
-	sort.Strings(after)
-	res.Before, res.After = joinLines(before), joinLines(after)
+	if o.diff {
+		sort.Strings(before)
+		sort.Strings(after)
+		res.Diff = []ansible.Diff{{Before: joinLines(before), After: joinLines(after),
+			BeforeHeader: "target tags before", AfterHeader: "target tags after"}}
+	}
 	return res, nil
 }
 
@@ -212,7 +213,7 @@ func describeUploadErrors(plan []UploadedTag, results []Result, err error) error
 		msg := r.Err.Error()
 		var te *transfer.Error
 		switch {
-		case errors.As(r.Err, &te) && te.Step == transfer.StepSourceManifest && errors.Is(r.Err, transfer.ErrNotFound):
+		case errors.As(r.Err, &te) && te.Step == transfer.StepSourceManifest && errors.Is(r.Err, oci.ErrNotFound):
 			msg = fmt.Sprintf("%s is not in the buildset registry (did the build job push it?): %v", u.Source, r.Err)
 		case te != nil && te.Ref == u.Source:
 			msg = "reading the buildset registry: " + msg
@@ -233,29 +234,14 @@ type Result = transfer.Result
 // checkPush proves the credentials may push to every target repository,
 // with the token's access claims or an upload session opened and
 // cancelled.
-func checkPush(ctx context.Context, t *target, c Credentials, repos map[string]bool, o options) error {
-	rt := o.transport
-	if rt == nil {
-		base, err := baseTransport(t.ca)
-		if err != nil {
-			return err
-		}
-		if rt, err = retrying(base, o); err != nil {
-			return err
-		}
-	}
-	reg, err := distribution.New(t.host, distribution.WithTransport(rt),
-		distribution.WithAuth(authn.FromConfig(authn.AuthConfig{Username: c.Username, Password: c.Password})), distribution.WithLogger(o.log))
-	if err != nil {
-		return err
-	}
+func checkPush(ctx context.Context, client *transfer.Client, t *target, c Credentials, repos map[string]bool) error {
 	var names []string
 	for r := range repos {
 		names = append(names, r)
 	}
 	sort.Strings(names)
-	clients, err := reg.Repositories(ctx, names, true)
-	if errors.Is(err, distribution.ErrDenied) {
+	opened, err := client.Repositories(ctx, t.host, names, true)
+	if errors.Is(err, oci.ErrDenied) {
 		return fmt.Errorf("docker_credentials (%s) were refused by %s: %w", c.Username, t.host, err)
 	}
 	if err != nil {
@@ -263,7 +249,7 @@ func checkPush(ctx context.Context, t *target, c Credentials, repos map[string]b
 	}
 	var errs []error
 	for _, n := range names {
-		r := clients[n]
+		r := opened[n]
 		if granted, known := r.PushGranted(); known {
 			if !granted {
 				errs = append(errs, fmt.Errorf("docker_credentials (%s) may not push to %s", c.Username, t.name+"/"+n))

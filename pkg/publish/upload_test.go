@@ -30,11 +30,12 @@ func TestUpload(t *testing.T) {
 			{Repository: "myorg/app", Tags: []string{"latest", "1.0"}},
 			{Repository: "quay.io/myorg/multi", Tags: []string{"latest"}},
 		},
-		Target:           publish.Target{Registry: target.Host, CA: target.CA},
+		Target:           publish.Target{Registry: target.Host, Cert: string(target.CA)},
 		Credentials:      publish.Credentials{Username: target.Username, Password: target.Password, Repository: "^(quay.io/)?myorg/"},
 		Zuul:             zuul.Vars{Change: "42", Pipeline: "gate"},
 		Promote:          true,
 		BuildsetRegistry: br,
+		Jobs:             8,
 	}
 	ctx := context.Background()
 	res, err := publish.Upload(ctx, spec, publish.WithCheckMode(true))
@@ -97,8 +98,9 @@ func TestUploadPeriodic(t *testing.T) {
 	brReg.Push(t, "myorg/app:latest", app)
 	_, err := publish.Upload(context.Background(), publish.UploadSpec{
 		Images:      []zuul.Image{{Repository: "myorg/app", Tags: []string{"latest"}}},
-		Target:      publish.Target{Registry: target.Host, CA: target.CA},
+		Target:      publish.Target{Registry: target.Host, Cert: string(target.CA)},
 		Credentials: creds(target), Zuul: zuul.Vars{Pipeline: "periodic"}, Promote: true, BuildsetRegistry: br,
+		Jobs: 8,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -122,8 +124,9 @@ func TestUploadNothingOnBadInput(t *testing.T) {
 			{Repository: "myorg/app", Tags: []string{"latest"}},
 			{Repository: "myorg/lib", Tags: []string{"latest"}},
 		},
-		Target:      publish.Target{Registry: target.Host, CA: target.CA},
+		Target:      publish.Target{Registry: target.Host, Cert: string(target.CA)},
 		Credentials: creds(target), Zuul: zuul.Vars{Change: "42", Pipeline: "gate"}, Promote: true, BuildsetRegistry: br,
+		Jobs: 8,
 	}
 	tests := []struct {
 		name   string
@@ -140,7 +143,7 @@ func TestUploadNothingOnBadInput(t *testing.T) {
 		{"no buildset registry", func(s *publish.UploadSpec) { s.BuildsetRegistry = nil }, []string{"buildset_registry is not set"}},
 		{"the same target twice", func(s *publish.UploadSpec) {
 			s.Images[1] = zuul.Image{Repository: "docker.io/myorg/app", Tags: []string{"latest"}}
-			s.Target = publish.Target{URL: "https://" + target.Host, CA: target.CA}
+			s.Target = publish.Target{Registry: "docker.io", URL: "https://" + target.Host, Cert: string(target.CA)}
 		}, []string{"docker_images[1] (docker.io/myorg/app), tag latest: uploads to docker.io/myorg/app:change_42_latest, as docker_images[0] (myorg/app), tag latest does"}},
 	}
 	for _, tc := range tests {

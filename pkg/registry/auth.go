@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
 // Access is a level of access to the registry.
@@ -159,15 +161,15 @@ func (rg *Registry) challenge(r *http.Request, rt route, need Access, bearerErr,
 		}
 		realm = scheme + "://" + r.Host + "/auth/token"
 	}
-	v := fmt.Sprintf(`Bearer realm=%q,service=%q`, realm, rg.service)
+	ch := oci.Challenge{Scheme: "Bearer", Params: map[string]string{"realm": realm, "service": rg.service}}
 	if s := scope(rt, need); s != "" {
-		v += fmt.Sprintf(`,scope=%q`, s)
+		ch.Params["scope"] = s
 	}
 	if bearerErr != "" {
-		v += fmt.Sprintf(`,error=%q`, bearerErr)
+		ch.Params["error"] = bearerErr
 	}
-	return newError(CodeUnauthorized, "%s", msg).withHeader("WWW-Authenticate", v).
-		withDetail([]map[string]string{{"Type": scopeType(rt), "Name": rt.name, "Action": actions(need)}})
+	return newError(oci.CodeUnauthorized, "%s", msg).WithHeader("WWW-Authenticate", ch.String()).
+		WithDetail([]map[string]string{{"Type": scopeType(rt), "Name": rt.name, "Action": actions(need)}})
 }
 
 func scopeType(rt route) string {
@@ -210,7 +212,7 @@ func (rg *Registry) authorize(r *http.Request, rt route, need Access) (principal
 		if ok {
 			if p, ok := rg.checkPassword(name, password); ok {
 				if !p.access.allows(need) {
-					return p, newError(CodeDenied, "user %q has %s access, this needs %s", name, p.access, need)
+					return p, newError(oci.CodeDenied, "user %q has %s access, this needs %s", name, p.access, need)
 				}
 				return p, nil
 			}
@@ -256,10 +258,10 @@ func (rg *Registry) serveToken(w http.ResponseWriter, r *http.Request) error {
 	case http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 		if err := r.ParseForm(); err != nil {
-			return newError(CodeUnsupported, "parsing the token request form: %v", err).withStatus(http.StatusBadRequest)
+			return newError(oci.CodeUnsupported, "parsing the token request form: %v", err).WithStatus(http.StatusBadRequest)
 		}
 		if gt := r.PostForm.Get("grant_type"); gt != "password" {
-			return newError(CodeUnsupported, "grant_type %q is not supported: use password", gt).withStatus(http.StatusBadRequest)
+			return newError(oci.CodeUnsupported, "grant_type %q is not supported: use password", gt).WithStatus(http.StatusBadRequest)
 		}
 		name, password = r.PostForm.Get("username"), r.PostForm.Get("password")
 		hasCreds = name != "" || password != ""
@@ -268,7 +270,7 @@ func (rg *Registry) serveToken(w http.ResponseWriter, r *http.Request) error {
 		}
 		scopes = r.PostForm["scope"]
 	default:
-		return newError(CodeUnsupported, "method %s is not allowed on /auth/token", r.Method).withHeader("Allow", "GET, POST")
+		return newError(oci.CodeUnsupported, "method %s is not allowed on /auth/token", r.Method).WithHeader("Allow", "GET, POST")
 	}
 	need, requested := scopeAccess(scopes)
 	var p principal
@@ -278,7 +280,7 @@ func (rg *Registry) serveToken(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch {
 	case ok && !p.access.allows(need):
-		return newError(CodeDenied, "user %q has %s access, %s access was requested", name, p.access, need)
+		return newError(oci.CodeDenied, "user %q has %s access, %s access was requested", name, p.access, need)
 	case ok:
 	case need == AccessRead && rg.anonRead && !(hasCreds && !requested):
 		p = principal{access: AccessRead}
@@ -287,7 +289,7 @@ func (rg *Registry) serveToken(w http.ResponseWriter, r *http.Request) error {
 		if hasCreds {
 			msg = "wrong user name or password"
 		}
-		return newError(CodeUnauthorized, "%s", msg).withHeader("WWW-Authenticate", fmt.Sprintf(`Basic realm=%q`, rg.service))
+		return newError(oci.CodeUnauthorized, "%s", msg).WithHeader("WWW-Authenticate", oci.Challenge{Scheme: "Basic", Params: map[string]string{"realm": rg.service}}.String())
 	}
 	tok, issued := rg.issueToken(p)
 	body, _ := json.Marshal(tokenResponse{Token: tok, AccessToken: tok, ExpiresIn: int(rg.tokenTTL.Seconds()),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 )
 
@@ -128,8 +129,8 @@ func parseRange(h string, size int64) (start, end int64, ok bool, err error) {
 	if !found || strings.Contains(spec, ",") {
 		return 0, 0, false, nil
 	}
-	unsatisfiable := newError(CodeSizeInvalid, "range %q is not satisfiable for a blob of %d bytes", h, size).
-		withStatus(http.StatusRequestedRangeNotSatisfiable).withHeader("Content-Range", fmt.Sprintf("bytes */%d", size))
+	unsatisfiable := newError(oci.CodeSizeInvalid, "range %q is not satisfiable for a blob of %d bytes", h, size).
+		WithStatus(http.StatusRequestedRangeNotSatisfiable).WithHeader("Content-Range", fmt.Sprintf("bytes */%d", size))
 	first, last, found := strings.Cut(strings.TrimSpace(spec), "-")
 	if !found {
 		return 0, 0, false, unsatisfiable
@@ -191,5 +192,5 @@ func (rg *Registry) requireBlob(ctx context.Context, name string, dg digest.Dige
 }
 
 func blobUnknown(dg digest.Digest) error {
-	return newError(CodeBlobUnknown, "blob %s is unknown to this repository", dg).withDetail(map[string]string{"digest": dg.String()})
+	return newError(oci.CodeBlobUnknown, "blob %s is unknown to this repository", dg).WithDetail(map[string]string{"digest": dg.String()})
 }

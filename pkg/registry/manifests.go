@@ -14,27 +14,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 )
-
-// Manifest media types the registry accepts.
-const (
-	MediaTypeOCIManifest    = "application/vnd.oci.image.manifest.v1+json"
-	MediaTypeOCIIndex       = "application/vnd.oci.image.index.v1+json"
-	MediaTypeDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
-	MediaTypeDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
-)
-
-// nonDistributable lists layer media types whose content is not pushed to
-// registries (image-spec "non-distributable layers", Docker "foreign
-// layers"): a manifest may reference them without the registry holding them.
-var nonDistributable = map[string]bool{
-	"application/vnd.oci.image.layer.nondistributable.v1.tar":      true,
-	"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": true,
-	"application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": true,
-	"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip":    true,
-	"application/vnd.docker.image.rootfs.foreign.diff.tar":         true,
-}
 
 // descriptor is the part of an OCI descriptor the registry reads.
 type descriptor struct {
@@ -154,8 +136,8 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 			return err
 		}
 		if got := dg.Algorithm().FromBytes(body); got != dg {
-			return newError(CodeDigestInvalid, "the manifest's digest is %s, not %s", got, dg).
-				withDetail(map[string]string{"digest": dg.String()})
+			return newError(oci.CodeDigestInvalid, "the manifest's digest is %s, not %s", got, dg).
+				WithDetail(map[string]string{"digest": dg.String()})
 		}
 	} else {
 		if err := checkTag(rt.ref); err != nil {
@@ -214,40 +196,40 @@ func (rg *Registry) putManifest(w http.ResponseWriter, r *http.Request, rt route
 func parseManifest(contentType string, body []byte) (string, *manifestDoc, error) {
 	var doc manifestDoc
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return "", nil, newError(CodeManifestInvalid, "the manifest is not valid JSON: %v", err)
+		return "", nil, newError(oci.CodeManifestInvalid, "the manifest is not valid JSON: %v", err)
 	}
 	mt := ""
 	if contentType != "" {
 		parsed, _, err := mime.ParseMediaType(contentType)
 		if err != nil {
-			return "", nil, newError(CodeManifestInvalid, "invalid Content-Type %q: %v", contentType, err)
+			return "", nil, newError(oci.CodeManifestInvalid, "invalid Content-Type %q: %v", contentType, err)
 		}
 		mt = parsed
 	}
-	if mt == "" || mt == "application/json" || mt == "application/octet-stream" {
+	if oci.IsGeneric(mt) {
 		mt = doc.MediaType
 	}
 	if mt == "" {
 		switch {
 		case doc.Manifests != nil:
-			mt = MediaTypeOCIIndex
+			mt = oci.MediaTypeOCIIndex
 		case doc.Config != nil:
-			mt = MediaTypeOCIManifest
+			mt = oci.MediaTypeOCIManifest
 		}
 	}
 	if doc.MediaType != "" && doc.MediaType != mt {
-		return "", nil, newError(CodeManifestInvalid, "the manifest's mediaType %q does not match Content-Type %q", doc.MediaType, mt)
+		return "", nil, newError(oci.CodeManifestInvalid, "the manifest's mediaType %q does not match Content-Type %q", doc.MediaType, mt)
 	}
 	if doc.SchemaVersion == nil || *doc.SchemaVersion != 2 {
-		return "", nil, newError(CodeManifestInvalid, "schemaVersion must be 2 (Docker schema 1 manifests are not supported)")
+		return "", nil, newError(oci.CodeManifestInvalid, "schemaVersion must be 2 (Docker schema 1 manifests are not supported)")
 	}
 	switch mt {
-	case MediaTypeOCIManifest, MediaTypeDockerManifest:
+	case oci.MediaTypeOCIManifest, oci.MediaTypeDockerManifest:
 		if doc.Config == nil {
-			return "", nil, newError(CodeManifestInvalid, "an image manifest needs a config descriptor")
+			return "", nil, newError(oci.CodeManifestInvalid, "an image manifest needs a config descriptor")
 		}
 		if doc.Manifests != nil {
-			return "", nil, newError(CodeManifestInvalid, "an image manifest cannot list manifests")
+			return "", nil, newError(oci.CodeManifestInvalid, "an image manifest cannot list manifests")
 		}
 		if err := checkDescriptor("config", *doc.Config); err != nil {
 			return "", nil, err
@@ -257,9 +239,9 @@ func parseManifest(contentType string, body []byte) (string, *manifestDoc, error
 				return "", nil, err
 			}
 		}
-	case MediaTypeOCIIndex, MediaTypeDockerList:
+	case oci.MediaTypeOCIIndex, oci.MediaTypeDockerList:
 		if doc.Config != nil || doc.Layers != nil {
-			return "", nil, newError(CodeManifestInvalid, "an index cannot have a config or layers")
+			return "", nil, newError(oci.CodeManifestInvalid, "an index cannot have a config or layers")
 		}
 		for i, m := range doc.Manifests {
 			if err := checkDescriptor(fmt.Sprintf("manifests[%d]", i), m); err != nil {
@@ -267,8 +249,8 @@ func parseManifest(contentType string, body []byte) (string, *manifestDoc, error
 			}
 		}
 	default:
-		return "", nil, newError(CodeManifestInvalid, "unsupported manifest media type %q: use %s, %s, %s or %s",
-			mt, MediaTypeOCIManifest, MediaTypeOCIIndex, MediaTypeDockerManifest, MediaTypeDockerList)
+		return "", nil, newError(oci.CodeManifestInvalid, "unsupported manifest media type %q: use %s, %s, %s or %s",
+			mt, oci.MediaTypeOCIManifest, oci.MediaTypeOCIIndex, oci.MediaTypeDockerManifest, oci.MediaTypeDockerList)
 	}
 	if doc.Subject != nil {
 		if err := checkDescriptor("subject", *doc.Subject); err != nil {
@@ -283,20 +265,20 @@ func parseManifest(contentType string, body []byte) (string, *manifestDoc, error
 func checkDescriptor(field string, d descriptor) error {
 	dg, err := digest.Parse(d.Digest)
 	if err != nil {
-		return newError(CodeManifestInvalid, "%s: invalid digest %q: %v", field, d.Digest, err)
+		return newError(oci.CodeManifestInvalid, "%s: invalid digest %q: %v", field, d.Digest, err)
 	}
 	if d.MediaType == "" {
-		return newError(CodeManifestInvalid, "%s: mediaType is missing", field)
+		return newError(oci.CodeManifestInvalid, "%s: mediaType is missing", field)
 	}
 	if d.Size < 0 {
-		return newError(CodeManifestInvalid, "%s: negative size %d", field, d.Size)
+		return newError(oci.CodeManifestInvalid, "%s: negative size %d", field, d.Size)
 	}
 	if d.Data != nil {
 		if int64(len(d.Data)) != d.Size {
-			return newError(CodeManifestInvalid, "%s: data holds %d bytes, size says %d", field, len(d.Data), d.Size)
+			return newError(oci.CodeManifestInvalid, "%s: data holds %d bytes, size says %d", field, len(d.Data), d.Size)
 		}
 		if dg.Algorithm().Available() && dg.Algorithm().FromBytes(d.Data) != dg {
-			return newError(CodeManifestInvalid, "%s: data does not match digest %s", field, dg)
+			return newError(oci.CodeManifestInvalid, "%s: data does not match digest %s", field, dg)
 		}
 	}
 	return nil
@@ -317,7 +299,7 @@ func (rg *Registry) checkReferences(ctx context.Context, name, mt string, doc *m
 		refs = append(refs, ref{*doc.Config, false})
 	}
 	for _, l := range doc.Layers {
-		if !nonDistributable[l.MediaType] {
+		if !oci.IsNonDistributable(l.MediaType) {
 			refs = append(refs, ref{l, false})
 		}
 	}
@@ -330,8 +312,8 @@ func (rg *Registry) checkReferences(ctx context.Context, name, mt string, doc *m
 		if rf.manifest {
 			table, what = storage.Manifests, "manifest"
 		}
-		unknown := newError(CodeManifestBlobUnknown, "the manifest references %s %s, which this repository does not hold: push it first", what, dg).
-			withDetail(map[string]string{"digest": dg.String()})
+		unknown := newError(oci.CodeManifestBlobUnknown, "the manifest references %s %s, which this repository does not hold: push it first", what, dg).
+			WithDetail(map[string]string{"digest": dg.String()})
 		if _, err := rg.driver.GetEntry(ctx, name, table, dg.String()); errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalid) {
 			return unknown
 		} else if err != nil {
@@ -344,8 +326,8 @@ func (rg *Registry) checkReferences(ctx context.Context, name, mt string, doc *m
 			return storageError("checking manifest references", err)
 		}
 		if size != rf.d.Size {
-			return newError(CodeManifestInvalid, "the manifest gives %s %s a size of %d bytes; it holds %d", what, dg, rf.d.Size, size).
-				withDetail(map[string]string{"digest": dg.String()})
+			return newError(oci.CodeManifestInvalid, "the manifest gives %s %s a size of %d bytes; it holds %d", what, dg, rf.d.Size, size).
+				WithDetail(map[string]string{"digest": dg.String()})
 		}
 	}
 	return nil
@@ -464,11 +446,11 @@ func accepted(w http.ResponseWriter) error {
 }
 
 func manifestUnknown(name, ref string) error {
-	return newError(CodeManifestUnknown, "manifest %s is unknown to repository %s", ref, name).
-		withDetail(map[string]string{"name": name, "reference": ref})
+	return newError(oci.CodeManifestUnknown, "manifest %s is unknown to repository %s", ref, name).
+		WithDetail(map[string]string{"name": name, "reference": ref})
 }
 
 func manifestTooLarge(limit int64) error {
-	return newError(CodeManifestInvalid, "the manifest is larger than the registry's limit of %d bytes", limit).
-		withStatus(http.StatusRequestEntityTooLarge).withDetail(map[string]int64{"limit": limit})
+	return newError(oci.CodeManifestInvalid, "the manifest is larger than the registry's limit of %d bytes", limit).
+		WithStatus(http.StatusRequestEntityTooLarge).WithDetail(map[string]int64{"limit": limit})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 )
 
@@ -52,9 +53,9 @@ func (rg *Registry) listReferrers(w http.ResponseWriter, r *http.Request, rt rou
 	if filter != "" {
 		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
-	return writeJSON(w, MediaTypeOCIIndex, struct {
+	return writeJSON(w, oci.MediaTypeOCIIndex, struct {
 		SchemaVersion int          `json:"schemaVersion"`
 		MediaType     string       `json:"mediaType"`
 		Manifests     []descriptor `json:"manifests"`
-	}{2, MediaTypeOCIIndex, manifests})
+	}{2, oci.MediaTypeOCIIndex, manifests})
 }

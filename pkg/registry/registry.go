@@ -62,6 +62,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 )
 
@@ -294,8 +295,8 @@ func (rg *Registry) dispatch(w http.ResponseWriter, r *http.Request) (route, str
 	}
 	h, need, ok := rt.handler(rg, r.Method)
 	if !ok {
-		return rt, "", newError(CodeUnsupported, "method %s is not allowed on %s", r.Method, r.URL.Path).
-			withHeader("Allow", strings.Join(rt.methods(), ", "))
+		return rt, "", newError(oci.CodeUnsupported, "method %s is not allowed on %s", r.Method, r.URL.Path).
+			WithHeader("Allow", strings.Join(rt.methods(), ", "))
 	}
 	p, err := rg.authorize(r, rt, need)
 	if err != nil {

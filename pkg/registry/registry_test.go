@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/imagegate/imagegate/internal/registrytest"
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/registry"
 )
 
@@ -123,12 +124,12 @@ func (c *client) image(repo string) []byte {
 	layer := randomBytes(c.t, 1000)
 	cdg, ldg := c.pushBlob(repo, cfg), c.pushBlob(repo, layer)
 	return []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":%q,"size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":%q,"size":%d}]}`,
-		registry.MediaTypeOCIManifest, cdg, len(cfg), ldg, len(layer)))
+		oci.MediaTypeOCIManifest, cdg, len(cfg), ldg, len(layer)))
 }
 
 func (c *client) putManifest(repo, ref string, m []byte) *http.Response {
 	c.t.Helper()
-	resp, body := c.do("PUT", "/v2/"+repo+"/manifests/"+ref, m, "Content-Type", registry.MediaTypeOCIManifest)
+	resp, body := c.do("PUT", "/v2/"+repo+"/manifests/"+ref, m, "Content-Type", oci.MediaTypeOCIManifest)
 	expect(c.t, resp, body, http.StatusCreated, "")
 	return resp
 }
@@ -184,7 +185,7 @@ func TestNamesAndReferences(t *testing.T) {
 			// Send the path as is, without Go's cleaning.
 			req.URL.Opaque = "//" + reg.Host + tc.path
 			req.SetBasicAuth(reg.Username, reg.Password)
-			req.Header.Set("Content-Type", registry.MediaTypeOCIManifest)
+			req.Header.Set("Content-Type", oci.MediaTypeOCIManifest)
 			resp, err := c.http.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -217,7 +218,7 @@ func TestManifestValidation(t *testing.T) {
 	doc["layers"].([]any)[0].(map[string]any)["size"] = 999
 	wrongSize, _ := json.Marshal(doc)
 	index := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"manifests":[{"mediaType":%q,"digest":%q,"size":10}]}`,
-		registry.MediaTypeOCIIndex, registry.MediaTypeOCIManifest, digest.FromString("child")))
+		oci.MediaTypeOCIIndex, oci.MediaTypeOCIManifest, digest.FromString("child")))
 	huge := append(good[:len(good)-1:len(good)-1], []byte(`,"annotations":{"big":"`+strings.Repeat("x", 70<<10)+`"}}`)...)
 
 	for _, tc := range []struct {
@@ -228,20 +229,20 @@ func TestManifestValidation(t *testing.T) {
 		status      int
 		code        string
 	}{
-		{"not JSON", "bad", registry.MediaTypeOCIManifest, []byte("{nope"), 400, "MANIFEST_INVALID"},
-		{"no schemaVersion", "bad", registry.MediaTypeOCIManifest, []byte(`{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{}}`), 400, "MANIFEST_INVALID"},
+		{"not JSON", "bad", oci.MediaTypeOCIManifest, []byte("{nope"), 400, "MANIFEST_INVALID"},
+		{"no schemaVersion", "bad", oci.MediaTypeOCIManifest, []byte(`{"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{}}`), 400, "MANIFEST_INVALID"},
 		{"schema 1", "bad", "application/vnd.docker.distribution.manifest.v1+prettyjws", []byte(`{"schemaVersion":1}`), 400, "MANIFEST_INVALID"},
 		{"unknown media type", "bad", "application/x-nope", []byte(`{"schemaVersion":2}`), 400, "MANIFEST_INVALID"},
-		{"media type mismatch", "bad", registry.MediaTypeDockerManifest, good, 400, "MANIFEST_INVALID"},
-		{"no config", "bad", registry.MediaTypeOCIManifest, []byte(`{"schemaVersion":2,"layers":[]}`), 400, "MANIFEST_INVALID"},
-		{"bad descriptor digest", "bad", registry.MediaTypeOCIManifest, bytes.Replace(good, []byte(`"digest":"sha256:`), []byte(`"digest":"sha256:zz`), 1), 400, "MANIFEST_INVALID"},
-		{"unknown layer", "bad", registry.MediaTypeOCIManifest, withMissing, 400, "MANIFEST_BLOB_UNKNOWN"},
-		{"wrong layer size", "bad", registry.MediaTypeOCIManifest, wrongSize, 400, "MANIFEST_INVALID"},
-		{"unknown child manifest", "bad", registry.MediaTypeOCIIndex, index, 400, "MANIFEST_BLOB_UNKNOWN"},
-		{"oversized", "bad", registry.MediaTypeOCIManifest, huge, 413, "MANIFEST_INVALID"},
-		{"digest mismatch", digest.FromString("other").String(), registry.MediaTypeOCIManifest, good, 400, "DIGEST_INVALID"},
-		{"bad tag parameter", "bad?tag=-x", registry.MediaTypeOCIManifest, good, 400, "MANIFEST_INVALID"},
-		{"good", "v1", registry.MediaTypeOCIManifest, good, 201, ""},
+		{"media type mismatch", "bad", oci.MediaTypeDockerManifest, good, 400, "MANIFEST_INVALID"},
+		{"no config", "bad", oci.MediaTypeOCIManifest, []byte(`{"schemaVersion":2,"layers":[]}`), 400, "MANIFEST_INVALID"},
+		{"bad descriptor digest", "bad", oci.MediaTypeOCIManifest, bytes.Replace(good, []byte(`"digest":"sha256:`), []byte(`"digest":"sha256:zz`), 1), 400, "MANIFEST_INVALID"},
+		{"unknown layer", "bad", oci.MediaTypeOCIManifest, withMissing, 400, "MANIFEST_BLOB_UNKNOWN"},
+		{"wrong layer size", "bad", oci.MediaTypeOCIManifest, wrongSize, 400, "MANIFEST_INVALID"},
+		{"unknown child manifest", "bad", oci.MediaTypeOCIIndex, index, 400, "MANIFEST_BLOB_UNKNOWN"},
+		{"oversized", "bad", oci.MediaTypeOCIManifest, huge, 413, "MANIFEST_INVALID"},
+		{"digest mismatch", digest.FromString("other").String(), oci.MediaTypeOCIManifest, good, 400, "DIGEST_INVALID"},
+		{"bad tag parameter", "bad?tag=-x", oci.MediaTypeOCIManifest, good, 400, "MANIFEST_INVALID"},
+		{"good", "v1", oci.MediaTypeOCIManifest, good, 201, ""},
 		{"generic content type", "v2", "application/json", good, 201, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -262,7 +263,7 @@ func TestManifestValidation(t *testing.T) {
 	}
 	// Both accepted pushes serve the media type the document declares.
 	resp, _ = c.do("GET", "/v2/team/app/manifests/v2", nil)
-	if ct := resp.Header.Get("Content-Type"); ct != registry.MediaTypeOCIManifest {
+	if ct := resp.Header.Get("Content-Type"); ct != oci.MediaTypeOCIManifest {
 		t.Fatalf("Content-Type %q", ct)
 	}
 }
@@ -554,7 +555,7 @@ func TestReferrers(t *testing.T) {
 	var refs []digest.Digest
 	for i, at := range []string{"application/vnd.example.sbom", "application/vnd.example.sig"} {
 		m := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":%q,"artifactType":%q,"config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":%q,"size":2},"layers":[],"subject":{"mediaType":%q,"digest":%q,"size":%d},"annotations":{"n":"%d"}}`,
-			registry.MediaTypeOCIManifest, at, empty, registry.MediaTypeOCIManifest, sdg, len(subject), i))
+			oci.MediaTypeOCIManifest, at, empty, oci.MediaTypeOCIManifest, sdg, len(subject), i))
 		dg := digest.FromBytes(m)
 		resp := c.putManifest("team/app", dg.String(), m)
 		if resp.Header.Get("OCI-Subject") != sdg.String() {
@@ -565,7 +566,7 @@ func TestReferrers(t *testing.T) {
 	list := func(query string) (*http.Response, []map[string]any) {
 		resp, body := c.do("GET", "/v2/team/app/referrers/"+sdg.String()+query, nil)
 		expect(t, resp, body, 200, "")
-		if ct := resp.Header.Get("Content-Type"); ct != registry.MediaTypeOCIIndex {
+		if ct := resp.Header.Get("Content-Type"); ct != oci.MediaTypeOCIIndex {
 			t.Fatalf("referrers Content-Type %q", ct)
 		}
 		var idx struct{ Manifests []map[string]any }

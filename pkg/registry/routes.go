@@ -7,6 +7,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 )
 
@@ -48,7 +49,7 @@ func parseRoute(path string) (route, error) {
 	}
 	rest, ok := strings.CutPrefix(path, "/v2/")
 	if !ok {
-		return route{}, newError(CodeNameUnknown, "no such endpoint: %s", path).withStatus(http.StatusNotFound)
+		return route{}, newError(oci.CodeNameUnknown, "no such endpoint: %s", path).WithStatus(http.StatusNotFound)
 	}
 	segs := strings.Split(rest, "/")
 	n := len(segs)
@@ -70,11 +71,11 @@ func parseRoute(path string) (route, error) {
 	case n >= 3 && segs[n-2] == "referrers":
 		rt = route{kind: routeReferrers, name: strings.Join(segs[:n-2], "/"), ref: segs[n-1]}
 	default:
-		return route{}, newError(CodeNameUnknown, "no such endpoint: %s", path).withStatus(http.StatusNotFound)
+		return route{}, newError(oci.CodeNameUnknown, "no such endpoint: %s", path).WithStatus(http.StatusNotFound)
 	}
 	if err := storage.ValidateRepository(rt.name); err != nil {
-		return rt, newError(CodeNameInvalid, "invalid repository name %q: lower-case letters, digits and separators (._-) in components joined by /, under 256 characters", rt.name).
-			withDetail(map[string]string{"name": rt.name})
+		return rt, newError(oci.CodeNameInvalid, "invalid repository name %q: lower-case letters, digits and separators (._-) in components joined by /, under 256 characters", rt.name).
+			WithDetail(map[string]string{"name": rt.name})
 	}
 	return rt, nil
 }
@@ -161,14 +162,14 @@ var tagRE = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 func parseDigest(s string) (digest.Digest, error) {
 	d, err := digest.Parse(s)
 	if err != nil {
-		return "", newError(CodeDigestInvalid, "invalid digest %q: %v", s, err).withDetail(map[string]string{"digest": s})
+		return "", newError(oci.CodeDigestInvalid, "invalid digest %q: %v", s, err).WithDetail(map[string]string{"digest": s})
 	}
 	switch d.Algorithm() {
 	case digest.SHA256, digest.SHA512:
 		return d, nil
 	}
-	return "", newError(CodeDigestInvalid, "unsupported digest algorithm %q: use sha256 or sha512", d.Algorithm()).
-		withDetail(map[string]string{"digest": s})
+	return "", newError(oci.CodeDigestInvalid, "unsupported digest algorithm %q: use sha256 or sha512", d.Algorithm()).
+		WithDetail(map[string]string{"digest": s})
 }
 
 // isDigestRef reports whether a manifest reference is a digest (tags cannot
@@ -178,8 +179,8 @@ func isDigestRef(ref string) bool { return strings.Contains(ref, ":") }
 // checkTag validates a tag.
 func checkTag(tag string) error {
 	if !tagRE.MatchString(tag) {
-		return newError(CodeManifestInvalid, "invalid tag %q: up to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'", tag).
-			withDetail(map[string]string{"tag": tag})
+		return newError(oci.CodeManifestInvalid, "invalid tag %q: up to 128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'", tag).
+			WithDetail(map[string]string{"tag": tag})
 	}
 	return nil
 }

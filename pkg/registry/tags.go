@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 )
 
@@ -30,7 +31,7 @@ func parsePage(r *http.Request) (page, error) {
 	if s := q.Get("n"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
-			return p, newError(CodeUnsupported, "n must be a non-negative integer, not %q", s).withStatus(http.StatusBadRequest)
+			return p, newError(oci.CodeUnsupported, "n must be a non-negative integer, not %q", s).WithStatus(http.StatusBadRequest)
 		}
 		p.n, p.given = min(n, maxPageSize), true
 	}
@@ -46,7 +47,7 @@ func (p page) limit() int {
 	return p.n + 1
 }
 
-// link sets the Link header (RFC 5988, rel="next") when items holds more
+// link sets the Link header (RFC 8288, rel="next") when items holds more
 // than a page, and returns the page.
 func (p page) link(w http.ResponseWriter, path string, items []string) []string {
 	if p.n < 0 || len(items) <= p.n {
@@ -55,7 +56,7 @@ func (p page) link(w http.ResponseWriter, path string, items []string) []string 
 	items = items[:p.n]
 	if p.n > 0 {
 		q := url.Values{"n": {strconv.Itoa(p.n)}, "last": {items[len(items)-1]}}
-		w.Header().Set("Link", "<"+path+"?"+q.Encode()+`>; rel="next"`)
+		w.Header().Set("Link", oci.Link(path+"?"+q.Encode(), "next"))
 	}
 	return items
 }
@@ -85,7 +86,7 @@ func (rg *Registry) listTags(w http.ResponseWriter, r *http.Request, rt route) e
 			return err
 		}
 		if !exists {
-			return newError(CodeNameUnknown, "repository %s is unknown", rt.name).withDetail(map[string]string{"name": rt.name})
+			return newError(oci.CodeNameUnknown, "repository %s is unknown", rt.name).WithDetail(map[string]string{"name": rt.name})
 		}
 	}
 	tags = p.link(w, "/v2/"+rt.name+"/tags/list", tags)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 )
 
@@ -186,7 +187,7 @@ func (rg *Registry) appendChunk(ctx context.Context, r *http.Request, name strin
 			return up, rangeError(name, up, fmt.Sprintf("chunk starts at byte %d, the upload holds %d bytes: chunks must be sent in order", start, up.Size))
 		}
 		if length >= 0 && length != end-start+1 {
-			return up, newError(CodeSizeInvalid, "Content-Range %q covers %d bytes, Content-Length is %d", cr, end-start+1, length)
+			return up, newError(oci.CodeSizeInvalid, "Content-Range %q covers %d bytes, Content-Length is %d", cr, end-start+1, length)
 		}
 		offset, length = start, end-start+1
 	}
@@ -217,7 +218,7 @@ func (rg *Registry) putUpload(w http.ResponseWriter, r *http.Request, rt route) 
 	ctx := r.Context()
 	ds := r.URL.Query().Get("digest")
 	if ds == "" {
-		return newError(CodeDigestInvalid, "the digest query parameter is required to close an upload")
+		return newError(oci.CodeDigestInvalid, "the digest query parameter is required to close an upload")
 	}
 	dg, err := parseDigest(ds)
 	if err != nil {
@@ -239,15 +240,15 @@ func (rg *Registry) putUpload(w http.ResponseWriter, r *http.Request, rt route) 
 		if err := rg.driver.AbortUpload(ctx, up.ID); err != nil && !errors.Is(err, storage.ErrUploadUnknown) {
 			rg.log.WarnContext(ctx, "cancelling upload after a digest mismatch failed", "upload", up.ID, "error", err)
 		}
-		return newError(CodeDigestInvalid, "the uploaded content has digest %s, not %s", computed, dg).
-			withDetail(map[string]string{"digest": dg.String()})
+		return newError(oci.CodeDigestInvalid, "the uploaded content has digest %s, not %s", computed, dg).
+			WithDetail(map[string]string{"digest": dg.String()})
 	}
 	err = rg.driver.CommitUpload(ctx, up.ID, up.Size, computed)
 	switch {
 	case errors.Is(err, storage.ErrUploadUnknown):
 		return uploadUnknown(up.ID)
 	case errors.Is(err, storage.ErrRangeInvalid):
-		return newError(CodeBlobUploadInvalid, "the upload received more data while it was being closed")
+		return newError(oci.CodeBlobUploadInvalid, "the upload received more data while it was being closed")
 	case err != nil:
 		return storageError("committing upload", err)
 	}
@@ -321,16 +322,16 @@ func blobCreated(w http.ResponseWriter, name string, dg digest.Digest) error {
 }
 
 func uploadUnknown(id string) error {
-	return newError(CodeBlobUploadUnknown, "upload %s is unknown: it was never started, or was completed or cancelled", id)
+	return newError(oci.CodeBlobUploadUnknown, "upload %s is unknown: it was never started, or was completed or cancelled", id)
 }
 
 // rangeError is the 416 answer to an out-of-order chunk, with the headers
 // a client needs to resume.
 func rangeError(name string, up storage.Upload, msg string) error {
-	return newError(CodeBlobUploadInvalid, "%s", msg).withStatus(http.StatusRequestedRangeNotSatisfiable).
-		withHeader("Location", uploadLocation(name, up.ID)).
-		withHeader("Range", uploadRange(up.Size)).
-		withHeader("Docker-Upload-UUID", up.ID)
+	return newError(oci.CodeBlobUploadInvalid, "%s", msg).WithStatus(http.StatusRequestedRangeNotSatisfiable).
+		WithHeader("Location", uploadLocation(name, up.ID)).
+		WithHeader("Range", uploadRange(up.Size)).
+		WithHeader("Docker-Upload-UUID", up.ID)
 }
 
 // parseContentRange parses a chunk's Content-Range: "<start>-<end>"
@@ -346,8 +347,8 @@ func parseContentRange(v string) (start, end int64, err error) {
 	start, err1 := strconv.ParseInt(a, 10, 64)
 	end, err2 := strconv.ParseInt(b, 10, 64)
 	if !ok || err1 != nil || err2 != nil || start < 0 || end < start {
-		return 0, 0, newError(CodeBlobUploadInvalid, "invalid Content-Range %q: want <start>-<end>, inclusive", v).
-			withStatus(http.StatusRequestedRangeNotSatisfiable)
+		return 0, 0, newError(oci.CodeBlobUploadInvalid, "invalid Content-Range %q: want <start>-<end>, inclusive", v).
+			WithStatus(http.StatusRequestedRangeNotSatisfiable)
 	}
 	return start, end, nil
 }
@@ -415,15 +416,15 @@ func uploadError(op string, err error) error {
 	var ce *clientError
 	switch {
 	case errors.Is(err, errDigestMismatch):
-		return newError(CodeDigestInvalid, "%v", unwrapTo(err, errDigestMismatch))
+		return newError(oci.CodeDigestInvalid, "%v", unwrapTo(err, errDigestMismatch))
 	case errors.Is(err, errSizeMismatch):
-		return newError(CodeSizeInvalid, "%v", unwrapTo(err, errSizeMismatch))
+		return newError(oci.CodeSizeInvalid, "%v", unwrapTo(err, errSizeMismatch))
 	case errors.As(err, &ce):
-		return newError(CodeBlobUploadInvalid, "%v", ce)
+		return newError(oci.CodeBlobUploadInvalid, "%v", ce)
 	case errors.Is(err, storage.ErrUploadUnknown):
-		return newError(CodeBlobUploadUnknown, "the upload is unknown: it was completed or cancelled")
+		return newError(oci.CodeBlobUploadUnknown, "the upload is unknown: it was completed or cancelled")
 	case errors.Is(err, storage.ErrRangeInvalid):
-		return newError(CodeSizeInvalid, "the body's length does not match Content-Length or Content-Range")
+		return newError(oci.CodeSizeInvalid, "the body's length does not match Content-Length or Content-Range")
 	}
 	return storageError(op, err)
 }

@@ -2,6 +2,8 @@ package transfer
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,125 +12,205 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
-// authTransport returns the transport for requests to host with access
-// to scopes: it pings the registry over https (distribution spec, "API
-// version check"), then exchanges the credentials for a bearer token or
-// sends them as basic authentication, as the challenge asks.
+// ping returns the registry's challenge (distribution-spec, "API version
+// check"), asking once per Client: every repository of the registry needs
+// it, and it does not change. A failure is not remembered.
 //
 // It does its own ping instead of go-containerregistry's, which races a
 // plain-HTTP ping against the https one for loopback and private
 // addresses: a TLS registry there must never see plain HTTP.
-func authTransport(ctx context.Context, host string, et *endpointTransport, scopes []string) (http.RoundTripper, error) {
-	reg, err := name.NewRegistry(host, name.WeakValidation)
-	if err != nil {
-		return nil, err
-	}
-	ch, err := et.ping(ctx, host)
-	if err != nil {
-		return nil, err
-	}
-	switch strings.ToLower(ch.Scheme) {
-	case "":
-		return et.rt, nil
-	case "bearer":
-		tok, err := transport.Exchange(ctx, reg, et.auth, et.rt, scopes, ch)
-		if err != nil {
-			return nil, fmt.Errorf("getting a token for %s: %w", strings.Join(scopes, " "), err)
-		}
-		return transport.FromToken(reg, et.auth, et.rt, ch, tok)
-	case "basic":
-		return transport.FromToken(reg, et.auth, et.rt, ch, &transport.Token{})
-	}
-	return nil, fmt.Errorf("registry %s asks for %q authentication, which is not supported (basic and bearer are)", host, ch.Scheme)
-}
-
-// ping returns the registry's challenge, asking once per Copier: every
-// repository client of the registry needs it, and it does not change. A
-// failure is not remembered.
-func (et *endpointTransport) ping(ctx context.Context, host string) (*transport.Challenge, error) {
+func (et *endpointTransport) ping(ctx context.Context) (*oci.Challenge, error) {
 	et.mu.Lock()
 	defer et.mu.Unlock()
 	if et.challenge != nil {
 		return et.challenge, nil
 	}
-	ch, err := ping(ctx, host, et.rt)
-	if err != nil {
-		return nil, err
-	}
-	et.challenge = ch
-	return ch, nil
-}
-
-func ping(ctx context.Context, host string, rt http.RoundTripper) (*transport.Challenge, error) {
+	host := et.ep.Host
+	op := "GET https://" + host + "/v2/"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+host+"/v2/", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := rt.RoundTrip(req)
+	resp, err := et.rt.RoundTrip(req)
 	if err != nil {
-		var te *transport.Error
-		if errors.As(err, &te) {
+		var oe *oci.Error
+		if errors.As(err, &oe) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("GET https://%s/v2/: %w", host, err)
+		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	defer func() {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-	}()
+	defer drain(resp)
 	switch resp.StatusCode {
 	case http.StatusOK:
-		return &transport.Challenge{}, nil
+		et.challenge = &oci.Challenge{}
 	case http.StatusUnauthorized:
-		for _, h := range resp.Header.Values("WWW-Authenticate") {
-			scheme, params := parseChallenge(h)
-			if s := strings.ToLower(scheme); s == "bearer" || s == "basic" {
-				return &transport.Challenge{Scheme: scheme, Parameters: params}, nil
-			}
+		ch, ok := oci.FindChallenge(resp.Header.Values("WWW-Authenticate"), "bearer", "basic")
+		if !ok {
+			return nil, fmt.Errorf("%s: 401 without a basic or bearer challenge (WWW-Authenticate: %q)", op, resp.Header.Get("WWW-Authenticate"))
 		}
-		return nil, fmt.Errorf("GET https://%s/v2/: 401 without a basic or bearer challenge (WWW-Authenticate: %q)", host, resp.Header.Get("WWW-Authenticate"))
+		et.challenge = &ch
+	default:
+		return nil, oci.ResponseError(op, resp)
 	}
-	return nil, transport.CheckError(resp, http.StatusOK, http.StatusUnauthorized)
+	return et.challenge, nil
 }
 
-// parseChallenge splits a WWW-Authenticate value (RFC 9110, section
-// 11.6.1) into its scheme and parameters, keys lower-cased.
-func parseChallenge(h string) (string, map[string]string) {
-	h = strings.TrimSpace(h)
-	scheme, rest, _ := strings.Cut(h, " ")
-	params := map[string]string{}
-	for rest = strings.TrimSpace(rest); rest != ""; {
-		eq := strings.IndexByte(rest, '=')
-		if eq < 0 {
-			break
-		}
-		k := strings.ToLower(strings.TrimSpace(rest[:eq]))
-		rest = strings.TrimSpace(rest[eq+1:])
-		var v string
-		if strings.HasPrefix(rest, `"`) {
-			var b strings.Builder
-			i := 1
-			for ; i < len(rest) && rest[i] != '"'; i++ {
-				if rest[i] == '\\' && i+1 < len(rest) {
-					i++
-				}
-				b.WriteByte(rest[i])
-			}
-			v = b.String()
-			rest = rest[min(i+1, len(rest)):]
-		} else {
-			end := strings.IndexByte(rest, ',')
-			if end < 0 {
-				end = len(rest)
-			}
-			v = strings.TrimSpace(rest[:end])
-			rest = rest[end:]
-		}
-		params[k] = v
-		rest = strings.TrimLeft(strings.TrimSpace(rest), ",")
-		rest = strings.TrimSpace(rest)
+// authorized returns the transport for requests to the registry with
+// access to scopes: the bare transport for a registry without
+// authentication, a bearer token exchanged for the credentials, or basic
+// authentication, as the challenge asks. tok is the token when there is
+// one.
+func (et *endpointTransport) authorized(ctx context.Context, scopes []string) (rt http.RoundTripper, tok *transport.Token, err error) {
+	ch, err := et.ping(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	return scheme, params
+	reg, err := name.NewRegistry(et.ep.Host, name.WeakValidation)
+	if err != nil {
+		return nil, nil, err
+	}
+	tc := &transport.Challenge{Scheme: ch.Scheme, Parameters: ch.Params}
+	switch strings.ToLower(ch.Scheme) {
+	case "":
+		return et.rt, nil, nil
+	case "bearer":
+		tok, err := transport.Exchange(ctx, reg, et.auth, et.rt, scopes, tc)
+		if err != nil {
+			return nil, nil, authError("getting a token for "+strings.Join(scopes, " "), err)
+		}
+		rt, err := transport.FromToken(reg, et.auth, et.rt, tc, tok)
+		return rt, tok, err
+	case "basic":
+		rt, err := transport.FromToken(reg, et.auth, et.rt, tc, &transport.Token{})
+		return rt, nil, err
+	}
+	return nil, nil, fmt.Errorf("registry %s asks for %q authentication, which is not supported (basic and bearer are)", et.ep.Host, ch.Scheme)
+}
+
+// checkBasic verifies basic credentials once per registry: unlike a token
+// exchange, nothing else would reject wrong ones before the first real
+// request.
+func (et *endpointTransport) checkBasic(ctx context.Context, rt http.RoundTripper) error {
+	et.mu.Lock()
+	defer et.mu.Unlock()
+	if et.basicOK || !strings.EqualFold(et.challenge.Scheme, "basic") {
+		return nil
+	}
+	op := "logging in to " + et.ep.Host
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+et.ep.Host+"/v2/", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer drain(resp)
+	if err := oci.CheckResponse(resp, op, http.StatusOK); err != nil {
+		return err
+	}
+	et.basicOK = true
+	return nil
+}
+
+// authError turns a failed token exchange into an *oci.Error when the
+// token service answered with a status, so that callers test it with
+// errors.Is(err, oci.ErrDenied) like any registry answer.
+func authError(op string, err error) error {
+	var te *transport.Error
+	if errors.As(err, &te) && te.StatusCode != 0 {
+		e := &oci.Error{Op: op, StatusCode: te.StatusCode}
+		for _, d := range te.Errors {
+			e.Errors = append(e.Errors, oci.Diagnostic{Code: oci.ErrorCode(d.Code), Message: d.Message})
+		}
+		return e
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// grants are the access claims of a registry token: repository name (or
+// "*" for every repository) to actions.
+type grants map[string]map[string]bool
+
+func (g grants) allows(repo string, push bool) bool {
+	for _, name := range []string{repo, "*"} {
+		a := g[name]
+		if a["*"] || (a["pull"] && (!push || a["push"])) {
+			return true
+		}
+	}
+	return false
+}
+
+// tokenGrants reads the access claim of a registry token, when the token
+// is a JWT: the Docker token specification's "access": [{"type":
+// "repository", "name", "actions"}], or imagegate's registry's
+// registry-wide "access": "read" | "write". It returns nil when the token
+// says nothing (an opaque token): then only a request can tell. The
+// signature is not checked; the registry does that, and the claim only
+// spares a request.
+func tokenGrants(tok *transport.Token) grants {
+	if tok == nil {
+		return nil
+	}
+	raw := tok.Token
+	if raw == "" {
+		raw = tok.AccessToken
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return nil
+	}
+	var claims struct {
+		Access json.RawMessage `json:"access"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || len(claims.Access) == 0 {
+		return nil
+	}
+	var level string
+	if json.Unmarshal(claims.Access, &level) == nil {
+		switch level {
+		case "write":
+			return grants{"*": {"pull": true, "push": true}}
+		case "read":
+			return grants{"*": {"pull": true}}
+		}
+		return nil
+	}
+	var list []struct {
+		Type    string   `json:"type"`
+		Name    string   `json:"name"`
+		Actions []string `json:"actions"`
+	}
+	if json.Unmarshal(claims.Access, &list) != nil {
+		return nil
+	}
+	g := grants{}
+	for _, a := range list {
+		if a.Type != "repository" {
+			continue
+		}
+		if g[a.Name] == nil {
+			g[a.Name] = map[string]bool{}
+		}
+		for _, act := range a.Actions {
+			g[a.Name][act] = true
+		}
+	}
+	return g
+}
+
+// drain reads what is left of a small answer, so the connection is reused,
+// and closes it.
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
 }

@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
 // flight is one piece of work of an operation that several jobs may
@@ -63,25 +63,25 @@ func (s *session) once(ctx context.Context, key string, fn func() (string, error
 // repository where another job of the operation placed it. That is how an
 // operation uploads each shared layer once across registries, where
 // go-containerregistry mounts only from the source repository.
-func (s *session) ensureBlob(ctx context.Context, sc, dc *repoClient, d descriptor, cnt *counters) error {
-	host := canonicalHost(dc.host)
-	_, leader, err := s.once(ctx, "blob "+host+"/"+dc.repo+"@"+d.Digest.String(), func() (string, error) {
+func (s *session) ensureBlob(ctx context.Context, sc, dc *Repository, d descriptor, cnt *counters) error {
+	host := oci.CanonicalHost(dc.host)
+	_, leader, err := s.once(ctx, "blob "+host+"/"+dc.name+"@"+d.Digest.String(), func() (string, error) {
 		from, first, err := s.once(ctx, "registry blob "+host+"@"+d.Digest.String(), func() (string, error) {
-			return dc.repo, s.placeBlob(ctx, sc, dc, d, cnt)
+			return dc.name, s.placeBlob(ctx, sc, dc, d, cnt)
 		})
 		switch {
 		case err != nil:
 			return "", err
 		case first:
 			return "", nil
-		case from == dc.repo:
+		case from == dc.name:
 			cnt.existing.Add(1)
 			return "", nil
 		}
 		return "", s.mountBlob(ctx, sc, dc, d, from, cnt)
 	})
 	if err != nil {
-		return s.fail(dc.host+"/"+dc.repo, StepBlob, d.Digest.String(), err)
+		return s.fail(dc.host+"/"+dc.name, StepBlob, d.Digest.String(), err)
 	}
 	if !leader {
 		cnt.existing.Add(1)
@@ -102,8 +102,8 @@ func (s *session) acquire(ctx context.Context, sem chan struct{}) error {
 
 // placeBlob is the first placement of a blob on the target registry in
 // this operation.
-func (s *session) placeBlob(ctx context.Context, sc, dc *repoClient, d descriptor, cnt *counters) error {
-	ref := dc.host + "/" + dc.repo
+func (s *session) placeBlob(ctx context.Context, sc, dc *Repository, d descriptor, cnt *counters) error {
+	ref := dc.host + "/" + dc.name
 	if err := s.acquire(ctx, s.blobSem); err != nil {
 		return s.fail(ref, StepBlob, d.Digest.String(), err)
 	}
@@ -117,14 +117,14 @@ func (s *session) placeBlob(ctx context.Context, sc, dc *repoClient, d descripto
 		return nil
 	}
 	location := ""
-	if canonicalHost(sc.host) == canonicalHost(dc.host) && sc.repo != dc.repo {
-		loc, mounted, err := dc.startUpload(ctx, d.Digest, sc.repo)
+	if oci.CanonicalHost(sc.host) == oci.CanonicalHost(dc.host) && sc.name != dc.name {
+		loc, mounted, err := dc.startUpload(ctx, d.Digest, sc.name)
 		if err != nil {
 			return s.fail(ref, StepMount, d.Digest.String(), err)
 		}
 		if mounted {
 			cnt.mounted.Add(1)
-			s.c.log.Debug("mounted blob", "digest", d.Digest, "from", sc.repo, "to", ref)
+			s.c.log.Debug("mounted blob", "digest", d.Digest, "from", sc.name, "to", ref)
 			return nil
 		}
 		location = loc
@@ -137,8 +137,8 @@ func (s *session) placeBlob(ctx context.Context, sc, dc *repoClient, d descripto
 // Mounts take a slot of their own, larger pool: they move no data, and
 // their cost is the registry's metadata writes, which overlap well, and
 // they should not wait behind the layer uploads they follow.
-func (s *session) mountBlob(ctx context.Context, sc, dc *repoClient, d descriptor, from string, cnt *counters) error {
-	ref := dc.host + "/" + dc.repo
+func (s *session) mountBlob(ctx context.Context, sc, dc *Repository, d descriptor, from string, cnt *counters) error {
+	ref := dc.host + "/" + dc.name
 	if err := s.acquire(ctx, s.mountSem); err != nil {
 		return s.fail(ref, StepMount, d.Digest.String(), err)
 	}
@@ -180,8 +180,8 @@ func (s *session) mountBlob(ctx context.Context, sc, dc *repoClient, d descripto
 // one is cut at the size) and the attribution of a mismatch to the
 // source (the target's DIGEST_INVALID becomes ErrDigestMismatch, and the
 // transfer is retried).
-func (s *session) upload(ctx context.Context, sc, dc *repoClient, d descriptor, location string, cnt *counters) error {
-	ref := dc.host + "/" + dc.repo
+func (s *session) upload(ctx context.Context, sc, dc *Repository, d descriptor, location string, cnt *counters) error {
+	ref := dc.host + "/" + dc.name
 	p := s.c.retry
 	for attempt := 0; ; attempt++ {
 		n, err := s.uploadOnce(ctx, sc, dc, d, location)
@@ -210,7 +210,7 @@ func (s *session) upload(ctx context.Context, sc, dc *repoClient, d descriptor, 
 	}
 }
 
-func (s *session) uploadOnce(ctx context.Context, sc, dc *repoClient, d descriptor, location string) (int64, error) {
+func (s *session) uploadOnce(ctx context.Context, sc, dc *Repository, d descriptor, location string) (int64, error) {
 	if location == "" {
 		loc, _, err := dc.startUpload(ctx, d.Digest, "")
 		if err != nil {
@@ -230,7 +230,7 @@ func (s *session) uploadOnce(ctx context.Context, sc, dc *repoClient, d descript
 		if sr.err != nil {
 			return 0, sr.err // the source's fault, not the target's
 		}
-		if hasErrorCode(err, "DIGEST_INVALID") {
+		if oci.HasCode(err, oci.CodeDigestInvalid) {
 			return 0, fmt.Errorf("%w: blob %s: the target registry found another digest in the content the source sent (%v)",
 				ErrDigestMismatch, d.Digest, err)
 		}
@@ -239,26 +239,10 @@ func (s *session) uploadOnce(ctx context.Context, sc, dc *repoClient, d descript
 	return sr.n, nil
 }
 
-// hasErrorCode reports whether err is a registry answer carrying the
-// error code (distribution spec, "Error Codes").
-func hasErrorCode(err error, code string) bool {
-	var te *transport.Error
-	if !errors.As(err, &te) {
-		return false
-	}
-	for _, d := range te.Errors {
-		if string(d.Code) == code {
-			return true
-		}
-	}
-	return false
-}
-
 // retryableBlobError reports whether a blob transfer is worth restarting.
 func retryableBlobError(err error) bool {
-	var te *transport.Error
-	if errors.As(err, &te) {
-		return retryableStatus(te.StatusCode)
+	if code := oci.StatusCode(err); code != 0 {
+		return retryableStatus(code)
 	}
 	return errors.Is(err, ErrDigestMismatch) || retryableError(err)
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -15,185 +13,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/imagegate/imagegate/pkg/oci"
 )
-
-// Copier copies images between registries. It is safe for concurrent use;
-// connections are kept between operations until Close.
-type Copier struct {
-	endpoints map[string]Endpoint
-	jobs      int
-	imageJobs int
-	retry     RetryPolicy
-	timeout   time.Duration
-	pageSize  int
-	log       *slog.Logger
-
-	mu         sync.Mutex
-	transports map[string]*endpointTransport
-}
-
-// Option configures a Copier.
-type Option func(*Copier) error
-
-// WithEndpoint sets the credentials and CA of one registry. Registries
-// without an endpoint are reached anonymously, trusting the system roots.
-// Giving the same host twice is an error.
-func WithEndpoint(ep Endpoint) Option {
-	return func(c *Copier) error {
-		if ep.Host == "" || strings.Contains(ep.Host, "/") {
-			return fmt.Errorf("endpoint host %q: want host[:port], an IPv6 address in brackets", ep.Host)
-		}
-		if _, err := name.NewRegistry(ep.Host, name.StrictValidation); err != nil {
-			return fmt.Errorf("endpoint host %q: %w", ep.Host, err)
-		}
-		k := canonicalHost(ep.Host)
-		if _, dup := c.endpoints[k]; dup {
-			return fmt.Errorf("endpoint %s is given twice", ep.Host)
-		}
-		c.endpoints[k] = ep
-		return nil
-	}
-}
-
-// WithJobs bounds the blob transfers in flight at once, across every image
-// of an operation (default 8).
-func WithJobs(n int) Option {
-	return func(c *Copier) error {
-		if n < 1 {
-			return fmt.Errorf("jobs must be at least 1, got %d", n)
-		}
-		c.jobs = n
-		return nil
-	}
-}
-
-// WithImageJobs bounds the images of one CopyAll copied at once (default
-// 16). An image in flight costs little: its blobs wait for the shared
-// pool of WithJobs; starting them all lets small layers travel beside the
-// large ones.
-func WithImageJobs(n int) Option {
-	return func(c *Copier) error {
-		if n < 1 {
-			return fmt.Errorf("image jobs must be at least 1, got %d", n)
-		}
-		c.imageJobs = n
-		return nil
-	}
-}
-
-// WithRetry sets the retry policy of every request (default
-// DefaultRetryPolicy).
-func WithRetry(p RetryPolicy) Option {
-	return func(c *Copier) error {
-		if err := p.validate(); err != nil {
-			return err
-		}
-		c.retry = p
-		return nil
-	}
-}
-
-// WithTimeout sets the deadline of each operation (Copy, CopyAll, Plan,
-// Resolve, ListTags), retries included (default 30 minutes).
-func WithTimeout(d time.Duration) Option {
-	return func(c *Copier) error {
-		if d <= 0 {
-			return fmt.Errorf("timeout must be positive, got %s", d)
-		}
-		c.timeout = d
-		return nil
-	}
-}
-
-// WithPageSize sets how many tags ListTags asks for per page (default 0:
-// the registry's own page size).
-func WithPageSize(n int) Option {
-	return func(c *Copier) error {
-		if n < 0 {
-			return fmt.Errorf("page size must not be negative, got %d", n)
-		}
-		c.pageSize = n
-		return nil
-	}
-}
-
-// WithLogger sets the logger for retries and progress (default: discard).
-// It never receives credentials, headers or query strings.
-func WithLogger(l *slog.Logger) Option {
-	return func(c *Copier) error {
-		if l == nil {
-			return errors.New("logger is nil")
-		}
-		c.log = l
-		return nil
-	}
-}
-
-// New returns a Copier configured by opts.
-func New(opts ...Option) (*Copier, error) {
-	c := &Copier{
-		endpoints:  map[string]Endpoint{},
-		jobs:       8,
-		imageJobs:  16,
-		retry:      DefaultRetryPolicy(),
-		timeout:    30 * time.Minute,
-		log:        discard,
-		transports: map[string]*endpointTransport{},
-	}
-	for _, o := range opts {
-		if err := o(c); err != nil {
-			return nil, err
-		}
-	}
-	for _, ep := range c.endpoints {
-		if _, _, err := tlsConfigs(ep); err != nil {
-			return nil, err
-		}
-	}
-	return c, nil
-}
-
-// Close releases idle connections.
-func (c *Copier) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, t := range c.transports {
-		for _, b := range t.bases {
-			b.CloseIdleConnections()
-		}
-	}
-}
-
-func (c *Copier) transport(host string) (*endpointTransport, error) {
-	k := canonicalHost(host)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if t, ok := c.transports[k]; ok {
-		return t, nil
-	}
-	ep, ok := c.endpoints[k]
-	if !ok {
-		ep = Endpoint{Host: host}
-	}
-	t, err := newEndpointTransport(ep, c)
-	if err != nil {
-		return nil, err
-	}
-	c.transports[k] = t
-	return t, nil
-}
-
-// maxRequests is the most requests an operation has in flight to one
-// registry: blob transfers, mounts (see newSession) and one manifest
-// request per image.
-func (c *Copier) maxRequests() int { return c.jobs + mountJobs(c.jobs) + c.imageJobs }
-
-// mountJobs is the size of the pool of mounts: see (*session).mountBlob.
-func mountJobs(jobs int) int { return 4 * jobs }
-
-func (c *Copier) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, c.timeout, fmt.Errorf("%w (%s)", ErrDeadline, c.timeout))
-}
 
 // Job is one copy: Src and Dst are references, registry/repository:tag or
 // registry/repository@digest, IPv6 hosts in brackets.
@@ -229,7 +51,7 @@ type BlobStats struct {
 }
 
 // Copy copies one image or index from src to dst.
-func (c *Copier) Copy(ctx context.Context, src, dst string) (*Result, error) {
+func (c *Client) Copy(ctx context.Context, src, dst string) (*Result, error) {
 	rs, err := c.CopyAll(ctx, []Job{{Src: src, Dst: dst}})
 	if len(rs) == 0 {
 		return nil, err
@@ -243,13 +65,13 @@ func (c *Copier) Copy(ctx context.Context, src, dst string) (*Result, error) {
 // that received it. Each target tag is written last, once everything it
 // refers to is in place, so a failed copy publishes nothing. Results are
 // in the order of jobs; the error joins the failures of every job.
-func (c *Copier) CopyAll(ctx context.Context, jobs []Job) ([]Result, error) {
+func (c *Client) CopyAll(ctx context.Context, jobs []Job) ([]Result, error) {
 	return c.run(ctx, jobs, false)
 }
 
 // Plan resolves every job as CopyAll would, reading both sides, and
 // reports which targets would change; it writes nothing (check mode).
-func (c *Copier) Plan(ctx context.Context, jobs []Job) ([]Result, error) {
+func (c *Client) Plan(ctx context.Context, jobs []Job) ([]Result, error) {
 	return c.run(ctx, jobs, true)
 }
 
@@ -260,7 +82,7 @@ type parsedJob struct {
 	srcString, dstName string
 }
 
-// ParseReference parses an image reference the way a Copier does: a
+// ParseReference parses an image reference the way a Client does: a
 // registry host is required (no implicit docker.io), a missing tag means
 // latest.
 //
@@ -297,7 +119,7 @@ func parseJobs(jobs []Job) ([]*parsedJob, error) {
 			srcHost: src.Context().RegistryStr(), dstHost: dst.Context().RegistryStr(),
 			srcRepo: src.Context().RepositoryStr(), dstRepo: dst.Context().RepositoryStr(),
 			srcString: src.String(), dstName: dst.String()}
-		k := canonicalHost(p.dstHost) + "/" + p.dstRepo + "|" + dst.Identifier()
+		k := oci.CanonicalHost(p.dstHost) + "/" + p.dstRepo + "|" + dst.Identifier()
 		if prev, dup := seen[k]; dup {
 			return nil, &Error{Ref: j.Dst, Step: StepParse,
 				Err: fmt.Errorf("jobs %d and %d both write this target; copy to each target once", prev, i)}
@@ -308,7 +130,7 @@ func parseJobs(jobs []Job) ([]*parsedJob, error) {
 	return out, nil
 }
 
-func (c *Copier) run(ctx context.Context, jobs []Job, plan bool) ([]Result, error) {
+func (c *Client) run(ctx context.Context, jobs []Job, plan bool) ([]Result, error) {
 	parsed, err := parseJobs(jobs)
 	if err != nil {
 		return nil, err
@@ -344,16 +166,9 @@ func (c *Copier) run(ctx context.Context, jobs []Job, plan bool) ([]Result, erro
 	return results, errors.Join(errs...)
 }
 
-// Descriptor is what a reference points at.
-type Descriptor struct {
-	Digest    string
-	MediaType string
-	Size      int64
-}
-
 // Resolve returns the manifest a reference points at; an absent tag is an
 // error matching ErrNotFound.
-func (c *Copier) Resolve(ctx context.Context, ref string) (*Descriptor, error) {
+func (c *Client) Resolve(ctx context.Context, ref string) (*Descriptor, error) {
 	r, err := ParseReference(ref)
 	if err != nil {
 		return nil, err
@@ -365,15 +180,15 @@ func (c *Copier) Resolve(ctx context.Context, ref string) (*Descriptor, error) {
 	if err != nil {
 		return nil, s.fail(r.String(), StepConnect, "", err)
 	}
-	m, err := rc.getManifest(ctx, r.Identifier())
+	m, err := rc.Get(ctx, r.Identifier())
 	if err != nil {
 		return nil, s.fail(r.String(), StepSourceManifest, "", err)
 	}
-	return &Descriptor{Digest: m.digest.String(), MediaType: m.mediaType, Size: int64(len(m.raw))}, nil
+	return &Descriptor{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body))}, nil
 }
 
 // ListTags lists the tags of repository (registry/repository), every page.
-func (c *Copier) ListTags(ctx context.Context, repository string) ([]string, error) {
+func (c *Client) ListTags(ctx context.Context, repository string) ([]string, error) {
 	r, err := ParseReference(repository)
 	if err != nil {
 		return nil, err
@@ -389,7 +204,7 @@ func (c *Copier) ListTags(ctx context.Context, repository string) ([]string, err
 	if err != nil {
 		return nil, s.fail(repo.String(), StepConnect, "", err)
 	}
-	tags, err := rc.listTags(ctx, c.pageSize)
+	tags, err := rc.Tags(ctx)
 	if err != nil {
 		return nil, s.fail(repo.String(), StepListTags, "", err)
 	}
@@ -401,7 +216,7 @@ func (c *Copier) ListTags(ctx context.Context, repository string) ([]string, err
 // shared pool of blob transfers.
 type session struct {
 	ctx  context.Context
-	c    *Copier
+	c    *Client
 	plan bool
 	// mountable lists, per target registry, the repositories a target
 	// may mount from: every target of the operation on that registry, and
@@ -417,17 +232,17 @@ type session struct {
 
 type clientEntry struct {
 	once sync.Once
-	rc   *repoClient
+	rc   *Repository
 	err  error
 }
 
-func newSession(ctx context.Context, c *Copier, jobs []*parsedJob, plan bool) *session {
+func newSession(ctx context.Context, c *Client, jobs []*parsedJob, plan bool) *session {
 	s := &session{ctx: ctx, c: c, plan: plan, blobSem: make(chan struct{}, c.jobs),
 		mountSem:  make(chan struct{}, mountJobs(c.jobs)),
 		mountable: map[string][]string{}, clients: map[string]*clientEntry{}, flights: map[string]*flight{}}
 	sets := map[string]map[string]bool{}
 	add := func(host, repo string) {
-		k := canonicalHost(host)
+		k := oci.CanonicalHost(host)
 		if sets[k] == nil {
 			sets[k] = map[string]bool{}
 		}
@@ -435,7 +250,7 @@ func newSession(ctx context.Context, c *Copier, jobs []*parsedJob, plan bool) *s
 	}
 	for _, j := range jobs {
 		add(j.dstHost, j.dstRepo)
-		if canonicalHost(j.srcHost) == canonicalHost(j.dstHost) {
+		if oci.CanonicalHost(j.srcHost) == oci.CanonicalHost(j.dstHost) {
 			add(j.srcHost, j.srcRepo)
 		}
 	}
@@ -465,11 +280,11 @@ func (s *session) fail(ref string, step Step, dgst string, err error) error {
 
 // client returns the client of a repository. push asks for push access
 // and pull access to the repositories this one may mount from.
-func (s *session) client(host, repo string, scopes []string) (*repoClient, error) {
+func (s *session) client(host, repo string, scopes []string) (*Repository, error) {
 	if scopes == nil {
 		scopes = []string{"repository:" + repo + ":" + transport.PullScope}
 	}
-	key := canonicalHost(host) + "/" + repo + " " + strings.Join(scopes, " ")
+	key := oci.CanonicalHost(host) + "/" + repo + " " + strings.Join(scopes, " ")
 	s.mu.Lock()
 	e, ok := s.clients[key]
 	if !ok {
@@ -485,7 +300,7 @@ func (s *session) client(host, repo string, scopes []string) (*repoClient, error
 
 func (s *session) pushScopes(host, repo string) []string {
 	scopes := []string{"repository:" + repo + ":" + transport.PushScope}
-	for _, r := range s.mountable[canonicalHost(host)] {
+	for _, r := range s.mountable[oci.CanonicalHost(host)] {
 		if r != repo {
 			scopes = append(scopes, "repository:"+r+":"+transport.PullScope)
 		}
@@ -493,27 +308,18 @@ func (s *session) pushScopes(host, repo string) []string {
 	return scopes
 }
 
-func (s *session) newClient(host, repo string, scopes []string) (*repoClient, error) {
+func (s *session) newClient(host, repo string, scopes []string) (*Repository, error) {
 	et, err := s.c.transport(host)
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	rt, err := authTransport(s.ctx, host, et, scopes)
+	rt, _, err := et.authorized(s.ctx, scopes)
 	if err != nil {
 		return nil, err
 	}
 	s.c.log.Debug("connected", "registry", host, "repository", repo, "scopes", len(scopes), "duration", time.Since(start))
-	hc := &http.Client{Transport: rt, CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 10 {
-			return errors.New("stopped after 10 redirects")
-		}
-		if req.URL.Scheme != "https" {
-			return fmt.Errorf("redirect to %s://%s%s: %w", req.URL.Scheme, req.URL.Host, req.URL.Path, ErrPlainHTTP)
-		}
-		return nil
-	}}
-	return &repoClient{host: host, repo: repo, hc: hc}, nil
+	return s.c.newRepository(host, repo, rt, nil), nil
 }
 
 // counters are a job's blob statistics, updated by parallel transfers.
@@ -543,7 +349,7 @@ func (s *session) copyJob(ctx context.Context, j *parsedJob, res *Result) {
 		res.Err = s.fail(j.dstName, StepConnect, "", err)
 		return
 	}
-	cur, err := dc.headManifest(ctx, j.dst.Identifier())
+	cur, err := dc.headDigest(ctx, j.dst.Identifier())
 	if err != nil {
 		res.Err = s.fail(j.dstName, StepTargetManifest, "", err)
 		return
@@ -565,7 +371,7 @@ func (s *session) copyJob(ctx context.Context, j *parsedJob, res *Result) {
 		res.Err = err
 		return
 	}
-	if err := dc.putManifest(ctx, j.dst.Identifier(), m.raw, m.mediaType, m.digest); err != nil {
+	if err := dc.putManifest(ctx, j.dst.Identifier(), m); err != nil {
 		res.Err = s.fail(j.dstName, StepPutManifest, m.digest.String(), err)
 		return
 	}
@@ -577,9 +383,9 @@ func (s *session) copyJob(ctx context.Context, j *parsedJob, res *Result) {
 // copyContent places everything m refers to in the target repository:
 // the child manifests of an index (by digest, each with its blobs), or the
 // blobs of an image. The caller writes m itself.
-func (s *session) copyContent(ctx context.Context, sc, dc *repoClient, m *manifest, cnt *counters, depth int) error {
+func (s *session) copyContent(ctx context.Context, sc, dc *Repository, m *manifest, cnt *counters, depth int) error {
 	if depth > 4 {
-		return s.fail(dc.ref(m.digest.String()), StepSourceManifest, "", fmt.Errorf("%w: indexes nested too deep", ErrUnsupportedManifest))
+		return s.fail(dc.Ref(m.digest.String()), StepSourceManifest, "", fmt.Errorf("%w: indexes nested too deep", ErrUnsupportedManifest))
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, child := range m.children {
@@ -587,14 +393,14 @@ func (s *session) copyContent(ctx context.Context, sc, dc *repoClient, m *manife
 			id := child.Digest.String()
 			// Once per repository: jobs copying the same index share its
 			// children.
-			_, _, err := s.once(gctx, "manifest "+canonicalHost(dc.host)+"/"+dc.repo+"@"+id, func() (string, error) {
+			_, _, err := s.once(gctx, "manifest "+oci.CanonicalHost(dc.host)+"/"+dc.name+"@"+id, func() (string, error) {
 				return "", s.copyChild(gctx, sc, dc, child, cnt, depth)
 			})
 			return err
 		})
 	}
 	for _, b := range m.blobs {
-		if b.foreign() {
+		if oci.IsNonDistributable(b.MediaType) {
 			continue
 		}
 		g.Go(func() error { return s.ensureBlob(gctx, sc, dc, b, cnt) })
@@ -604,24 +410,24 @@ func (s *session) copyContent(ctx context.Context, sc, dc *repoClient, m *manife
 
 // copyChild writes a child manifest of an index, by digest, with what it
 // refers to, unless the target has it.
-func (s *session) copyChild(ctx context.Context, sc, dc *repoClient, child descriptor, cnt *counters, depth int) error {
+func (s *session) copyChild(ctx context.Context, sc, dc *Repository, child descriptor, cnt *counters, depth int) error {
 	id := child.Digest.String()
-	cur, err := dc.headManifest(ctx, id)
+	cur, err := dc.headDigest(ctx, id)
 	if err != nil {
-		return s.fail(dc.ref(id), StepTargetManifest, "", err)
+		return s.fail(dc.Ref(id), StepTargetManifest, "", err)
 	}
 	if cur == child.Digest {
 		return nil
 	}
 	cm, err := sc.getManifest(ctx, id)
 	if err != nil {
-		return s.fail(sc.ref(id), StepSourceManifest, "", err)
+		return s.fail(sc.Ref(id), StepSourceManifest, "", err)
 	}
 	if err := s.copyContent(ctx, sc, dc, cm, cnt, depth+1); err != nil {
 		return err
 	}
-	if err := dc.putManifest(ctx, id, cm.raw, cm.mediaType, cm.digest); err != nil {
-		return s.fail(dc.ref(id), StepPutManifest, id, err)
+	if err := dc.putManifest(ctx, id, cm); err != nil {
+		return s.fail(dc.Ref(id), StepPutManifest, id, err)
 	}
 	cnt.manifests.Add(1)
 	return nil

@@ -13,10 +13,11 @@ import (
 
 	"github.com/imagegate/imagegate/internal/faultproxy"
 	"github.com/imagegate/imagegate/internal/transfertest"
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/transfer"
 )
 
-func newCopier(t *testing.T, opts ...transfer.Option) *transfer.Copier {
+func newClient(t *testing.T, opts ...transfer.Option) *transfer.Client {
 	t.Helper()
 	c, err := transfer.New(opts...)
 	if err != nil {
@@ -60,7 +61,7 @@ func TestCopyImageAndIndex(t *testing.T) {
 	transfertest.Push(t, src, src.Host+"/myorg/multi:latest", idx)
 	transfertest.Push(t, src, src.Host+"/quay.io/myorg/list:1.0", list)
 
-	c := newCopier(t, endpoints(src, dst)...)
+	c := newClient(t, endpoints(src, dst)...)
 	cases := []struct {
 		src, dst  string
 		manifests int
@@ -123,7 +124,7 @@ func TestMountWithinRegistry(t *testing.T) {
 	img := transfertest.Image(t, true, transfertest.Layer(10, 200_000), transfertest.Layer(11, 200_000))
 	transfertest.Push(t, r, r.Host+"/a/app:latest", img)
 	p, viaProxy := transfertest.Proxy(t, r, "", faultproxy.Config{})
-	c := newCopier(t, endpoints(viaProxy)...)
+	c := newClient(t, endpoints(viaProxy)...)
 	res, err := c.Copy(context.Background(), viaProxy.Host+"/a/app:latest", viaProxy.Host+"/b/app:promoted")
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +182,7 @@ func testSharedLayers(t *testing.T, src, dst transfertest.Registry) {
 	for i := range jobs {
 		jobs[i].Dst = viaProxy.Host + strings.TrimPrefix(jobs[i].Src, src.Host)
 	}
-	c := newCopier(t, endpoints(src, viaProxy)...)
+	c := newClient(t, endpoints(src, viaProxy)...)
 	rs, err := c.CopyAll(context.Background(), jobs)
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +213,7 @@ func TestSkipsBlobsTheTargetHas(t *testing.T) {
 	shared := transfertest.Layer(30, 120_000)
 	transfertest.Push(t, dst, dst.Host+"/org/app:old", transfertest.Image(t, false, shared))
 	transfertest.Push(t, src, src.Host+"/org/app:new", transfertest.Image(t, false, shared, transfertest.Layer(31, 1000)))
-	c := newCopier(t, endpoints(src, dst)...)
+	c := newClient(t, endpoints(src, dst)...)
 	res, err := c.Copy(context.Background(), src.Host+"/org/app:new", dst.Host+"/org/app:new")
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +227,7 @@ func TestPlanWritesNothing(t *testing.T) {
 	t.Parallel()
 	src, dst := transfertest.Distribution(t), transfertest.Distribution(t)
 	d := transfertest.Push(t, src, src.Host+"/org/app:latest", transfertest.Image(t, false, transfertest.Layer(40, 1000)))
-	c := newCopier(t, endpoints(src, dst)...)
+	c := newClient(t, endpoints(src, dst)...)
 	jobs := []transfer.Job{{Src: src.Host + "/org/app:latest", Dst: dst.Host + "/org/app:latest"}}
 	rs, err := c.Plan(context.Background(), jobs)
 	if err != nil {
@@ -235,7 +236,7 @@ func TestPlanWritesNothing(t *testing.T) {
 	if !rs[0].Changed || rs[0].Digest != d {
 		t.Errorf("plan %+v, want a change to %s", rs[0], d)
 	}
-	if _, err := c.Resolve(context.Background(), jobs[0].Dst); !errors.Is(err, transfer.ErrNotFound) {
+	if _, err := c.Resolve(context.Background(), jobs[0].Dst); !errors.Is(err, oci.ErrNotFound) {
 		t.Fatalf("after Plan the target exists or another error: %v", err)
 	}
 	if _, err := c.CopyAll(context.Background(), jobs); err != nil {
@@ -262,9 +263,9 @@ func TestErrors(t *testing.T) {
 		msg    string
 	}{
 		{"missing tag", []transfertest.Registry{src, dst}, transfer.Job{Src: src.Host + "/org/app:nope", Dst: dst.Host + "/org/app:x"},
-			transfer.ErrNotFound, transfer.StepSourceManifest, 404, src.Host + "/org/app:nope"},
+			oci.ErrNotFound, transfer.StepSourceManifest, 404, src.Host + "/org/app:nope"},
 		{"wrong password", []transfertest.Registry{src, wrong}, transfer.Job{Src: src.Host + "/org/app:latest", Dst: dst.Host + "/org/app:x"},
-			transfer.ErrUnauthorized, transfer.StepTargetManifest, 401, "check the username and password"},
+			oci.ErrDenied, transfer.StepTargetManifest, 401, "check the username and password"},
 		{"untrusted certificate", []transfertest.Registry{src}, transfer.Job{Src: src.Host + "/org/app:latest", Dst: dst.Host + "/org/app:x"},
 			nil, transfer.StepConnect, 0, "certificate"},
 		{"no registry host", nil, transfer.Job{Src: "org/app:latest", Dst: dst.Host + "/org/app:x"},
@@ -275,7 +276,7 @@ func TestErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := newCopier(t, endpoints(tc.regs...)...)
+			c := newClient(t, endpoints(tc.regs...)...)
 			_, err := c.Copy(context.Background(), tc.job.Src, tc.job.Dst)
 			t.Log(err)
 			var te *transfer.Error
@@ -291,7 +292,7 @@ func TestErrors(t *testing.T) {
 	}
 	t.Run("duplicate target", func(t *testing.T) {
 		t.Parallel()
-		c := newCopier(t)
+		c := newClient(t)
 		_, err := c.CopyAll(context.Background(), []transfer.Job{
 			{Src: src.Host + "/a:1", Dst: dst.Host + "/x:1"}, {Src: src.Host + "/b:1", Dst: dst.Host + "/x:1"}})
 		if err == nil || !strings.Contains(err.Error(), "jobs 0 and 1 both write this target") {
@@ -307,7 +308,7 @@ func TestStreams(t *testing.T) {
 	src, dst := transfertest.Distribution(t), transfertest.Distribution(t)
 	const size = 48 << 20
 	transfertest.Push(t, src, src.Host+"/org/big:latest", transfertest.Image(t, false, transfertest.Layer(60, size)))
-	c := newCopier(t, endpoints(src, dst)...)
+	c := newClient(t, endpoints(src, dst)...)
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -341,7 +342,7 @@ func TestSameContentManyTargets(t *testing.T) {
 		transfertest.PlatformImage(t, true, v1.Platform{OS: "linux", Architecture: "arm64"}, base, transfertest.Layer(83, 10_000)))
 	transfertest.Push(t, src, src.Host+"/org/img:latest", img)
 	transfertest.Push(t, src, src.Host+"/org/idx:latest", idx)
-	c := newCopier(t, endpoints(src, dst)...)
+	c := newClient(t, endpoints(src, dst)...)
 	for round := range 3 {
 		var jobs []transfer.Job
 		for _, repo := range []string{"x", "y"} {

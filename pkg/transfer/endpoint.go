@@ -4,15 +4,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
 // Endpoint is how to reach one registry: its credentials and the CA
@@ -41,54 +41,71 @@ func (e Endpoint) String() string {
 	return e.Host + " (as " + e.Username + ")"
 }
 
-// canonicalHost is the key endpoints are looked up by: lower case, no
-// default port, docker.io's aliases folded.
-func canonicalHost(h string) string {
-	h = strings.ToLower(strings.TrimSpace(h))
-	h = strings.TrimSuffix(h, ":443")
-	if reg, err := name.NewRegistry(h, name.WeakValidation); err == nil {
-		h = reg.RegistryStr()
-	}
-	return h
-}
+// UserAgent is the User-Agent of every request imagegate sends to a
+// registry or to Docker Hub's web API.
+const UserAgent = "imagegate"
 
 // endpointTransport is the transport stack of one registry: TLS as the
-// endpoint says, plain HTTP refused, and the retry policy.
+// endpoint says, plain HTTP refused, the retry policy, the user agent and
+// a debug line per request. It also remembers how the registry
+// authenticates (its challenge) and whether its basic credentials were
+// checked, so that neither is asked twice.
 type endpointTransport struct {
 	ep   Endpoint
 	auth authn.Authenticator
-	// rt is the retrying transport every request of this registry takes.
+	// rt is the transport every request of this registry takes, under
+	// authentication.
 	rt http.RoundTripper
-	// base closes idle connections when the Copier is closed.
+	// bases close idle connections when the Client is closed.
 	bases []*http.Transport
 
 	mu        sync.Mutex
-	challenge *transport.Challenge
+	challenge *oci.Challenge
+	basicOK   bool
 }
 
-func newEndpointTransport(ep Endpoint, c *Copier) (*endpointTransport, error) {
+// transportConfig is what a Client decides for every registry's transport.
+type transportConfig struct {
+	retry RetryPolicy
+	log   *slog.Logger
+	// conns is the most requests in flight to one host.
+	conns int
+	// wrap, when set, wraps the finished stack (WithTransportWrapper).
+	wrap func(http.RoundTripper) http.RoundTripper
+}
+
+// newEndpointTransport builds the transport stack of the registry ep. It is
+// the one place that decides how imagegate reaches a registry (which CAs
+// it trusts, that nothing travels in plain HTTP, retries, user agent):
+// copies, repository calls and Docker Hub's web API all take their
+// transport from here, through a Client.
+func newEndpointTransport(ep Endpoint, cfg transportConfig) (*endpointTransport, error) {
 	regTLS, otherTLS, err := tlsConfigs(ep)
 	if err != nil {
 		return nil, err
 	}
-	reg := newHTTPTransport(regTLS, c.maxRequests())
+	reg := newHTTPTransport(regTLS, cfg.conns)
 	other := reg
 	if otherTLS != regTLS {
-		other = newHTTPTransport(otherTLS, c.maxRequests())
+		other = newHTTPTransport(otherTLS, cfg.conns)
 	}
 	var base http.RoundTripper = reg
 	bases := []*http.Transport{reg}
 	if other != reg {
-		base = hostRouter{host: canonicalHost(ep.Host), reg: reg, other: other}
+		base = hostRouter{host: oci.CanonicalHost(ep.Host), reg: reg, other: other}
 		bases = append(bases, other)
 	}
-	rt, err := NewTransport(plainHTTPGuard{next: base}, c.retry, c.log)
+	rt, err := NewTransport(plainHTTPGuard{next: base}, cfg.retry, cfg.log)
 	if err != nil {
 		return nil, err
 	}
 	auth := authn.Anonymous
 	if ep.Username != "" || ep.Password != "" {
 		auth = authn.FromConfig(authn.AuthConfig{Username: ep.Username, Password: ep.Password})
+	}
+	rt = observe{next: rt, log: cfg.log}
+	if cfg.wrap != nil {
+		rt = cfg.wrap(rt)
 	}
 	return &endpointTransport{ep: ep, auth: auth, rt: rt, bases: bases}, nil
 }
@@ -149,8 +166,44 @@ type hostRouter struct {
 }
 
 func (h hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
-	if canonicalHost(req.URL.Host) == h.host {
+	if oci.CanonicalHost(req.URL.Host) == h.host {
 		return h.reg.RoundTrip(req)
 	}
 	return h.other.RoundTrip(req)
+}
+
+// plainHTTPGuard refuses requests that are not https.
+type plainHTTPGuard struct{ next http.RoundTripper }
+
+func (g plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, fmt.Errorf("%s %s://%s%s: %w", req.Method, req.URL.Scheme, req.URL.Host, req.URL.Path, ErrPlainHTTP)
+	}
+	return g.next.RoundTrip(req)
+}
+
+// observe sets the user agent and logs every request at debug level:
+// method, host and path (never the query, which may carry an upload
+// session's state, nor headers), status and duration.
+type observe struct {
+	next http.RoundTripper
+	log  *slog.Logger
+}
+
+func (o observe) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("User-Agent") == "" {
+		r := req.Clone(req.Context())
+		r.Header.Set("User-Agent", UserAgent)
+		req = r
+	}
+	start := time.Now()
+	resp, err := o.next.RoundTrip(req)
+	if err == nil {
+		o.log.Debug("registry request", "method", req.Method, "host", req.URL.Host, "path", req.URL.Path,
+			"status", resp.StatusCode, "duration", time.Since(start))
+	}
+	return resp, err
 }

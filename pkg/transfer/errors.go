@@ -6,18 +6,13 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
-// Sentinel errors. An *Error matches ErrNotFound, ErrUnauthorized and
-// ErrDeadline through errors.Is when its cause does.
+// Sentinel errors of the client layer. Registry answers are *oci.Error
+// values, matched with oci.ErrNotFound, oci.ErrDenied and the other
+// sentinels of package oci.
 var (
-	// ErrNotFound is a 404 from the registry: unknown repository, tag,
-	// manifest or blob.
-	ErrNotFound = errors.New("not found")
-	// ErrUnauthorized is a 401 or 403 from the registry: missing or wrong
-	// credentials, or no permission for the repository.
-	ErrUnauthorized = errors.New("unauthorized")
 	// ErrPlainHTTP is returned for a request that would leave TLS: a
 	// redirect, token realm or upload location with an http:// URL.
 	ErrPlainHTTP = errors.New("refusing plain HTTP: registries are only spoken to over TLS")
@@ -46,8 +41,9 @@ const (
 )
 
 // Error is a failed operation on one reference: which reference, at which
-// step, for which digest, and why. The cause is often a
-// *transport.Error carrying the HTTP status and the registry's error codes.
+// step, for which digest, and why. The cause is often an *oci.Error
+// carrying the HTTP status and the registry's error codes: errors.Is(err,
+// oci.ErrNotFound) and errors.As(err, **oci.Error) see through an Error.
 type Error struct {
 	// Ref is the image reference (registry/repository:tag or @digest)
 	// the step was working on.
@@ -69,28 +65,9 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is makes errors.Is(err, ErrNotFound) and errors.Is(err, ErrUnauthorized)
-// true for the matching HTTP statuses.
-func (e *Error) Is(target error) bool {
-	switch target {
-	case ErrNotFound:
-		return e.StatusCode() == http.StatusNotFound
-	case ErrUnauthorized:
-		c := e.StatusCode()
-		return c == http.StatusUnauthorized || c == http.StatusForbidden
-	}
-	return false
-}
-
 // StatusCode is the HTTP status of the registry's answer, or 0 when the
 // failure was not an HTTP error status.
-func (e *Error) StatusCode() int {
-	var te *transport.Error
-	if errors.As(e.Err, &te) {
-		return te.StatusCode
-	}
-	return 0
-}
+func (e *Error) StatusCode() int { return oci.StatusCode(e.Err) }
 
 // describe renders a cause with a hint for the failures users can fix.
 func describe(err error) string {
@@ -104,14 +81,11 @@ func describe(err error) string {
 	case errors.As(err, &hostErr):
 		return fmt.Sprintf("%v (the registry's certificate does not cover the host name or address used)", err)
 	}
-	var te *transport.Error
-	if errors.As(err, &te) {
-		switch te.StatusCode {
-		case http.StatusUnauthorized:
-			return fmt.Sprintf("%v (check the username and password for this registry)", err)
-		case http.StatusForbidden:
-			return fmt.Sprintf("%v (the credentials have no access to this repository)", err)
-		}
+	switch oci.StatusCode(err) {
+	case http.StatusUnauthorized:
+		return fmt.Sprintf("%v (check the username and password for this registry)", err)
+	case http.StatusForbidden:
+		return fmt.Sprintf("%v (the credentials have no access to this repository)", err)
 	}
 	return err.Error()
 }

@@ -53,7 +53,7 @@ func TestCopyThroughFaults(t *testing.T) {
 		cfg.Seed = seed
 		sp, srcP := transfertest.Proxy(t, src, "", cfg)
 		dp, dstP := transfertest.Proxy(t, dst, "", cfg)
-		c := newCopier(t, append(endpoints(srcP, dstP), transfer.WithRetry(testPolicy), transfer.WithJobs(4), transfer.WithTimeout(2*time.Minute))...)
+		c := newClient(t, append(endpoints(srcP, dstP), transfer.WithRetry(testPolicy), transfer.WithJobs(4), transfer.WithTimeout(2*time.Minute))...)
 		var jobs []transfer.Job
 		for _, r := range refs {
 			repo, tag, _ := strings.Cut(r, ":")
@@ -105,7 +105,7 @@ func TestPermanentFailure(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, down := transfertest.Proxy(t, dst, "", faultproxy.Config{FailAll: 503})
-			c := newCopier(t, append(endpoints(src, down), transfer.WithRetry(tc.policy), transfer.WithTimeout(3*time.Second))...)
+			c := newClient(t, append(endpoints(src, down), transfer.WithRetry(tc.policy), transfer.WithTimeout(3*time.Second))...)
 			start := time.Now()
 			_, err := c.Copy(context.Background(), src.Host+"/org/app:latest", down.Host+"/org/app:latest")
 			elapsed := time.Since(start)
@@ -156,7 +156,7 @@ func TestCorruptSourceCommitsNothing(t *testing.T) {
 				gets.Add(1)
 				return true
 			}})
-			c := newCopier(t, append(endpoints(srcP, dst), transfer.WithRetry(policy))...)
+			c := newClient(t, append(endpoints(srcP, dst), transfer.WithRetry(policy))...)
 			_, err := c.Copy(context.Background(), srcP.Host+"/org/app:latest", dst.Host+"/org/app:latest")
 			var te *transfer.Error
 			if !errors.As(err, &te) || !errors.Is(err, transfer.ErrDigestMismatch) || te.Step != transfer.StepBlob || te.Digest != ld.String() {

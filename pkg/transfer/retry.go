@@ -18,8 +18,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
 // RetryPolicy says how often and how patiently a request is retried.
@@ -161,15 +162,15 @@ func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 
 // NewTransport returns a RoundTripper that sends requests through base and
 // retries them under policy p, with go-retryablehttp. It is the one retry
-// policy of imagegate's registry clients; the upload, promote and Docker
-// Hub clients use it too.
+// policy of imagegate's registry clients: every registry's transport (and
+// so Docker Hub's web API, through Client.Transport) is built on it.
 //
 //   - Network errors and 408/429/500/502/503/504 are retried with
 //     exponential backoff and jitter; Retry-After is honoured up to
 //     p.MaxRetryAfter. Other statuses, 401/403/404 included, are returned
 //     at once. When the attempts are used up, or the next one would start
-//     after the request context's deadline, the last answer becomes a
-//     *transport.Error (status and the registry's error codes) saying so.
+//     after the request context's deadline, the last answer becomes an
+//     *oci.Error (status and the registry's error codes) saying so.
 //   - A request whose body cannot be replayed (Body set, GetBody nil: a
 //     streamed layer) is sent once through base: go-retryablehttp would read
 //     the whole body into memory to replay it.
@@ -291,7 +292,8 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if stopped != "" {
 		if err == nil && resp != nil {
 			// Keep the registry's error, typed, and say why it is final.
-			err = transport.CheckError(resp)
+			err = oci.ResponseError(req.Method+" "+req.URL.Host+req.URL.Path, resp)
+			resp.Body.Close()
 			resp = nil
 		}
 		if err != nil {
@@ -327,17 +329,4 @@ func bufferSmall(resp *http.Response) error {
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(buf), resp.Body), resp.Body}
 	return nil
-}
-
-// plainHTTPGuard refuses requests that are not https.
-type plainHTTPGuard struct{ next http.RoundTripper }
-
-func (g plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "https" {
-		if req.Body != nil {
-			req.Body.Close()
-		}
-		return nil, fmt.Errorf("%s %s://%s%s: %w", req.Method, req.URL.Scheme, req.URL.Host, req.URL.Path, ErrPlainHTTP)
-	}
-	return g.next.RoundTrip(req)
 }

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/imagegate/imagegate/pkg/oci"
 )
 
 // fastPolicy retries quickly, so tests of the retry logic take no time.
@@ -65,7 +65,7 @@ func TestRetryStatuses(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v2/", nil)
 			resp, err := rt.RoundTrip(req)
 			if tc.final == 0 {
-				var te *transport.Error
+				var te *oci.Error
 				if !errors.As(err, &te) || te.StatusCode != tc.statuses[0] || n.Load() != tc.attempts ||
 					!strings.Contains(err.Error(), "gave up after 4 attempts") {
 					t.Errorf("error %v after %d attempts; want status %d after %d", err, n.Load(), tc.statuses[0], tc.attempts)
@@ -221,7 +221,7 @@ func TestDeadlineStopsRetries(t *testing.T) {
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v2/", nil)
 	_, err := rt.RoundTrip(req)
-	var te *transport.Error
+	var te *oci.Error
 	if !errors.As(err, &te) || te.StatusCode != http.StatusTooManyRequests || !strings.Contains(err.Error(), "deadline") ||
 		n.Load() != 1 || ctx.Err() != nil {
 		t.Errorf("error %v after %d requests (ctx %v); want the 429, at once, saying why", err, n.Load(), ctx.Err())
@@ -261,22 +261,6 @@ func TestWait(t *testing.T) {
 				break
 			}
 		}
-	}
-}
-
-func TestParseChallenge(t *testing.T) {
-	t.Parallel()
-	s, p := parseChallenge(`Bearer realm="https://r.example/token",service="registry",scope="repository:a/b:pull,push"`)
-	if s != "Bearer" || p["realm"] != "https://r.example/token" || p["service"] != "registry" || p["scope"] != "repository:a/b:pull,push" {
-		t.Errorf("%q %v", s, p)
-	}
-	s, p = parseChallenge(`Basic realm="test \"x\""`)
-	if s != "Basic" || p["realm"] != `test "x"` {
-		t.Errorf("%q %v", s, p)
-	}
-	s, p = parseChallenge(`Bearer realm=https://a/b, service=x`)
-	if s != "Bearer" || p["realm"] != "https://a/b" || p["service"] != "x" {
-		t.Errorf("%q %v", s, p)
 	}
 }
 

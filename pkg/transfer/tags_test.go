@@ -50,7 +50,7 @@ func TestPagedTagsOnLoopbackPrivateAndIPv6(t *testing.T) {
 		hosts = append(hosts, via.Host)
 		opts = append(opts, transfer.WithEndpoint(via.Endpoint()))
 	}
-	c := newCopier(t, opts...)
+	c := newClient(t, opts...)
 	for _, h := range hosts {
 		tags, err := c.ListTags(context.Background(), h+"/org/app")
 		if err != nil {
@@ -95,7 +95,7 @@ func TestDistributionOnEveryAddress(t *testing.T) {
 		rh.Host = h
 		opts = append(opts, transfer.WithEndpoint(rh.Endpoint()))
 	}
-	c := newCopier(t, opts...)
+	c := newClient(t, opts...)
 	for i, h := range hosts {
 		tags, err := c.ListTags(context.Background(), h+"/org/app")
 		slices.Sort(tags)

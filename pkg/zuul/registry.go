@@ -58,32 +58,69 @@ func (b *BuildsetRegistry) Location() string { return HostPort(b.Alias(), b.Port
 // clients in imagegate's own modules, which need no alias.
 func (b *BuildsetRegistry) Address() string { return HostPort(b.Host, b.Port) }
 
-// LoadBuildsetRegistry reads secret_data.buildset_registry from
-// zuul.executor.result_data_file, as upstream roles do when the registry was
-// started earlier in the same job (a zuul_return is not visible as a
-// variable to later playbooks of the job that made it).
-func LoadBuildsetRegistry(resultDataFile string) (*BuildsetRegistry, error) {
-	if resultDataFile == "" {
-		return nil, errors.New("buildset_registry is not set and zuul.executor.result_data_file is empty: start the registry first (buildset_registry module or run-buildset-registry role), or pass buildset_registry")
+// ErrNoBuildsetRegistry means that no buildset registry is known to the
+// job: the task does not pass buildset_registry, and the job's result data
+// holds none. Whether that is a failure is the caller's decision: a build
+// without one builds for the local Docker daemon only.
+var ErrNoBuildsetRegistry = errors.New("no buildset registry is known to this job: make the job depend on one that runs it " +
+	"(opendev-buildset-registry), start one earlier in the job (the run-buildset-registry role or the buildset_registry module), " +
+	"or pass buildset_registry")
+
+// ResolveBuildsetRegistry returns the buildset registry a module works
+// with: param, the task's buildset_registry, when it is set; otherwise
+// secret_data.buildset_registry of zuul.executor.result_data_file, as
+// upstream roles read it when the registry was started earlier in the same
+// job (a zuul_return is not visible as a variable to later playbooks of the
+// job that made it).
+//
+// Every module resolves it here, with one behaviour: an absent parameter
+// with an absent file, or a file without the entry, is an error matching
+// ErrNoBuildsetRegistry; an unreadable or corrupt file, or an entry that is
+// not valid connection data, is a failure naming the file; an invalid
+// parameter is a failure naming it. The password read from the file is
+// passed to redact (a module's AddSecret) before anything else can print
+// it; redact may be nil.
+func ResolveBuildsetRegistry(param *BuildsetRegistry, vars *Vars, redact func(secret string)) (*BuildsetRegistry, error) {
+	if redact == nil {
+		redact = func(string) {}
 	}
-	_, secret, err := ReadResultData(resultDataFile)
+	if param != nil {
+		redact(param.Password)
+		if err := param.Validate(); err != nil {
+			return nil, err
+		}
+		return param, nil
+	}
+	file := ""
+	if vars != nil {
+		file = vars.Executor.ResultDataFile
+	}
+	if file == "" {
+		return nil, fmt.Errorf("buildset_registry is not set and zuul.executor.result_data_file is empty: %w", ErrNoBuildsetRegistry)
+	}
+	_, secret, err := ReadResultData(file)
 	if err != nil {
 		return nil, err
 	}
 	raw, ok := secret["buildset_registry"]
 	if !ok {
-		return nil, fmt.Errorf("buildset_registry is not set and %s holds no secret_data.buildset_registry: start the registry first, or pass buildset_registry", resultDataFile)
+		return nil, fmt.Errorf("buildset_registry is not set and %s holds no secret_data.buildset_registry: %w", file, ErrNoBuildsetRegistry)
+	}
+	if m, ok := raw.(map[string]any); ok {
+		if pw, ok := m["password"].(string); ok {
+			redact(pw)
+		}
 	}
 	b, err := json.Marshal(raw)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("secret_data.buildset_registry in %s: %w", file, err)
 	}
 	var br BuildsetRegistry
 	if err := json.Unmarshal(b, &br); err != nil {
-		return nil, fmt.Errorf("secret_data.buildset_registry in %s: %w", resultDataFile, err)
+		return nil, fmt.Errorf("secret_data.buildset_registry in %s is not the buildset registry's connection data: %w", file, err)
 	}
 	if err := br.Validate(); err != nil {
-		return nil, fmt.Errorf("secret_data.buildset_registry in %s: %w", resultDataFile, err)
+		return nil, fmt.Errorf("secret_data.buildset_registry in %s: %w", file, err)
 	}
 	return &br, nil
 }

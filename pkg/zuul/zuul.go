@@ -151,31 +151,13 @@ func (v *Vars) Labels() map[string]string {
 }
 
 // Artifact is one entry of zuul.artifacts, or one returned through
-// zuul_return.
+// zuul_return. What Zuul adds when it passes artifacts to later jobs
+// (project, change, patchset, job) is not read, and ignored when decoding,
+// whatever its types.
 type Artifact struct {
 	Name     string         `json:"name"`
 	URL      string         `json:"url"`
 	Metadata map[string]any `json:"metadata,omitempty"`
-	// Added by Zuul when it passes artifacts to later jobs.
-	Project  string `json:"project,omitempty"`
-	Change   string `json:"change,omitempty"`
-	Patchset string `json:"patchset,omitempty"`
-	Job      string `json:"job,omitempty"`
-}
-
-// UnmarshalJSON accepts change and patchset as strings or numbers.
-func (a *Artifact) UnmarshalJSON(b []byte) error {
-	type plain Artifact
-	aux := struct {
-		*plain
-		Change   flexString `json:"change"`
-		Patchset flexString `json:"patchset"`
-	}{plain: (*plain)(a)}
-	if err := json.Unmarshal(b, &aux); err != nil {
-		return err
-	}
-	a.Change, a.Patchset = string(aux.Change), string(aux.Patchset)
-	return nil
 }
 
 // ContainerImageType is metadata.type of container image artifacts.

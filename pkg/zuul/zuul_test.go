@@ -2,8 +2,10 @@ package zuul
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -48,7 +50,7 @@ func TestVarsLenient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Change != "42" || v.Patchset != "3" || v.Project.SrcDir != "src/x" || v.Artifacts[0].Change != "41" {
+	if v.Change != "42" || v.Patchset != "3" || v.Project.SrcDir != "src/x" || v.Artifacts[0].Name != "n" {
 		t.Errorf("vars = %+v", v)
 	}
 	img, ok, err := v.Artifacts[0].ContainerImage()
@@ -92,31 +94,76 @@ func TestStripDockerIO(t *testing.T) {
 	}
 }
 
-func TestLoadBuildsetRegistry(t *testing.T) {
+func TestResolveBuildsetRegistry(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	f := filepath.Join(dir, "results.json")
-	if _, err := LoadBuildsetRegistry(f); err == nil || !strings.Contains(err.Error(), "no secret_data.buildset_registry") {
-		t.Errorf("missing file: %v", err)
-	}
-	os.WriteFile(f, []byte(""), 0o600)
-	if _, err := LoadBuildsetRegistry(f); err == nil {
-		t.Error("empty file accepted")
-	}
+	vars := &Vars{Executor: Executor{ResultDataFile: f}}
 	cert := "-----BEGIN CERTIFICATE-----\nMIIBhTCCASugAwIBAgIQIRi6zePL6mKjOipn+dNuaTAKBggqhkjOPQQDAjASMRAw\nDgYDVQQKEwdBY21lIENvMB4XDTE3MTAyMDE5NDMwNloXDTE4MTAyMDE5NDMwNlow\nEjEQMA4GA1UEChMHQWNtZSBDbzBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABD0d\n7VNhbWvZLWPuj/RtHFjvtJBEwOkhbN/BnnE8rnZR8+sbwnc/KhCk3FhnpHZnQz7B\n5aETbbIgmuvewdjvSBSjYzBhMA4GA1UdDwEB/wQEAwICpDATBgNVHSUEDDAKBggr\nBgEFBQcDATAPBgNVHRMBAf8EBTADAQH/MCkGA1UdEQQiMCCCDmxvY2FsaG9zdDo1\nNDUzgg4xMjcuMC4wLjE6NTQ1MzAKBggqhkjOPQQDAgNIADBFAiEA2zpJEPQyz6/l\nWf86aX6PepsntZv2GYlA5UpabfT2EZICICpJ5h/iI+i341gBmLiAFQOyTDT+/wQc\n6MF9+Yw1Yy0t\n-----END CERTIFICATE-----\n"
-	doc := map[string]any{"data": map[string]any{}, "secret_data": map[string]any{"buildset_registry": map[string]any{
-		"host": "10.0.0.5", "port": 5000, "username": "zuul", "password": "pw", "cert": cert}}}
-	b, _ := json.Marshal(doc)
-	os.WriteFile(f, b, 0o600)
-	br, err := LoadBuildsetRegistry(f)
-	if err != nil {
-		t.Fatal(err)
+	good := map[string]any{"host": "10.0.0.5", "port": 5000, "username": "zuul", "password": "pw-from-file", "cert": cert}
+	write := func(t *testing.T, content string) {
+		t.Helper()
+		if err := os.WriteFile(f, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if br.Location() != "zuul-jobs.buildset-registry:5000" || br.Address() != "10.0.0.5:5000" {
-		t.Errorf("location %s address %s", br.Location(), br.Address())
+	doc := func(br any) string {
+		b, _ := json.Marshal(map[string]any{"data": map[string]any{}, "secret_data": map[string]any{"buildset_registry": br}})
+		return string(b)
 	}
-	br.Host = "registry.example.org"
-	if br.Location() != "registry.example.org:5000" {
-		t.Errorf("location %s", br.Location())
+	tests := []struct {
+		name    string
+		vars    *Vars
+		content string // "" leaves no file
+		unknown bool
+		want    string // a failure naming this; "" for success
+	}{
+		{"no vars", nil, "", true, "zuul.executor.result_data_file is empty"},
+		{"no file named", &Vars{}, "", true, "zuul.executor.result_data_file is empty"},
+		{"file missing", vars, "", true, f + " holds no secret_data.buildset_registry"},
+		{"empty file", vars, " ", true, f + " holds no secret_data.buildset_registry"},
+		{"no entry", vars, `{"data":{},"secret_data":{"other":1}}`, true, f + " holds no secret_data.buildset_registry"},
+		{"corrupt file", vars, `{"secret_data":`, false, f},
+		{"entry not a mapping", vars, doc("registry"), false, "secret_data.buildset_registry in " + f},
+		{"entry without a cert", vars, doc(map[string]any{"host": "h", "port": 5000, "password": "pw-from-file"}), false, "secret_data.buildset_registry in " + f + ": buildset_registry.cert"},
+		{"entry with a bad port", vars, doc(map[string]any{"host": "h", "port": 0, "password": "pw-from-file", "cert": cert}), false, "buildset_registry.port 0"},
+		{"good", vars, doc(good), false, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Remove(f)
+			if tc.content != "" {
+				write(t, tc.content)
+			}
+			var secrets []string
+			br, err := ResolveBuildsetRegistry(nil, tc.vars, func(s string) { secrets = append(secrets, s) })
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if br.Location() != "zuul-jobs.buildset-registry:5000" || br.Address() != "10.0.0.5:5000" || br.Password != "pw-from-file" {
+					t.Errorf("location %s address %s", br.Location(), br.Address())
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one naming %q", err, tc.want)
+			}
+			if errors.Is(err, ErrNoBuildsetRegistry) != tc.unknown {
+				t.Errorf("errors.Is(ErrNoBuildsetRegistry) = %v, want %v", !tc.unknown, tc.unknown)
+			}
+			if strings.Contains(tc.content, "pw-from-file") && !slices.Contains(secrets, "pw-from-file") {
+				t.Errorf("the password read from the file was not given to redact (%v)", secrets)
+			}
+		})
+	}
+	// The parameter wins over the file, and is checked.
+	write(t, doc(good))
+	param := &BuildsetRegistry{Host: "registry.example.org", Port: 5000, Username: "zuul", Password: "pw-param", Cert: cert}
+	br, err := ResolveBuildsetRegistry(param, vars, nil)
+	if err != nil || br != param || br.Location() != "registry.example.org:5000" {
+		t.Errorf("parameter: %v %v", br, err)
+	}
+	param.Cert = "not a certificate"
+	if _, err := ResolveBuildsetRegistry(param, vars, nil); err == nil || !strings.Contains(err.Error(), "buildset_registry.cert") || errors.Is(err, ErrNoBuildsetRegistry) {
+		t.Errorf("bad parameter: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
@@ -15,11 +16,21 @@ type Ignored struct {
 	Reason string `json:"reason"`
 }
 
+// PullSpec is what intermediate_registry_pull does; its fields are the
+// module's parameters.
+type PullSpec struct {
+	Zuul zuul.Vars `ansible:"zuul,raw"`
+	Registries
+	// Artifacts are the artifacts of the changes ahead; zuul.artifacts
+	// when nil.
+	Artifacts []zuul.Artifact `ansible:"zuul_artifacts,raw"`
+}
+
 // PullResult is what Pull did.
 type PullResult struct {
-	Images  []Image
-	Ignored []Ignored
-	Changed bool
+	ansible.Outcome
+	Images  []Image   `json:"images"`
+	Ignored []Ignored `json:"ignored"`
 }
 
 // Pull copies every container_image artifact into the buildset registry
@@ -28,12 +39,22 @@ type PullResult struct {
 // mapping). Artifacts without metadata or of another type are ignored.
 // When two artifacts name the same repository and tag, the later one
 // wins, as in upstream's sequential loop; the earlier is reported as
-// ignored.
-func Pull(ctx context.Context, cfg Config, artifacts []zuul.Artifact) (*PullResult, error) {
-	if err := cfg.validate(); err != nil {
+// ignored. Every parameter and artifact is checked before anything is
+// copied, even when there is nothing to copy.
+func Pull(ctx context.Context, spec PullSpec, opts ...Option) (*PullResult, error) {
+	o, err := newOptions(opts)
+	if err != nil {
 		return nil, err
 	}
-	res := &PullResult{}
+	br, err := spec.check(&spec.Zuul, o)
+	if err != nil {
+		return nil, err
+	}
+	artifacts := spec.Artifacts
+	if artifacts == nil {
+		artifacts = spec.Zuul.Artifacts
+	}
+	res := &PullResult{Images: []Image{}, Ignored: []Ignored{}}
 	type entry struct {
 		idx int
 		art zuul.Artifact
@@ -60,7 +81,7 @@ func Pull(ctx context.Context, cfg Config, artifacts []zuul.Artifact) (*PullResu
 			return nil, fmt.Errorf("%s: url %q: %w", label, a.URL, err)
 		}
 		repo := zuul.StripDockerIO(ci.Repository)
-		dst := cfg.Buildset.Address() + "/" + repo + ":" + ci.Tag
+		dst := br.Address() + "/" + repo + ":" + ci.Tag
 		if _, err := transfer.ParseReference(dst); err != nil || strings.ContainsAny(ci.Tag, ":/@") {
 			return nil, fmt.Errorf("%s: metadata.repository %q and metadata.tag %q do not make an image name", label, ci.Repository, ci.Tag)
 		}
@@ -76,6 +97,7 @@ func Pull(ctx context.Context, cfg Config, artifacts []zuul.Artifact) (*PullResu
 		entries = append(entries, e)
 	}
 	if len(entries) == 0 {
+		outcome(&res.Outcome, res.Images, o, "image(s) into the buildset registry at "+br.Address())
 		return res, nil
 	}
 	jobs := make([]transfer.Job, len(entries))
@@ -85,9 +107,12 @@ func Pull(ctx context.Context, cfg Config, artifacts []zuul.Artifact) (*PullResu
 		res.Images[i] = Image{Name: e.art.Name, Repository: zuul.StripDockerIO(e.img.Repository), Tag: e.img.Tag,
 			Source: e.img.Ref, Target: e.dst}
 	}
-	changed, err := cfg.run(ctx, jobs, res.Images, func(i int) string { return artifactLabel(entries[i].idx, entries[i].art) },
+	changed, err := spec.run(ctx, br, o, jobs, res.Images, func(i int) string { return artifactLabel(entries[i].idx, entries[i].art) },
 		"the intermediate registry does not have it: pruned, or the artifact's url is wrong")
 	res.Changed = changed
+	if err == nil {
+		outcome(&res.Outcome, res.Images, o, "image(s) into the buildset registry at "+br.Address())
+	}
 	return res, err
 }
 

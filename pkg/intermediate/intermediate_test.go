@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/imagegate/imagegate/internal/transfertest"
-	"github.com/imagegate/imagegate/pkg/transfer/intermediate"
+	"github.com/imagegate/imagegate/pkg/intermediate"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
@@ -16,6 +16,11 @@ func buildset(r transfertest.Registry) *zuul.BuildsetRegistry {
 	host, port, _ := strings.Cut(r.Host, ":")
 	p, _ := strconv.Atoi(port)
 	return &zuul.BuildsetRegistry{Host: host, Port: p, Username: r.Username, Password: r.Password, Cert: string(r.CA)}
+}
+
+// registries are the two registries, worked as the modules' defaults do.
+func registries(br *zuul.BuildsetRegistry, ir *zuul.IntermediateRegistry) intermediate.Registries {
+	return intermediate.Registries{BuildsetRegistry: br, IntermediateRegistry: ir, Jobs: 16, LayerJobs: 8, Retries: 4}
 }
 
 // irAt is the intermediate registry r under the host name host (an IPv6
@@ -64,8 +69,8 @@ func TestRoundTrip(t *testing.T) {
 				{Context: ".", Repository: "docker.io/myorg/hub", Tags: []string{"latest"}},
 			}
 			vars := &zuul.Vars{Build: "0123456789abcdef"}
-			cfg := intermediate.Config{Buildset: buildset(br1), Intermediate: ir}
-			pushed, err := intermediate.Push(context.Background(), cfg, vars, "docker_images", images)
+			cfg := registries(buildset(br1), ir)
+			pushed, err := intermediate.Push(context.Background(), intermediate.PushSpec{Zuul: *vars, Registries: cfg, DockerImages: images})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -91,7 +96,7 @@ func TestRoundTrip(t *testing.T) {
 				}
 			}
 			// The second push finds everything in place.
-			again, err := intermediate.Push(context.Background(), cfg, vars, "docker_images", images)
+			again, err := intermediate.Push(context.Background(), intermediate.PushSpec{Zuul: *vars, Registries: cfg, DockerImages: images})
 			if err != nil || again.Changed || len(again.Artifacts) != 4 {
 				t.Errorf("second push: changed %v, %d artifacts, %v", again.Changed, len(again.Artifacts), err)
 			}
@@ -99,8 +104,8 @@ func TestRoundTrip(t *testing.T) {
 			// A later change's job pulls them into its own buildset registry.
 			arts := append([]zuul.Artifact{{Name: "docs", URL: "https://logs.example.org/docs"},
 				{Name: "manifest", URL: "https://x", Metadata: map[string]any{"type": "zuul_manifest"}}}, pushed.Artifacts...)
-			pcfg := intermediate.Config{Buildset: buildset(br2), Intermediate: ir}
-			pulled, err := intermediate.Pull(context.Background(), pcfg, arts)
+			pcfg := registries(buildset(br2), ir)
+			pulled, err := intermediate.Pull(context.Background(), intermediate.PullSpec{Registries: pcfg, Artifacts: arts})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +117,7 @@ func TestRoundTrip(t *testing.T) {
 					t.Errorf("buildset registry: %s is %s, want %s", name, got, d)
 				}
 			}
-			pulled, err = intermediate.Pull(context.Background(), pcfg, arts)
+			pulled, err = intermediate.Pull(context.Background(), intermediate.PullSpec{Registries: pcfg, Artifacts: arts})
 			if err != nil || pulled.Changed {
 				t.Errorf("second pull: changed %v, %v", pulled.Changed, err)
 			}
@@ -136,17 +141,15 @@ func TestPullChecksAndSupersedes(t *testing.T) {
 	}
 	a1, a2 := art("a", "aaa"), art("b", "bbb")
 	a1.Name, a2.Name = "app from change 1", "app from change 2"
-	cfg := intermediate.Config{Buildset: buildset(br), Intermediate: ir}
+	cfg := registries(buildset(br), ir)
 
 	// Check mode: the later artifact would be copied; nothing is.
-	cfg.CheckMode = true
-	r, err := intermediate.Pull(context.Background(), cfg, []zuul.Artifact{a1, a2})
+	r, err := intermediate.Pull(context.Background(), intermediate.PullSpec{Registries: cfg, Artifacts: []zuul.Artifact{a1, a2}}, intermediate.WithCheckMode(true))
 	if err != nil || !r.Changed || len(r.Images) != 1 || r.Images[0].Digest != newer || len(r.Ignored) != 1 ||
 		!strings.Contains(r.Ignored[0].Reason, `superseded by artifact "app from change 2"`) {
 		t.Fatalf("check mode: %+v %v", r, err)
 	}
-	cfg.CheckMode = false
-	r, err = intermediate.Pull(context.Background(), cfg, []zuul.Artifact{a1, a2})
+	r, err = intermediate.Pull(context.Background(), intermediate.PullSpec{Registries: cfg, Artifacts: []zuul.Artifact{a1, a2}})
 	if err != nil || !r.Changed || r.Images[0].Name != "app from change 2" {
 		t.Fatalf("pull: %+v %v", r, err)
 	}
@@ -173,15 +176,15 @@ func TestPullChecksAndSupersedes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			br := transfertest.Ours(t)
-			_, err := intermediate.Pull(context.Background(), intermediate.Config{Buildset: buildset(br), Intermediate: ir}, tc.arts)
+			_, err := intermediate.Pull(context.Background(), intermediate.PullSpec{Registries: registries(buildset(br), ir), Artifacts: tc.arts})
 			t.Log(err)
 			if err == nil || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("error %v, want %q", err, tc.msg)
 			}
 			// Nothing half-published: a bad artifact stops the good one too.
 			if tc.name == "malformed url" {
-				r, err := intermediate.Pull(context.Background(), intermediate.Config{Buildset: buildset(br), Intermediate: ir, CheckMode: true},
-					[]zuul.Artifact{a1})
+				r, err := intermediate.Pull(context.Background(), intermediate.PullSpec{Registries: registries(buildset(br), ir), Artifacts: []zuul.Artifact{a1}},
+					intermediate.WithCheckMode(true))
 				if err != nil || !r.Changed {
 					t.Errorf("the good artifact was copied although another one was malformed (%+v, %v)", r, err)
 				}
@@ -222,8 +225,9 @@ func TestPushChecks(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cfg := intermediate.Config{Buildset: buildset(br), Intermediate: tc.ir, Retries: 1}
-			r, err := intermediate.Push(context.Background(), cfg, &tc.vars, "docker_images", tc.images)
+			cfg := registries(buildset(br), tc.ir)
+			cfg.Retries = 1
+			r, err := intermediate.Push(context.Background(), intermediate.PushSpec{Zuul: tc.vars, Registries: cfg, DockerImages: tc.images})
 			t.Log(err)
 			if err == nil || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("error %v, want %q", err, tc.msg)

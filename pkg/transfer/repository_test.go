@@ -1,9 +1,10 @@
-package distribution
+package transfer
 
 import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,70 +19,29 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/pkg/oci"
 )
-
-func TestParseChallenge(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		in     string
-		scheme string
-		params map[string]string
-	}{
-		{`Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:a/b:pull"`,
-			"Bearer", map[string]string{"realm": "https://auth.docker.io/token", "service": "registry.docker.io", "scope": "repository:a/b:pull"}},
-		{`Basic realm="test"`, "Basic", map[string]string{"realm": "test"}},
-		{`Bearer realm="https://h/t", scope="repository:a:pull,push"`, "Bearer", map[string]string{"realm": "https://h/t", "scope": "repository:a:pull,push"}},
-		{`Bearer realm=https://h/t,service=x`, "Bearer", map[string]string{"realm": "https://h/t", "service": "x"}},
-		{`Basic realm="a \"quoted\" realm"`, "Basic", map[string]string{"realm": `a "quoted" realm`}},
-	}
-	for _, tc := range tests {
-		s, p := parseChallenge(tc.in)
-		if s != tc.scheme || fmt.Sprint(p) != fmt.Sprint(tc.params) {
-			t.Errorf("parseChallenge(%q) = %q %v", tc.in, s, p)
-		}
-	}
-}
-
-func TestNextLink(t *testing.T) {
-	t.Parallel()
-	cur := "https://r.example:5000/v2/a/tags/list?n=2"
-	tests := []struct {
-		header, want string
-		err          bool
-	}{
-		{"", "", false},
-		{`</v2/a/tags/list?n=2&last=b>; rel="next"`, "https://r.example:5000/v2/a/tags/list?n=2&last=b", false},
-		{`<https://r.example:5000/v2/a/tags/list?last=c>; rel="next"`, "https://r.example:5000/v2/a/tags/list?last=c", false},
-		{`<https://evil.example/v2/a/tags/list?last=c>; rel="next"`, "", true},
-		{`</x>; rel="prev"`, "", false},
-	}
-	for _, tc := range tests {
-		got, err := nextLink(cur, tc.header)
-		if got != tc.want || (err != nil) != tc.err {
-			t.Errorf("nextLink(%q) = %q, %v", tc.header, got, err)
-		}
-	}
-}
 
 // TestScripted covers answers real registries seldom give: a HEAD without
 // Docker-Content-Digest, content that does not match its digest.
 func TestScripted(t *testing.T) {
 	t.Parallel()
 	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}`)
-	good, _ := Digest("sha256", body)
+	good := digest.FromBytes(body).String()
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/v2/":
 			return
 		case "/v2/a/manifests/nodigest":
-			w.Header().Set("Content-Type", MediaTypeOCIManifest)
+			w.Header().Set("Content-Type", oci.MediaTypeOCIManifest)
 			if r.Method == http.MethodGet {
 				w.Write(body)
 			}
 		case "/v2/a/manifests/lying":
-			w.Header().Set("Content-Type", MediaTypeOCIManifest)
+			w.Header().Set("Content-Type", oci.MediaTypeOCIManifest)
 			w.Header().Set("Docker-Content-Digest", "sha256:"+strings.Repeat("0", 64))
 			w.Write(body)
 		case "/v2/a/tags/list":
@@ -94,23 +54,25 @@ func TestScripted(t *testing.T) {
 	}))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "https://")
-	r, err := New(host, WithTransport(srv.Client().Transport))
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	c, err := New(WithEndpoint(Endpoint{Host: host, CA: ca, NoSystemRoots: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer c.Close()
 	ctx := context.Background()
-	repo, err := r.Repository(ctx, "a", false)
+	repo, err := c.Repository(ctx, host, "a", false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d, err := repo.Head(ctx, "nodigest")
-	if err != nil || d.Digest != good || d.MediaType != MediaTypeOCIManifest {
+	if err != nil || d.Digest != good || d.MediaType != oci.MediaTypeOCIManifest {
 		t.Errorf("HEAD fallback: %+v %v", d, err)
 	}
-	if _, err := repo.Get(ctx, "lying"); err == nil || !strings.Contains(err.Error(), "the registry said") {
+	if _, err := repo.Get(ctx, "lying"); !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "the registry said") {
 		t.Errorf("lying registry: %v", err)
 	}
-	if _, err := repo.Get(ctx, "missing"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "MANIFEST_UNKNOWN") {
+	if _, err := repo.Get(ctx, "missing"); !errors.Is(err, oci.ErrNotFound) || !strings.Contains(err.Error(), "MANIFEST_UNKNOWN") {
 		t.Errorf("missing: %v", err)
 	}
 	if _, err := repo.Tags(ctx); err == nil || !strings.Contains(err.Error(), "refusing to follow") {
@@ -161,13 +123,13 @@ func TestAgainstDistribution(t *testing.T) {
 		extra = append(extra, tag)
 	}
 	ctx := context.Background()
-	tr := reg.TLS.Client().Transport
 
-	r, err := New(reg.Host, WithTransport(tr), WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password}), WithTagsPageSize(2))
+	c, err := New(WithEndpoint(Endpoint{Host: reg.Host, Username: reg.Username, Password: reg.Password, CA: reg.TLS.CA.CertPEM}), WithPageSize(2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := r.Repository(ctx, "myorg/app", true)
+	defer c.Close()
+	repo, err := c.Repository(ctx, reg.Host, "myorg/app", true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +138,7 @@ func TestAgainstDistribution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Digest != want.String() || IsIndex(m.MediaType) {
+	if m.Digest != want.String() || oci.IsIndex(m.MediaType) {
 		t.Errorf("GET: %s %s, want %s", m.Digest, m.MediaType, want)
 	}
 	if err := repo.Put(ctx, "latest", m); err != nil {
@@ -206,34 +168,35 @@ func TestAgainstDistribution(t *testing.T) {
 	// distribution 2.8 refuses to delete a tag: the error says so, and
 	// the tag is still there.
 	err = repo.Delete(ctx, "change_7_latest")
-	if !errors.Is(err, ErrUnsupported) {
+	if !errors.Is(err, oci.ErrUnsupported) || !oci.HasCode(err, oci.CodeDigestInvalid) {
 		t.Errorf("DELETE tag on distribution 2.8: %v", err)
 	}
 	if _, err := repo.Head(ctx, "change_7_latest"); err != nil {
 		t.Errorf("tag gone after a refused delete: %v", err)
 	}
-	if _, err := repo.Head(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := repo.Head(ctx, "nope"); !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("HEAD missing: %v", err)
 	}
 
-	multi, err := r.Repository(ctx, "myorg/multi", true)
+	multi, err := c.Repository(ctx, reg.Host, "myorg/multi", true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	im, err := multi.Get(ctx, "change_7_latest")
 	idxDigest, _ := idx.Digest()
-	if err != nil || im.Digest != idxDigest.String() || !IsIndex(im.MediaType) {
+	if err != nil || im.Digest != idxDigest.String() || !oci.IsIndex(im.MediaType) {
 		t.Fatalf("GET index: %v %+v", err, im)
 	}
 	if err := multi.Put(ctx, "latest", im); err != nil {
 		t.Fatalf("PUT index: %v", err)
 	}
 
-	bad, err := New(reg.Host, WithTransport(tr), WithAuth(&authn.Basic{Username: reg.Username, Password: "wrong"}))
+	bad, err := New(WithEndpoint(Endpoint{Host: reg.Host, Username: reg.Username, Password: "wrong", CA: reg.TLS.CA.CertPEM}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bad.Repository(ctx, "myorg/app", true); !errors.Is(err, ErrDenied) {
+	defer bad.Close()
+	if _, err := bad.Repository(ctx, reg.Host, "myorg/app", true); !errors.Is(err, oci.ErrDenied) {
 		t.Errorf("wrong password: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
@@ -12,28 +13,49 @@ import (
 // errNoBuild is returned by Push without zuul.build.
 var errNoBuild = errors.New("zuul.build is empty: the intermediate registry tag is <zuul.build>_<tag>; pass the job's zuul variable")
 
+// PushSpec is what intermediate_registry_push does; its fields are the
+// module's parameters.
+type PushSpec struct {
+	Zuul zuul.Vars `ansible:"zuul,raw,required"`
+	Registries
+	// DockerImages are the images to push; ContainerImages when
+	// DockerImages is nil (docker_images wins when both are given, as
+	// upstream).
+	DockerImages    []zuul.Image `ansible:"docker_images"`
+	ContainerImages []zuul.Image `ansible:"container_images"`
+}
+
 // PushResult is what Push did.
 type PushResult struct {
-	Images []Image
+	ansible.Outcome
+	Images []Image `json:"images"`
 	// Artifacts are the zuul.artifacts entries for the images copied (or
 	// to be copied, in check mode), in upstream's shape, for zuul_return.
-	Artifacts []zuul.Artifact
-	Changed   bool
+	Artifacts []zuul.Artifact `json:"artifacts"`
 }
 
 // Push copies each tag of each image from the buildset registry
 // (<repository without docker.io/>:<tag>) to the intermediate registry
-// (<repository>:<build>_<tag>), and returns one artifact per tag. param
-// names the image list in errors (docker_images or container_images).
-func Push(ctx context.Context, cfg Config, vars *zuul.Vars, param string, images []zuul.Image) (*PushResult, error) {
-	if err := cfg.validate(); err != nil {
+// (<repository>:<build>_<tag>), and returns one artifact per tag.
+func Push(ctx context.Context, spec PushSpec, opts ...Option) (*PushResult, error) {
+	o, err := newOptions(opts)
+	if err != nil {
 		return nil, err
 	}
-	if vars == nil || vars.Build == "" {
+	br, err := spec.check(&spec.Zuul, o)
+	if err != nil {
+		return nil, err
+	}
+	vars := &spec.Zuul
+	if vars.Build == "" {
 		return nil, errNoBuild
 	}
-	ir := cfg.Intermediate
-	res := &PushResult{}
+	param, images := "docker_images", spec.DockerImages
+	if images == nil {
+		param, images = "container_images", spec.ContainerImages
+	}
+	ir := spec.IntermediateRegistry
+	res := &PushResult{Images: []Image{}, Artifacts: []zuul.Artifact{}}
 	var jobs []transfer.Job
 	var labels []string
 	var arts []zuul.Artifact
@@ -52,7 +74,7 @@ func Push(ctx context.Context, cfg Config, vars *zuul.Vars, param string, images
 			if err != nil {
 				return nil, err
 			}
-			j := transfer.Job{Src: cfg.Buildset.Address() + "/" + src + ":" + tag,
+			j := transfer.Job{Src: br.Address() + "/" + src + ":" + tag,
 				Dst: ir.Address() + "/" + im.Repository + ":" + buildTag}
 			for _, ref := range []string{j.Src, j.Dst} {
 				if _, err := transfer.ParseReference(ref); err != nil {
@@ -70,18 +92,21 @@ func Push(ctx context.Context, cfg Config, vars *zuul.Vars, param string, images
 				Source: j.Src, Target: j.Dst})
 		}
 	}
+	what := "image tag(s) to the intermediate registry at " + ir.Address()
 	if len(jobs) == 0 {
-		res.Artifacts = []zuul.Artifact{}
+		outcome(&res.Outcome, res.Images, o, what)
 		return res, nil
 	}
-	changed, err := cfg.run(ctx, jobs, res.Images, func(i int) string { return labels[i] },
+	changed, err := spec.run(ctx, br, o, jobs, res.Images, func(i int) string { return labels[i] },
 		"the buildset registry does not have this tag: was the image built and pushed to it under this name?")
 	res.Changed = changed
-	res.Artifacts = []zuul.Artifact{}
 	for i, im := range res.Images {
 		if im.Error == "" {
 			res.Artifacts = append(res.Artifacts, arts[i])
 		}
+	}
+	if err == nil {
+		outcome(&res.Outcome, res.Images, o, what)
 	}
 	return res, err
 }
