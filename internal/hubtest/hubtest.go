@@ -42,8 +42,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/oci"
+	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/transfer"
 )
 
