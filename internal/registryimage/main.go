@@ -55,7 +55,7 @@ func run(args []string) error {
 		return err
 	}
 	if *out == "" || fs.NArg() == 0 {
-		return errors.New("usage: registryimage -out DIR [-tag REF] [-mtime RFC3339] os/arch=BINARY ...")
+		return errors.New("usage: registryimage -out DIR [-tag REF] [-mtime RFC3339] os/arch=BINARY [os/arch=BINARY]")
 	}
 	created, err := time.Parse(time.RFC3339, *mtime)
 	if err != nil {

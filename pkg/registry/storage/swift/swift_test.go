@@ -81,7 +81,9 @@ func TestNewRefusesBadSettings(t *testing.T) {
 			c.Container, c.Auth.User, c.Auth.Key = readOnly, sw.LimitedUser, sw.LimitedKey
 		}, []string{readOnly, "no write access", "ACLs"}},
 		{"no access at all", func(c *Config) { c.Auth.User, c.Auth.Key = sw.LimitedUser, sw.LimitedKey }, []string{"refused"}},
-		{"unreachable", func(c *Config) { c.Auth.AuthURL = "https://127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)) + "/auth/v1.0" }, []string{"check auth_url"}},
+		{"unreachable", func(c *Config) {
+			c.Auth.AuthURL = "https://127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)) + "/auth/v1.0"
+		}, []string{"check auth_url"}},
 		{"missing cloud", func(c *Config) { c.Auth = Auth{Cloud: "nope", CloudsFile: clouds} }, []string{`cloud "nope"`, "not found"}},
 		{"no clouds.yaml", func(c *Config) { c.Auth = Auth{Cloud: "nope", CloudsFile: clouds + ".missing"} }, []string{"no clouds.yaml"}},
 		{"segment size", func(c *Config) { c.SegmentSize = 1 << 10 }, []string{"segment size"}},
