@@ -6,8 +6,10 @@
 //	imagegate-registry [-d] prune -c config.yaml [-dry-run]
 //	imagegate-registry [-d] check -c config.yaml    check the configuration and the storage
 //
-// The configuration is described in docs/intermediate-registry.md and
-// pkg/server. Logs go to stderr.
+// zuul-registry's order, -c before the command (`-c /conf/registry.yaml
+// serve`, as its container image runs it), works too, and so does its
+// registry.yaml. The configuration is described in
+// docs/intermediate-registry.md and pkg/server. Logs go to stderr.
 package main
 
 import (
@@ -31,12 +33,16 @@ func main() {
 	}
 }
 
-const usage = `usage: imagegate-registry [-d] serve|prune|check -c config.yaml [-dry-run]`
+const usage = `usage: imagegate-registry [-d] [-c config.yaml] serve|prune|check [-c config.yaml] [-dry-run]`
+
+// defaultConfig is the configuration file unless -c names one.
+const defaultConfig = "/etc/imagegate-registry/config.yaml"
 
 func run(args []string, stderr io.Writer) error {
 	top := flag.NewFlagSet("imagegate-registry", flag.ContinueOnError)
 	top.SetOutput(stderr)
 	debug := top.Bool("d", os.Getenv("DEBUG") == "1", "debug logging (also DEBUG=1)")
+	topCfg := top.String("c", "", "configuration file (default "+defaultConfig+")")
 	if err := top.Parse(args); err != nil {
 		return err
 	}
@@ -46,13 +52,21 @@ func run(args []string, stderr io.Writer) error {
 	cmd := top.Arg(0)
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("c", "/etc/imagegate-registry/config.yaml", "configuration file")
+	cfgPath := fs.String("c", "", "configuration file (default "+defaultConfig+")")
 	dryRun := fs.Bool("dry-run", false, "prune: report what would be removed, remove nothing")
 	if err := fs.Parse(top.Args()[1:]); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q\n%s", fs.Args(), usage)
+	}
+	switch {
+	case *cfgPath != "" && *topCfg != "" && *cfgPath != *topCfg:
+		return fmt.Errorf("-c is given twice, as %s and %s: give it once", *topCfg, *cfgPath)
+	case *cfgPath == "" && *topCfg != "":
+		*cfgPath = *topCfg
+	case *cfgPath == "":
+		*cfgPath = defaultConfig
 	}
 	cfg, err := server.LoadConfig(*cfgPath, nil)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/registry"
 	"github.com/imagegate/imagegate/pkg/registry/storage/s3"
+	"github.com/imagegate/imagegate/pkg/registry/storage/swift"
 )
 
 // DefaultListen is the listen address unless the configuration says
@@ -77,6 +78,12 @@ type Config struct {
 	// Log sets the log level (debug, info, warn, error) and format (text,
 	// json).
 	Log LogConfig `yaml:"log"`
+
+	// Schema is "imagegate" or "zuul-registry": the schema the file used.
+	Schema string `yaml:"-"`
+	// tokenKeyDerived: TokenKey was derived from zuul-registry's secret
+	// (32 bytes, whatever the secret's length).
+	tokenKeyDerived bool
 }
 
 // TLSConfig names the server certificate and key (PEM files). When both
@@ -99,10 +106,36 @@ type UserConfig struct {
 
 // StorageConfig selects the storage driver.
 type StorageConfig struct {
-	// Driver is "filesystem" (default) or "s3".
+	// Driver is "filesystem" (default), "s3" or "swift".
 	Driver     string           `yaml:"driver"`
 	Filesystem FilesystemConfig `yaml:"filesystem"`
 	S3         S3Config         `yaml:"s3"`
+	Swift      SwiftConfig      `yaml:"swift"`
+}
+
+// SwiftConfig configures the OpenStack Swift driver (storage/swift). The
+// credentials come from a clouds.yaml cloud (Cloud, as zuul-registry
+// takes it), from Swift's v1 auth (AuthURL, User, Key), or, when neither
+// is set, from the OS_* (or ST_*) environment variables. Redirect sends
+// blob GETs to temp URLs of the container, signed with TempURLKey (or the
+// container's or account's key), valid for RedirectExpiry.
+type SwiftConfig struct {
+	Container         string   `yaml:"container"`
+	Cloud             string   `yaml:"cloud"`
+	CloudsFile        string   `yaml:"clouds_file"`
+	Region            string   `yaml:"region"`
+	Interface         string   `yaml:"interface"`
+	AuthURL           string   `yaml:"auth_url"`
+	User              string   `yaml:"user"`
+	Key               string   `yaml:"key"`
+	KeyEnv            string   `yaml:"key_env"`
+	CAFile            string   `yaml:"ca_file"`
+	SegmentSize       Size     `yaml:"segment_size"`
+	ConsistentListing bool     `yaml:"consistent_listing"`
+	Redirect          bool     `yaml:"redirect"`
+	RedirectExpiry    Duration `yaml:"redirect_expiry"`
+	TempURLKey        string   `yaml:"temp_url_key"`
+	TempURLKeyEnv     string   `yaml:"temp_url_key_env"`
 }
 
 // FilesystemConfig configures the filesystem driver.
@@ -222,7 +255,9 @@ func LoadConfig(path string, getenv func(string) (string, bool)) (*Config, error
 	return cfg, nil
 }
 
-// ParseConfig parses and checks a configuration.
+// ParseConfig parses and checks a configuration: imagegate's schema, or
+// zuul-registry's (a file whose top level is a registry: key; see
+// zuulconfig.go).
 func ParseConfig(b []byte, getenv func(string) (string, bool)) (*Config, error) {
 	if getenv == nil {
 		getenv = os.LookupEnv
@@ -231,32 +266,43 @@ func ParseConfig(b []byte, getenv func(string) (string, bool)) (*Config, error) 
 	if err := yaml.Unmarshal(b, &root); err != nil {
 		return nil, err
 	}
-	cfg := &Config{}
 	if root.Kind == 0 {
 		return nil, errors.New("the configuration is empty")
 	}
+	if isZuulConfig(&root) {
+		return parseZuulConfig(&root, getenv)
+	}
+	cfg := &Config{}
 	if err := checkKeys(&root, reflect.TypeOf(cfg), ""); err != nil {
 		return nil, err
 	}
 	if err := expand(&root, getenv); err != nil {
 		return nil, err
 	}
-	// The expanded tree is encoded again and decoded strictly: Node.Decode
-	// would not refuse unknown fields.
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	if err := enc.Encode(&root); err != nil {
+	if err := decodeStrict(&root, cfg); err != nil {
 		return nil, err
 	}
-	dec := yaml.NewDecoder(&buf)
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
+	cfg.Schema = "imagegate"
 	if err := cfg.resolve(getenv); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// decodeStrict encodes a (expanded) tree again and decodes it into v,
+// refusing unknown fields (Node.Decode would not).
+func decodeStrict(root *yaml.Node, v any) error {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	if err := enc.Encode(root); err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(&buf)
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
 
 // checkKeys refuses keys that name no setting, with the setting's path
@@ -413,7 +459,7 @@ func (c *Config) resolve(getenv func(string) (string, bool)) error {
 	if c.TokenKey, err = fromEnv(getenv, "token_key", c.TokenKey, c.TokenKeyEnv); err != nil {
 		return err
 	}
-	if c.TokenKey != "" && len(c.TokenKey) < 32 {
+	if c.TokenKey != "" && len(c.TokenKey) < 32 && !c.tokenKeyDerived {
 		return fmt.Errorf("token_key: %d bytes, needs at least 32 (e.g. openssl rand -hex 32)", len(c.TokenKey))
 	}
 	if c.AnonymousRead == nil {
@@ -474,8 +520,12 @@ func (c *Config) resolve(getenv func(string) (string, bool)) error {
 		if e := time.Duration(s.RedirectExpiry); e < time.Second || e > s3.MaxURLExpiry {
 			return fmt.Errorf("storage.s3.redirect_expiry %s: must be between 1s and 7d (S3's limit for presigned URLs)", e)
 		}
+	case "swift":
+		if err := c.Storage.Swift.resolve(getenv); err != nil {
+			return err
+		}
 	default:
-		return fmt.Errorf("storage.driver %q: use filesystem or s3", c.Storage.Driver)
+		return fmt.Errorf("storage.driver %q: use filesystem, s3 or swift", c.Storage.Driver)
 	}
 	if c.Prune.GracePeriod == 0 {
 		c.Prune.GracePeriod = Duration(time.Hour)
@@ -495,6 +545,48 @@ func (c *Config) resolve(getenv func(string) (string, bool)) error {
 	case "", "text", "json":
 	default:
 		return fmt.Errorf("log.format %q: use text or json", c.Log.Format)
+	}
+	return nil
+}
+
+// resolve reads the *_env keys of the Swift settings and checks them.
+func (s *SwiftConfig) resolve(getenv func(string) (string, bool)) error {
+	var err error
+	if s.Container == "" {
+		return errors.New("storage.swift.container is not set")
+	}
+	if s.Key, err = fromEnv(getenv, "storage.swift.key", s.Key, s.KeyEnv); err != nil {
+		return err
+	}
+	if s.TempURLKey, err = fromEnv(getenv, "storage.swift.temp_url_key", s.TempURLKey, s.TempURLKeyEnv); err != nil {
+		return err
+	}
+	if s.Cloud != "" && s.AuthURL != "" {
+		return errors.New("storage.swift.cloud and storage.swift.auth_url are both set: use a clouds.yaml cloud (Keystone) or v1 auth, not both")
+	}
+	if s.AuthURL != "" {
+		if !strings.HasPrefix(s.AuthURL, "https://") && !strings.HasPrefix(s.AuthURL, "http://") {
+			return fmt.Errorf("storage.swift.auth_url %q: must be an http(s):// URL", s.AuthURL)
+		}
+		if s.User == "" || s.Key == "" {
+			return errors.New("storage.swift.auth_url (v1 auth) needs storage.swift.user (account:user) and storage.swift.key (or key_env)")
+		}
+	} else if s.User != "" || s.Key != "" {
+		return errors.New("storage.swift.user and storage.swift.key are for v1 auth: set storage.swift.auth_url too (Keystone credentials go in clouds.yaml)")
+	}
+	switch s.Interface {
+	case "", "public", "internal", "admin":
+	default:
+		return fmt.Errorf("storage.swift.interface %q: use public, internal or admin", s.Interface)
+	}
+	if s.SegmentSize != 0 && (s.SegmentSize < swift.MinSegmentSize || s.SegmentSize > swift.MaxSegmentSize) {
+		return fmt.Errorf("storage.swift.segment_size %d: must be between 1MiB and 5GiB (Swift's largest object)", s.SegmentSize)
+	}
+	if s.RedirectExpiry == 0 {
+		s.RedirectExpiry = Duration(swift.DefaultURLExpiry)
+	}
+	if e := time.Duration(s.RedirectExpiry); e < time.Second || e > swift.MaxURLExpiry {
+		return fmt.Errorf("storage.swift.redirect_expiry %s: must be between 1s and 7d", e)
 	}
 	return nil
 }

@@ -133,7 +133,7 @@ func TestParseConfigRefuses(t *testing.T) {
 		{"s3 redirect expiry too long", minimal + "storage:\n  driver: s3\n  s3:\n    bucket: b\n    redirect: true\n    redirect_expiry: 8d\n", []string{"storage.s3.redirect_expiry", "7d"}},
 		{"s3 redirect expiry too short", minimal + "storage:\n  driver: s3\n  s3:\n    bucket: b\n    redirect_expiry: 10ms\n", []string{"storage.s3.redirect_expiry", "1s"}},
 		{"s3 redirect not a boolean", minimal + "storage:\n  driver: s3\n  s3:\n    bucket: b\n    redirect: sometimes\n", []string{"sometimes", "bool"}},
-		{"bad driver", minimal + "storage:\n  driver: swift\n", []string{"storage.driver", "swift"}},
+		{"bad driver", minimal + "storage:\n  driver: gcs\n", []string{"storage.driver", "gcs"}},
 		{"half tls", minimal + "tls:\n  cert: /c.pem\n", []string{"tls.cert and tls.key"}},
 		{"short token key", minimal + "token_key: short\n", []string{"token_key", "32"}},
 		{"bad listen", minimal + "listen: [5000]\n", []string{"listen[0]"}},

@@ -46,6 +46,7 @@ import (
 	"github.com/imagegate/imagegate/pkg/registry/storage"
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
 	"github.com/imagegate/imagegate/pkg/registry/storage/s3"
+	"github.com/imagegate/imagegate/pkg/registry/storage/swift"
 )
 
 // Server is a configured registry service. Create it with New, run it
@@ -71,8 +72,8 @@ type Option func(*Server)
 // WithLogger sets the logger. Default: discard.
 func WithLogger(l *slog.Logger) Option { return func(s *Server) { s.log = l } }
 
-// OpenStorage opens the configured storage driver. The S3 driver checks
-// the bucket and credentials first.
+// OpenStorage opens the configured storage driver. The S3 and Swift
+// drivers check the bucket or container and the credentials first.
 func OpenStorage(ctx context.Context, cfg *Config, log *slog.Logger) (storage.Driver, error) {
 	switch cfg.Storage.Driver {
 	case "s3":
@@ -88,6 +89,20 @@ func OpenStorage(ctx context.Context, cfg *Config, log *slog.Logger) (storage.Dr
 		d, err := s3.New(ctx, sc, s3.WithLogger(log))
 		if err != nil {
 			return nil, fmt.Errorf("storage.s3: %w", err)
+		}
+		return d, nil
+	case "swift":
+		c := cfg.Storage.Swift
+		sc := swift.Config{Container: c.Container, CAFile: c.CAFile, SegmentSize: int64(c.SegmentSize),
+			ConsistentListing: c.ConsistentListing, Redirect: c.Redirect, TempURLKey: c.TempURLKey,
+			URLExpiry: time.Duration(c.RedirectExpiry),
+			Auth: swift.Auth{Cloud: c.Cloud, CloudsFile: c.CloudsFile, AuthURL: c.AuthURL, User: c.User, Key: c.Key,
+				Region: c.Region, Interface: c.Interface}}
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		d, err := swift.New(ctx, sc, swift.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("storage.swift: %w", err)
 		}
 		return d, nil
 	default:
@@ -130,6 +145,11 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		ropts = append(ropts, registry.WithBlobRedirect(true))
 		s.log.Info("blob GETs redirect to presigned URLs of the store: clients must reach and trust it",
 			"endpoint", cfg.Storage.S3.Endpoint, "expiry", time.Duration(cfg.Storage.S3.RedirectExpiry))
+	}
+	if sd, ok := s.driver.(*swift.Driver); ok && cfg.Storage.Swift.Redirect {
+		ropts = append(ropts, registry.WithBlobRedirect(true))
+		s.log.Info("blob GETs redirect to temp URLs of the container: clients must reach and trust Swift",
+			"storage_url", sd.StorageURL(), "expiry", time.Duration(cfg.Storage.Swift.RedirectExpiry))
 	}
 	reg, err := registry.New(s.metrics.Driver(s.driver), ropts...)
 	if err != nil {

@@ -84,21 +84,29 @@ users:
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
-	logs := &testenv.SyncBuffer{}
+	return startConfig(t, cfg, "zuul", password, &testenv.SyncBuffer{})
+}
+
+// startConfig runs a server with cfg, whose write user is user with
+// password, logging into logs.
+func startConfig(t *testing.T, cfg *server.Config, user, password string, logs *testenv.SyncBuffer) *running {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := server.New(t.Context(), cfg, server.WithLogger(log))
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{srv: srv, user: "zuul", password: password, logs: logs, stop: cancel, done: make(chan error, 1)}
+	r := &running{srv: srv, user: user, password: password, logs: logs, stop: cancel, done: make(chan error, 1)}
 	go func() { r.done <- srv.Run(ctx) }()
 	addrs := srv.Addrs(t.Context())
 	if len(addrs) == 0 {
 		t.Fatal("the server did not bind")
 	}
 	r.host = addrs[0].String()
-	r.monitor = srv.MonitoringAddr(t.Context()).String()
+	if m := srv.MonitoringAddr(t.Context()); m != nil {
+		r.monitor = m.String()
+	}
 	ca, err := os.ReadFile(srv.CAFile())
 	if err != nil {
 		t.Fatal(err)
@@ -168,11 +176,18 @@ func (r *running) remoteOpts() []remote.Option {
 // through B, and tags and catalog agree.
 func TestReplicasShareABucket(t *testing.T) {
 	s3 := startS3(t)
-	bucket := s3.NewBucket(t)
-	secrets := map[string]string{"TEST_S3_SECRET": s3.SecretKey, "TEST_PASSWORD": registrytest.RandomPassword(t)}
+	testReplicas(t, s3Storage(s3, s3.NewBucket(t)), map[string]string{"TEST_S3_SECRET": s3.SecretKey}, fmt.Sprint(5<<20))
+}
+
+// testReplicas runs two servers on one store (storage, with its secrets):
+// an image pushed through A pulls through B, an upload started through A
+// is finished through B, and tags and catalog agree. chunkMin is the
+// OCI-Chunk-Min-Length the store asks for ("" for none).
+func testReplicas(t *testing.T, storage string, secrets map[string]string, chunkMin string) {
+	secrets["TEST_PASSWORD"] = registrytest.RandomPassword(t)
 	state := t.TempDir() // shared: both replicas serve the same CA's certificates
-	a := start(t, state, s3Storage(s3, bucket), secrets)
-	b := start(t, state, s3Storage(s3, bucket), secrets)
+	a := start(t, state, storage, secrets)
+	b := start(t, state, storage, secrets)
 	checkSharedTokens(t, a, b)
 
 	img, err := random.Image(3<<20, 3)
@@ -211,8 +226,8 @@ func TestReplicasShareABucket(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST on A: %d %s", resp.StatusCode, body)
 	}
-	if resp.Header.Get("OCI-Chunk-Min-Length") != fmt.Sprint(5<<20) {
-		t.Errorf("OCI-Chunk-Min-Length = %q, want the S3 minimum part size", resp.Header.Get("OCI-Chunk-Min-Length"))
+	if resp.Header.Get("OCI-Chunk-Min-Length") != chunkMin {
+		t.Errorf("OCI-Chunk-Min-Length = %q, want %q", resp.Header.Get("OCI-Chunk-Min-Length"), chunkMin)
 	}
 	loc := resp.Header.Get("Location")
 	resp, body = a.do(t, "PATCH", loc, bytes.NewReader(chunk1), "Content-Type", "application/octet-stream",
@@ -371,4 +386,10 @@ func TestRefusesBadStorage(t *testing.T) {
 
 func minimalWith(state, extra string) string {
 	return "state_dir: " + state + "\nusers:\n  - name: zuul\n    password: x\n    access: write\n" + extra
+}
+
+// ioCopyDiscard reads rc to its end and closes it.
+func ioCopyDiscard(rc io.ReadCloser) (int64, error) {
+	defer rc.Close()
+	return io.Copy(io.Discard, rc)
 }

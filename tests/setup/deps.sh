@@ -19,7 +19,14 @@ SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
 
 APT_PACKAGES=(docker.io runc skopeo podman docker-registry ansible-core
 	busybox-static containerd openssl ca-certificates iproute2 uidmap
-	util-linux curl git openssh-client openssh-server)
+	util-linux curl git openssh-client openssh-server
+	# OpenStack Swift, all in one for the tests (internal/testenv/swift.go):
+	# the four servers (tempauth is proxy middleware), memcached for the
+	# proxy's tokens, and Keystone (python3-keystone: keystone-manage and
+	# keystone-wsgi-public, no service) with keystonemiddleware for the
+	# proxy's authtoken.
+	swift swift-proxy swift-account swift-container swift-object memcached
+	python3-keystone python3-keystonemiddleware)
 
 log() { echo "deps: $*" >&2; }
 
@@ -44,6 +51,12 @@ install_apt() {
 	# under systemd is not needed: stop it when this run installed it.
 	if [[ " ${missing[*]} " == *" openssh-server "* ]] && [ -d /run/systemd/system ]; then
 		need_root systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+	fi
+	# Likewise the system's memcached and Swift services: the tests start
+	# their own on loopback.
+	if [[ " ${missing[*]} " == *" memcached "* || " ${missing[*]} " == *" swift-proxy "* ]] && [ -d /run/systemd/system ]; then
+		need_root systemctl disable --now memcached.service swift-proxy.service swift-account.service \
+			swift-container.service swift-object.service >/dev/null 2>&1 || true
 	fi
 }
 

@@ -7,6 +7,7 @@
 #     zuul.d/ playbooks/ roles/     jobs, playbooks, roles (with the binaries)
 #     docs/ README.md               documentation
 #     bin/linux_<arch>/             the commands (runner, registry, ...)
+#     images/imagegate-registry/    the registry's container image (OCI layout, tarballs)
 #     VERSION SHA256SUMS
 #   dist/imagegate-<version>.tar.gz the same tree, packed reproducibly
 #
@@ -84,6 +85,22 @@ for a in "${ARCHES[@]}"; do
 			-o "$TREE/bin/linux_$a/$c" "./cmd/$c"
 	done
 done
+
+# The container image of imagegate-registry, a drop-in for zuul-registry's
+# (command `-c /conf/registry.yaml serve`, a /storage volume), assembled
+# from the static binaries above onto an empty base without a container
+# runtime (internal/registryimage): images/imagegate-registry/oci is an
+# OCI layout holding one index for every architecture, and
+# images/imagegate-registry/linux_<arch>.tar a tarball per architecture
+# for `docker load`.
+image_mtime=$(git log -1 --format=%cI 2>/dev/null | sed 's/+00:00$/Z/' || true)
+image_args=()
+for a in "${ARCHES[@]}"; do
+	image_args+=("linux/$a=$TREE/bin/linux_$a/imagegate-registry")
+done
+$GO run ./internal/registryimage -out "$TREE/images/imagegate-registry" \
+	-tag "imagegate/imagegate-registry:$VERSION" ${image_mtime:+-mtime "$(date -u -d "$image_mtime" +%Y-%m-%dT%H:%M:%SZ)"} \
+	"${image_args[@]}" >&2
 
 echo "$VERSION" > "$TREE/VERSION"
 (cd "$TREE" && find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum > SHA256SUMS)
