@@ -51,7 +51,11 @@ type Spec struct {
 	// absolute.
 	Root string
 	// Port is the TCP port the registry listens on
-	// (buildset_registry_port); zero means DefaultPort.
+	// (buildset_registry_port), 1-65535; only State Started uses it. It
+	// has no zero default: the
+	// module defaults the parameter to DefaultPort, and a 0 given by the
+	// user is refused rather than read as "unset" (upstream's socat would
+	// have listened on a random port).
 	Port int
 	// Host is the address clients use to reach the registry
 	// (buildset_registry_host), returned as buildset_registry.host and
@@ -86,14 +90,13 @@ func (s Spec) normalize() (Spec, error) {
 	if s.Root == "/" {
 		return s, fmt.Errorf("buildset_registry_root must not be /")
 	}
-	if s.Port == 0 {
-		s.Port = DefaultPort
+	if s.State != Started {
+		// Stopping needs only the root: the daemon is found by the lock
+		// on its pid file, whatever port it serves.
+		return s, nil
 	}
 	if s.Port < 1 || s.Port > 65535 {
 		return s, fmt.Errorf("buildset_registry_port %d is not a TCP port: use 1-65535", s.Port)
-	}
-	if s.State != Started {
-		return s, nil
 	}
 	s.Host = strings.TrimSpace(s.Host)
 	if s.Host == "" {
