@@ -48,7 +48,9 @@
 //
 // The handler holds no global state: every Registry carries its own driver,
 // users, key and logger, and every storage failure is answered with a spec
-// error the client can retry (503 UNAVAILABLE with Retry-After).
+// error the client can retry (503 UNAVAILABLE with Retry-After), except a
+// full store (storage.ErrNoSpace), which is final and says so (507
+// Insufficient Storage, DENIED, "no space left").
 package registry
 
 import (
