@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,8 +32,9 @@ func TestTokenExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := rg.issueToken(principal{name: "zuul", access: AccessWrite})
-	if p, ok := rg.verifyToken(tok); !ok || p.name != "zuul" || p.access != AccessWrite {
+	grants := []grant{{Type: "repository", Name: "team/app", Actions: []string{"pull", "push"}}}
+	tok, _ := rg.issueToken(principal{name: "zuul", access: AccessWrite, grants: grants})
+	if p, ok := rg.verifyToken(tok); !ok || p.name != "zuul" || !p.token || !reflect.DeepEqual(p.grants, grants) {
 		t.Fatalf("fresh token: %+v, %v", p, ok)
 	}
 	now = now.Add(59 * time.Second)
@@ -253,6 +255,54 @@ func TestFullStorageIsFinal(t *testing.T) {
 		}
 		if strings.Contains(string(b), "/secret/path") {
 			t.Errorf("%s %s: the storage error's cause reached the client: %s", tc.method, tc.path, b)
+		}
+	}
+}
+
+func TestParseScopesAndGrants(t *testing.T) {
+	t.Parallel()
+	got := parseScopes([]string{"repository:a/b:pull repository:host:5000/c:pull,push", "repository:a/b:push,pull", "registry:catalog:*",
+		"repository(plugin):p:pull", "nonsense", "repository::pull"})
+	want := []grant{
+		{Type: "repository", Name: "a/b", Actions: []string{"pull", "push"}},
+		{Type: "repository", Name: "host:5000/c", Actions: []string{"pull", "push"}},
+		{Type: "registry", Name: "catalog", Actions: []string{"*"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("parseScopes = %+v\nwant %+v", got, want)
+	}
+	// A reader gets the pulls; the invalid name and the unknown resource
+	// and action are left out.
+	req := append(want, grant{Type: "repository", Name: "Bad Name", Actions: []string{"pull"}},
+		grant{Type: "user", Name: "x", Actions: []string{"pull"}}, grant{Type: "repository", Name: "d", Actions: []string{"sudo"}})
+	if g := grantable(req, AccessRead); !reflect.DeepEqual(g, []grant{
+		{Type: "repository", Name: "a/b", Actions: []string{"pull"}},
+		{Type: "registry", Name: "catalog", Actions: []string{"*"}},
+	}) {
+		t.Errorf("grantable(read) = %+v", g)
+	}
+	// host:5000/c is not a repository name of this registry (names carry
+	// no host).
+	if g := grantable(req, AccessWrite); !reflect.DeepEqual(g, []grant{want[0], want[2]}) {
+		t.Errorf("grantable(write) = %+v", g)
+	}
+	// Coverage: push covers delete; * covers everything; nothing else
+	// crosses repositories or actions.
+	gs := []grant{{Type: "repository", Name: "a", Actions: []string{"push"}}, {Type: "repository", Name: "b", Actions: []string{"*"}}}
+	for _, tc := range []struct {
+		q    requirement
+		want bool
+	}{
+		{requirement{"repository", "a", "push"}, true},
+		{requirement{"repository", "a", "delete"}, true},
+		{requirement{"repository", "a", "pull"}, false},
+		{requirement{"repository", "b", "pull"}, true},
+		{requirement{"repository", "b", "delete"}, true},
+		{requirement{"repository", "c", "pull"}, false},
+		{requirement{"registry", "catalog", "*"}, false},
+	} {
+		if got := covers(gs, tc.q); got != tc.want {
+			t.Errorf("covers(%+v) = %v", tc.q, got)
 		}
 	}
 }

@@ -30,7 +30,9 @@
 //
 // and the token endpoint (GET with basic credentials, or the OAuth2 POST
 // form containerd and BuildKit use) returns a short-lived token (see
-// DefaultTokenTTL) carrying the granted access, signed with HMAC-SHA256
+// DefaultTokenTTL) carrying the granted access, scoped as distribution's
+// tokens are: the repositories and actions asked for that the caller may
+// have, and nothing else (scope.go), signed with HMAC-SHA256
 // under a key that is random per New unless WithTokenKey sets one. Basic
 // credentials sent directly on /v2/ requests are accepted too, for simple
 // clients. The token flow is what every client (docker, podman/skopeo,
