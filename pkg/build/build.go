@@ -46,6 +46,7 @@ type Builder struct {
 	timeout          time.Duration
 	connectTimeout   time.Duration
 	compressionLevel int
+	lookupEnv        func(string) (string, bool)
 }
 
 // Option configures a Builder.
@@ -71,6 +72,13 @@ func WithConnectTimeout(d time.Duration) Option { return func(b *Builder) { b.co
 // 0, keeps BuildKit's.
 func WithCompressionLevel(n int) Option { return func(b *Builder) { b.compressionLevel = n } }
 
+// WithLookupEnv sets where build arguments given as a bare KEY take their
+// value from. The default is the process environment (os.LookupEnv): for
+// the module, the task's environment.
+func WithLookupEnv(f func(string) (string, bool)) Option {
+	return func(b *Builder) { b.lookupEnv = f }
+}
+
 // New returns a Builder for the buildkitd at addr (unix://, tcp://,
 // docker-container:// ...; empty means DefaultAddr).
 func New(addr string, opts ...Option) (*Builder, error) {
@@ -82,12 +90,16 @@ func New(addr string, opts ...Option) (*Builder, error) {
 		log:            slog.New(slog.DiscardHandler),
 		timeout:        time.Hour,
 		connectTimeout: 30 * time.Second,
+		lookupEnv:      os.LookupEnv,
 	}
 	for _, o := range opts {
 		o(b)
 	}
 	if !strings.Contains(addr, "://") {
 		return nil, fmt.Errorf("buildkit_addr %q: want a URL such as unix:///run/buildkit/buildkitd.sock", addr)
+	}
+	if b.lookupEnv == nil {
+		return nil, errors.New("WithLookupEnv: nil function")
 	}
 	if b.timeout <= 0 || b.connectTimeout <= 0 {
 		return nil, errors.New("timeouts must be positive")
