@@ -18,7 +18,8 @@ type params struct {
 	Zuul         zuul.Vars              `ansible:"zuul,raw"`
 	Namespaces   [][]string             `ansible:"buildset_registry_namespaces"`
 	Unqualified  []string               `ansible:"buildset_registry_unqualified_registries" default:"docker.io"`
-	Clients      []string               `ansible:"clients" choices:"system,docker,containers,buildkit,containerd"`
+	Clients      []string               `ansible:"clients" choices:"system,docker,containers,buildkit,containerd,microk8s"`
+	DockerUser   string                 `ansible:"buildset_registry_docker_user"`
 	HostsFile    string                 `ansible:"hosts_file,path" default:"/etc/hosts"`
 	CATrustDir   string                 `ansible:"ca_trust_dir,path"`
 	CATrustCmd   []string               `ansible:"ca_trust_command"`
@@ -32,6 +33,12 @@ type params struct {
 	BuildkitTOML string                 `ansible:"buildkitd_toml,path" default:"/etc/buildkit/buildkitd.toml"`
 	BuildkitCert string                 `ansible:"buildkit_certs_dir,path" default:"/etc/buildkit/certs.d"`
 	CtrdCerts    string                 `ansible:"containerd_certs_dir,path" default:"/etc/containerd/certs.d"`
+	CrioConf     string                 `ansible:"crio_conf,path" default:"/etc/crio/crio.conf"`
+	CrioRestart  []string               `ansible:"crio_restart_command" default:"systemctl,restart,crio"`
+	MicroCerts   string                 `ansible:"microk8s_certs_dir,path" default:"/var/snap/microk8s/current/args/certs.d"`
+	MicroRestart []string               `ansible:"microk8s_restart_command" default:"snap,restart,microk8s"`
+	RunUserDir   string                 `ansible:"run_user_dir,path" default:"/run/user"`
+	KubeletDir   string                 `ansible:"kubelet_dir,path" default:"/var/lib/kubelet"`
 }
 
 func main() { ansible.Main(run) }
@@ -61,19 +68,26 @@ func run(ctx context.Context, m *ansible.Module, p *params) (*ansible.Result, er
 		Unqualified: p.Unqualified,
 		Clients:     clients,
 		Paths: clientconf.Paths{
-			Hosts:              p.HostsFile,
-			CATrustDir:         p.CATrustDir,
-			CATrustCommand:     p.CATrustCmd,
-			DockerDaemonJSON:   p.DaemonJSON,
-			DockerCertsDir:     p.DockerCerts,
-			DockerHost:         p.DockerHost,
-			DockerPidfile:      p.DockerPid,
-			RegistriesConf:     p.Registries,
-			ContainersCertsDir: p.CtrsCerts,
-			BuildkitdTOML:      p.BuildkitTOML,
-			BuildkitCertsDir:   p.BuildkitCert,
-			ContainerdCertsDir: p.CtrdCerts,
+			Hosts:                  p.HostsFile,
+			CATrustDir:             p.CATrustDir,
+			CATrustCommand:         p.CATrustCmd,
+			DockerDaemonJSON:       p.DaemonJSON,
+			DockerCertsDir:         p.DockerCerts,
+			DockerHost:             p.DockerHost,
+			DockerPidfile:          p.DockerPid,
+			RegistriesConf:         p.Registries,
+			ContainersCertsDir:     p.CtrsCerts,
+			BuildkitdTOML:          p.BuildkitTOML,
+			BuildkitCertsDir:       p.BuildkitCert,
+			ContainerdCertsDir:     p.CtrdCerts,
+			CrioConf:               p.CrioConf,
+			CrioRestartCommand:     p.CrioRestart,
+			Microk8sCertsDir:       p.MicroCerts,
+			Microk8sRestartCommand: p.MicroRestart,
+			RunUserDir:             p.RunUserDir,
+			KubeletDir:             p.KubeletDir,
 		},
+		DockerUser:   p.DockerUser,
 		DockerReload: p.DockerReload,
 		CheckMode:    m.CheckMode,
 		Log:          m.Log,
@@ -111,8 +125,16 @@ func run(ctx context.Context, m *ansible.Module, p *params) (*ansible.Result, er
 	res.Msg = summary(r)
 	res.Set("alias", r.Alias).Set("location", r.Location).Set("mirrors", r.Mirrors).
 		Set("clients", configured).Set("skipped_clients", skipped).Set("files", files).
-		Set("ca_trust_updated", r.CATrustUpdated).Set("docker_reloaded", r.DockerReloaded)
+		Set("ca_trust_updated", r.CATrustUpdated).Set("docker_reloaded", r.DockerReloaded).
+		Set("restarted", nonNil(r.Restarted))
 	return res, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func summary(r *clientconf.Result) string {

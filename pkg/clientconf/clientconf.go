@@ -34,10 +34,22 @@
 //     registry's address, where docker_image_build pushes when the alias
 //     does not resolve;
 //   - containerd: per namespace a hosts.toml in the config_path directory
-//     with the mirror as the first host and the upstream as server.
+//     with the mirror as the first host and the upstream as server;
+//   - microk8s: the same hosts.toml files in microk8s' certs.d, then
+//     `snap restart microk8s` when one changed (as upstream);
+//   - cri-o: no files of its own (it reads the containers files), but a
+//     restart (`systemctl restart crio`) when those changed and
+//     /etc/crio/crio.conf exists (upstream restarts it whenever it exists).
 //
-// Unlike upstream it writes no credentials anywhere: the buildset registry
-// serves anonymous pulls, which is all a configured client does.
+// docker, containers and buildkit are configured whether or not the client
+// is installed yet, so a client installed later (ensure-docker after this
+// role, for example) finds its configuration; system trust, containerd and
+// microk8s when their directories exist. Spec.Clients narrows the list.
+//
+// Credentials are written only for Spec.DockerUser (upstream's
+// buildset_registry_docker_user; see credentials.go), the one exception to
+// imagegate's rule that registry credentials stay in memory: the buildset
+// registry serves anonymous pulls, so only pushes need them.
 package clientconf
 
 import (
@@ -47,6 +59,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -68,10 +81,15 @@ const (
 	Containers Client = "containers"
 	Buildkit   Client = "buildkit"
 	Containerd Client = "containerd"
+	Microk8s   Client = "microk8s"
 )
 
 // AllClients lists every client in the order Apply configures them.
-var AllClients = []Client{System, Docker, Containers, Buildkit, Containerd}
+var AllClients = []Client{System, Docker, Containers, Buildkit, Containerd, Microk8s}
+
+// alwaysClients are configured by default even when absent from the node,
+// so that a client installed later is configured.
+var alwaysClients = []Client{Docker, Containers, Buildkit}
 
 // Namespace is one registry the buildset registry shadows: Host is the
 // registry name as it appears in image references (docker.io, quay.io), and
@@ -113,6 +131,20 @@ type Paths struct {
 	BuildkitdTOML      string // /etc/buildkit/buildkitd.toml
 	BuildkitCertsDir   string // /etc/buildkit/certs.d
 	ContainerdCertsDir string // /etc/containerd/certs.d
+	// CrioConf is cri-o's configuration file: when it exists, cri-o is
+	// restarted with CrioRestartCommand after the containers files
+	// changed.
+	CrioConf           string   // /etc/crio/crio.conf
+	CrioRestartCommand []string // systemctl restart crio
+	// Microk8sCertsDir is microk8s' containerd certs.d; microk8s is
+	// present when its parent (args/) exists, and restarted with
+	// Microk8sRestartCommand when its files changed.
+	Microk8sCertsDir       string   // /var/snap/microk8s/current/args/certs.d
+	Microk8sRestartCommand []string // snap restart microk8s
+	// RunUserDir holds the users' runtime directories (<uid>/auth.json).
+	RunUserDir string // /run/user
+	// KubeletDir is the kubelet's directory (config.json).
+	KubeletDir string // /var/lib/kubelet
 }
 
 // Default locations on a node.
@@ -127,6 +159,10 @@ const (
 	DefaultBuildkitdTOML      = "/etc/buildkit/buildkitd.toml"
 	DefaultBuildkitCertsDir   = "/etc/buildkit/certs.d"
 	DefaultContainerdCertsDir = "/etc/containerd/certs.d"
+	DefaultCrioConf           = "/etc/crio/crio.conf"
+	DefaultMicrok8sCertsDir   = "/var/snap/microk8s/current/args/certs.d"
+	DefaultRunUserDir         = "/run/user"
+	DefaultKubeletDir         = "/var/lib/kubelet"
 
 	debianTrustDir = "/usr/local/share/ca-certificates"
 	redhatTrustDir = "/etc/pki/ca-trust/source/anchors"
@@ -148,6 +184,16 @@ func (p *Paths) setDefaults() {
 	def(&p.BuildkitdTOML, DefaultBuildkitdTOML)
 	def(&p.BuildkitCertsDir, DefaultBuildkitCertsDir)
 	def(&p.ContainerdCertsDir, DefaultContainerdCertsDir)
+	def(&p.CrioConf, DefaultCrioConf)
+	def(&p.Microk8sCertsDir, DefaultMicrok8sCertsDir)
+	def(&p.RunUserDir, DefaultRunUserDir)
+	def(&p.KubeletDir, DefaultKubeletDir)
+	if len(p.CrioRestartCommand) == 0 {
+		p.CrioRestartCommand = []string{"systemctl", "restart", "crio"}
+	}
+	if len(p.Microk8sRestartCommand) == 0 {
+		p.Microk8sRestartCommand = []string{"snap", "restart", "microk8s"}
+	}
 	redhat := isDir(redhatTrustDir)
 	if p.CATrustDir == "" {
 		p.CATrustDir = debianTrustDir
@@ -171,11 +217,18 @@ type Spec struct {
 	// Unqualified defaults to DefaultUnqualified when nil; an empty,
 	// non-nil list sets unqualified-search-registries to [].
 	Unqualified []string
-	// Clients to configure. Empty means every client whose configuration
-	// directory exists on the node; a listed client is configured even if
-	// its directories must be created.
+	// Clients to configure. Empty means docker, containers and buildkit
+	// (whether installed or not) and every other client whose directory
+	// exists on the node; a listed client is configured even if its
+	// directories must be created.
 	Clients []Client
 	Paths   Paths
+	// DockerUser is the user whose client configuration gets the
+	// registry's credentials (buildset_registry_docker_user); empty
+	// writes none.
+	DockerUser string
+	// LookupUser finds DockerUser; user.Lookup (/etc/passwd) when nil.
+	LookupUser func(name string) (*user.User, error)
 	// DockerReload sends SIGHUP to a running dockerd whose live registry
 	// mirrors differ from daemon.json, and waits until it reports them.
 	DockerReload bool
@@ -218,9 +271,13 @@ func (s *Spec) Validate() error {
 	}
 	for _, c := range s.Clients {
 		if !slices.Contains(AllClients, c) {
-			return fmt.Errorf("clients: unknown client %q (known: system, docker, containers, buildkit, containerd)", c)
+			return fmt.Errorf("clients: unknown client %q (known: system, docker, containers, buildkit, containerd, microk8s)", c)
 		}
 	}
+	if s.LookupUser == nil {
+		s.LookupUser = lookupUser
+	}
+
 	if s.DockerReloadTimeout <= 0 {
 		s.DockerReloadTimeout = 30 * time.Second
 	}
@@ -242,6 +299,9 @@ type FileChange struct {
 	After  string
 	// Created is true when the file did not exist.
 	Created bool
+	// Secret is true for files holding credentials: Before and After
+	// then describe the change without the content.
+	Secret bool
 }
 
 // Result is what Apply did.
@@ -264,6 +324,9 @@ type Result struct {
 	CATrustUpdated bool
 	// DockerReloaded is true when dockerd was reloaded (or would be).
 	DockerReloaded bool
+	// Restarted lists the services restarted (or that would be) because
+	// their configuration changed: crio, microk8s.
+	Restarted []string
 	// Warnings are things the user should know about.
 	Warnings []string
 }
@@ -312,7 +375,7 @@ func Apply(ctx context.Context, s Spec) (*Result, error) {
 			}
 			continue
 		}
-		if !explicit {
+		if !explicit && !slices.Contains(alwaysClients, c) {
 			if dir := s.Paths.marker(c); !isDir(dir) {
 				res.Skipped[c] = fmt.Sprintf("%s does not exist", dir)
 				continue
@@ -329,20 +392,47 @@ func Apply(ctx context.Context, s Spec) (*Result, error) {
 		case Buildkit:
 			err = p.buildkit(s.Paths, res.Location, reg.Address(), ca, s.Namespaces)
 		case Containerd:
-			err = p.containerd(s.Paths, res.Location, ca, s.Namespaces)
+			err = p.containerd(string(Containerd), s.Paths.ContainerdCertsDir, res.Location, ca, s.Namespaces)
+		case Microk8s:
+			err = p.containerd(string(Microk8s), s.Paths.Microk8sCertsDir, res.Location, ca, s.Namespaces)
 		}
 		if err != nil {
 			return nil, err
 		}
 		res.Configured = append(res.Configured, c)
 	}
+	if s.DockerUser != "" {
+		if err := p.credentials(&s, res.Location); err != nil {
+			return nil, err
+		}
+	}
 
+	changed := map[string]bool{}
 	for _, ch := range p.changes {
-		res.Files = append(res.Files, FileChange{Path: ch.path, Client: ch.client,
-			Before: string(ch.before), After: string(ch.after), Created: !ch.existed})
+		fc := FileChange{Path: ch.path, Client: ch.client, Before: string(ch.before), After: string(ch.after), Created: !ch.existed}
+		if ch.secret {
+			fc.Secret = true
+			fc.Before, fc.After = "", "(credentials for "+res.Location+", not shown)\n"
+			if ch.existed {
+				fc.Before = "(not shown: holds credentials)\n"
+			}
+		}
+		res.Files = append(res.Files, fc)
+		changed[ch.client] = true
 	}
 	res.CATrustUpdated = p.trustChanged
 	res.Changed = len(p.changes) > 0
+	// Services that read the files at start, restarted when they changed.
+	var restarts []restart
+	if changed[string(Containers)] && isFile(s.Paths.CrioConf) {
+		restarts = append(restarts, restart{"crio", s.Paths.CrioRestartCommand})
+	}
+	if changed[string(Microk8s)] {
+		restarts = append(restarts, restart{"microk8s", s.Paths.Microk8sRestartCommand})
+	}
+	for _, r := range restarts {
+		res.Restarted = append(res.Restarted, r.name)
+	}
 
 	if !s.CheckMode {
 		if err := p.commit(s.Log); err != nil {
@@ -352,6 +442,11 @@ func Apply(ctx context.Context, s Spec) (*Result, error) {
 			if err := runCommand(ctx, s.Log, s.Paths.CATrustCommand); err != nil {
 				return nil, fmt.Errorf("refreshing the system trust store (the CA file %s was written): %w",
 					filepath.Join(s.Paths.CATrustDir, res.Alias+".crt"), err)
+			}
+		}
+		for _, r := range restarts {
+			if err := runCommand(ctx, s.Log, r.command); err != nil {
+				return nil, fmt.Errorf("restarting %s to use the new configuration (the files were written): %w", r.name, err)
 			}
 		}
 	}
@@ -383,13 +478,26 @@ func (p *Paths) marker(c Client) string {
 		return filepath.Dir(p.BuildkitdTOML)
 	case Containerd:
 		return filepath.Dir(p.ContainerdCertsDir)
+	case Microk8s:
+		return filepath.Dir(p.Microk8sCertsDir)
 	}
 	return ""
+}
+
+// restart is a service to restart after its configuration changed.
+type restart struct {
+	name    string
+	command []string
 }
 
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // normalizePEM trims surrounding space and ends the PEM with one newline, so
