@@ -30,7 +30,7 @@ var imagegateModules = []string{
 var wantRoles = []string{
 	"imagegate-modules", "run-buildset-registry", "use-buildset-registry",
 	"pull-from-intermediate-registry", "push-to-intermediate-registry", "pause-buildset-registry",
-	"build-docker-image", "upload-docker-image", "promote-docker-image", "ensure-buildkit",
+	"build-docker-image", "upload-docker-image", "promote-docker-image", "ensure-buildkit", "ensure-dockerd",
 }
 
 var wantJobs = []string{
@@ -105,9 +105,34 @@ func TestJobsResolve(t *testing.T) {
 			l.Jobs[child.Name] = []*runner.JobDef{child}
 			name = child.Name
 		}
-		if _, err := l.Freeze(name, anySecret); err != nil {
+		// A job with no run playbook in its chain (as upstream's
+		// opendev-buildset-registry-consumer) gets one from the project
+		// pipeline that lists it.
+		var extra []*runner.JobDef
+		if !hasRun(l, name) {
+			extra = append(extra, &runner.JobDef{Name: name, Source: defs[0].Source, Pos: "project",
+				Run: []runner.PlaybookRef{{Name: "playbooks/docker-image/run.yaml"}}})
+		}
+		if _, err := l.Freeze(name, anySecret, extra...); err != nil {
 			t.Errorf("freezing %s: %v", name, err)
 		}
+	}
+	// opendev-buildset-registry-consumer runs in a project pipeline as
+	// upstream's, with the playbooks given there.
+	if defs := l.Jobs["opendev-buildset-registry-consumer"]; len(defs) == 0 || defs[0].Abstract {
+		t.Error("opendev-buildset-registry-consumer must not be abstract: projects list it in their pipelines")
+	}
+	variant := &runner.JobDef{Name: "opendev-buildset-registry-consumer", Source: l.Jobs["opendev-buildset-registry-consumer"][0].Source, Pos: "project",
+		PreRun: []runner.PlaybookRef{{Name: "playbooks/buildset-registry/run.yaml"}}, Run: []runner.PlaybookRef{{Name: "playbooks/docker-image/run.yaml"}}}
+	consumer, err := l.Freeze("opendev-buildset-registry-consumer", anySecret, variant)
+	if err != nil {
+		t.Fatalf("opendev-buildset-registry-consumer with run from a project pipeline: %v", err)
+	}
+	if got := strings.Join(consumer.Phases(), "|"); got != "pre-run playbooks/buildset-registry/pull.yaml|pre-run playbooks/buildset-registry/run.yaml|run playbooks/docker-image/run.yaml" {
+		t.Errorf("consumer phases: %s", got)
+	}
+	if _, ok := consumer.PreRun[0].Secrets["intermediate_registry"]; !ok || strings.Join(consumer.Requires, ",") != "docker-image" {
+		t.Errorf("consumer: pull.yaml secrets %v, requires %v", consumer.PreRun[0].Secrets, consumer.Requires)
 	}
 	promote, err := l.Freeze("opendev-promote-docker-image", anySecret)
 	if err != nil {
@@ -147,6 +172,26 @@ func TestJobsResolve(t *testing.T) {
 			t.Errorf("%s: intermediate_registry secret present=%v, want %v", pb.Name, has, want)
 		}
 	}
+}
+
+// hasRun reports whether a job or one of its parents sets run.
+func hasRun(l *runner.Layout, name string) bool {
+	for name != "" {
+		defs := l.Jobs[name]
+		if len(defs) == 0 {
+			return false
+		}
+		for _, d := range defs {
+			if len(d.Run) > 0 {
+				return true
+			}
+		}
+		name = ""
+		if p := defs[0].Parent; p != nil {
+			name = *p
+		}
+	}
+	return false
 }
 
 // playbookRoles returns the roles a playbook or task file uses: play
