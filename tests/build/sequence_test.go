@@ -48,6 +48,16 @@ const (
     - run-buildset-registry
     - use-buildset-registry
 `
+	// The build jobs' post-run: buildkitd ends with the job.
+	postPlaybook = `
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Stop buildkitd
+      ansible.builtin.include_role:
+        name: ensure-buildkit
+        tasks_from: stop.yaml
+`
 	runPlaybook = `
 - hosts: all
   gather_facts: false
@@ -167,7 +177,11 @@ CMD ["cat", "/built.txt"]
 	if err := os.WriteFile(varsFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := append(ansibletest.PlaybookEnv(t, dir, ""), "ANSIBLE_ROLES_PATH="+roles,
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := append(ansibletest.PlaybookEnv(t, dir, ""), "ANSIBLE_ROLES_PATH="+roles, "HOME="+home,
 		"ANSIBLE_ACTION_PLUGINS="+filepath.Join(testenv.RepoRoot(), "pkg", "runner", "plugins", "action"))
 	ansiblePlaybook := sb.Wrap(t, "/usr/bin/ansible-playbook")
 	var registryPassword string
@@ -253,6 +267,61 @@ CMD ["cat", "/built.txt"]
 	second := play("run.yaml", runPlaybook, "-e", "expect_restart=false")
 	if pid := readPid(t, filepath.Join(bk, "run", "buildkitd.pid")); pid != restarted {
 		t.Errorf("the second build restarted buildkitd (pid %d, was %d):\n%s", pid, restarted, second)
+	}
+
+	// The job ends: buildkitd stops, its log goes with the job's logs, and
+	// its build cache stays.
+	play("post.yaml", postPlaybook)
+	if alive(restarted) {
+		t.Errorf("buildkitd (pid %d) still runs after the post-run playbook", restarted)
+	}
+	if log, err := os.ReadFile(filepath.Join(home, "zuul-output", "logs", "buildkitd.log")); err != nil || !strings.Contains(string(log), "started by imagegate's buildkitd_service") {
+		t.Errorf("buildkitd's log is not with the job's logs: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(bk, "root")); err != nil {
+		t.Errorf("the build cache is gone: %v", err)
+	}
+}
+
+// TestEnsureBuildkitArchitectures: a node whose architecture has no
+// buildkitd in the release tree fails ensure-buildkit, naming the host and
+// the architecture, before anything is installed; so does a release tree
+// that lacks the node's binary.
+func TestEnsureBuildkitArchitectures(t *testing.T) {
+	t.Parallel()
+	dir := testenv.ShortTempDir(t)
+	roles := rolesPath(t, []string{"ensure-buildkit"}, "use_buildset_registry", "buildkitd_service")
+	pb := filepath.Join(dir, "ensure.yaml")
+	os.WriteFile(pb, []byte("- hosts: all\n  gather_facts: false\n  roles:\n    - ensure-buildkit\n"), 0o644)
+	for _, tc := range []struct {
+		arch string
+		want []string
+	}{
+		{"riscv64", []string{"Host localhost is riscv64 (imagegate_module_arch)", "x86_64 (amd64), aarch64 (arm64), ppc64le and s390x only"}},
+		{"s390x", []string{"There is no buildkitd for linux/s390x (host localhost, s390x)", "ensure-buildkit/files/linux_s390x/buildkitd", "make dist"}},
+	} {
+		install := filepath.Join(dir, tc.arch, "bin")
+		vars, _ := json.Marshal(map[string]any{"imagegate_module_arch": tc.arch, "ensure_buildkit_install_dir": install,
+			"ensure_buildkit_config_dir": filepath.Join(dir, tc.arch, "etc"), "ensure_buildkit_become": false})
+		varsFile := filepath.Join(dir, tc.arch+".json")
+		os.WriteFile(varsFile, vars, 0o600)
+		cmd := exec.Command("ansible-playbook", "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=/usr/bin/python3",
+			"-e", "@"+varsFile, pb)
+		cmd.Env = append(append(os.Environ(), ansibletest.PlaybookEnv(t, dir, "")...), "ANSIBLE_ROLES_PATH="+roles)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Errorf("%s: ensure-buildkit succeeded:\n%s", tc.arch, out)
+			continue
+		}
+		flat := strings.Join(strings.Fields(string(out)), " ")
+		for _, w := range tc.want {
+			if !strings.Contains(flat, w) {
+				t.Errorf("%s: the failure lacks %q:\n%s", tc.arch, w, out)
+			}
+		}
+		if _, err := os.Stat(install); !os.IsNotExist(err) {
+			t.Errorf("%s: something was installed (%v)", tc.arch, err)
+		}
 	}
 }
 
