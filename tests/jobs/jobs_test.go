@@ -526,3 +526,28 @@ func TestVariablesDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildkitPin: the BuildKit version is one pin: go.mod's (the client
+// in docker_image_build), the release tree's buildkitd (deps.sh builds it)
+// and ensure-buildkit's default.
+func TestBuildkitPin(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	find := func(file, pattern string) string {
+		b, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(pattern).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("%s: no match for %s", file, pattern)
+		}
+		return string(m[1])
+	}
+	gomod := find("go.mod", `(?m)^\s*github\.com/moby/buildkit (v\S+)`)
+	deps := find("tests/setup/deps.sh", `(?m)^BUILDKIT_VERSION=(\S+)$`)
+	role := find("roles/ensure-buildkit/defaults/main.yaml", `(?m)^ensure_buildkit_version: (\S+)$`)
+	if gomod != deps || gomod != role {
+		t.Errorf("BuildKit pins differ: go.mod %s, tests/setup/deps.sh %s, ensure_buildkit_version %s", gomod, deps, role)
+	}
+}
