@@ -374,3 +374,48 @@ func registryFromResults(t *testing.T, path string) *zuul.BuildsetRegistry {
 	}
 	return rd.SecretData.BuildsetRegistry
 }
+
+var installSkipped = regexp.MustCompile(`Install docker\.io from the distribution\] \*+\nskipping: \[localhost\]`)
+
+// TestEnsureDockerd: the build jobs' ensure-dockerd leaves a node that has
+// dockerd as it is (no package installed, nothing changed), and does
+// nothing at all with ensure_dockerd_install: false.
+func TestEnsureDockerd(t *testing.T) {
+	t.Parallel()
+	dir := testenv.ShortTempDir(t)
+	roles := filepath.Join(dir, "roles")
+	testenv.Run(t, nil, "mkdir", "-p", roles)
+	testenv.Run(t, nil, "cp", "-a", filepath.Join(testenv.RepoRoot(), "roles", "ensure-dockerd"), filepath.Join(roles, "ensure-dockerd"))
+	pb := filepath.Join(dir, "pre.yaml")
+	os.WriteFile(pb, []byte(`- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Make sure the node has docker
+      ansible.builtin.include_role:
+        name: ensure-dockerd
+`), 0o644)
+	for _, tc := range []struct {
+		install string
+		want    string
+	}{
+		{"true", "ok: [localhost]"},
+		{"false", "skipping: [localhost]"},
+	} {
+		cmd := exec.Command("ansible-playbook", "-i", "localhost,", "-c", "local", "-e", "ansible_python_interpreter=/usr/bin/python3",
+			"-e", "ensure_dockerd_install="+tc.install, "-e", "ensure_dockerd_become=false", pb)
+		cmd.Env = append(append(os.Environ(), ansibletest.PlaybookEnv(t, dir, "")...), "ANSIBLE_ROLES_PATH="+roles)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("ensure_dockerd_install=%s: %v\n%s", tc.install, err, out)
+		}
+		if !strings.Contains(string(out), "changed=0") || !strings.Contains(string(out), tc.want) {
+			t.Errorf("ensure_dockerd_install=%s on a node with dockerd:\n%s", tc.install, out)
+		}
+		if tc.install == "true" && !strings.Contains(string(out), "TASK [ensure-dockerd : Find dockerd]") {
+			t.Errorf("ensure-dockerd did not look for dockerd:\n%s", out)
+		}
+		if !installSkipped.Match(out) {
+			t.Errorf("ensure_dockerd_install=%s: the package install was not skipped on a node that has dockerd:\n%s", tc.install, out)
+		}
+	}
+}
