@@ -203,7 +203,11 @@ func lock(s Spec, checkMode bool) (func(), error) {
 		return nil, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	path := s.recordFile() + ".lock"
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	flags := os.O_RDWR | os.O_CREATE
+	if checkMode {
+		flags = os.O_RDONLY // check mode creates nothing
+	}
+	f, err := os.OpenFile(path, flags, 0o644)
 	if err != nil {
 		if checkMode {
 			return func() {}, nil
