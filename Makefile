@@ -3,7 +3,7 @@
 #   make demo    run the gate-and-promote workflow end to end on this machine
 #   make test    install what the tests need, then lint and run every test
 #   make build   build the modules for this machine's architecture
-#   make dist    build the release tree (linux/amd64 and linux/arm64)
+#   make dist    build the release tree (linux/amd64, arm64, ppc64le, s390x)
 #   make bench   benchmarks beside skopeo, docker and the distribution registry
 
 SHELL := /bin/bash
@@ -22,8 +22,11 @@ GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 # The module for linux/amd64 carries the plain name; other architectures a
 # suffix. The imagegate action plugin picks the one that matches each host.
 arch_suffix = $(if $(filter amd64,$(1)),,_$(1))
+# The architectures of the release tree: modules, commands and buildkitd
+# (the action plugin and ensure-buildkit know the same four).
+DIST_ARCHES := amd64 arm64 ppc64le s390x
 
-.PHONY: all build build-all dist deps lint test test-unit test-integration \
+.PHONY: all build build-all buildkitd-dist dist deps lint test test-unit test-integration \
 	conformance bench demo clean test-seaweedfs
 
 all: build
@@ -31,8 +34,7 @@ all: build
 build: $(addprefix build-module-,$(MODULES)) build-commands
 
 build-all:
-	$(MAKE) build ARCH=amd64
-	$(MAKE) build ARCH=arm64
+	$(foreach a,$(DIST_ARCHES),$(MAKE) build ARCH=$(a) &&) true
 
 build-module-%:
 	@mkdir -p $(LIBRARY)
@@ -43,8 +45,13 @@ build-commands:
 	@mkdir -p bin
 	$(if $(COMMANDS),$(GOBUILD) -o bin/ $(addprefix ./cmd/,$(COMMANDS)))
 
-dist: build-all
-	./tests/setup/dist.sh
+# buildkitd for every architecture, built once into the deps cache
+# (BUILDKITD_DIST), for ensure-buildkit in the release tree.
+buildkitd-dist:
+	./tests/setup/deps.sh buildkitd-dist
+
+dist: build-all buildkitd-dist
+	DIST_ARCHES="$(DIST_ARCHES)" ./tests/setup/dist.sh
 
 deps:
 	./tests/setup/deps.sh

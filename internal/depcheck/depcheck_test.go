@@ -36,7 +36,7 @@ var layers = []layer{
 	{name: "service", pkgs: []string{"pkg/server"}, may: []string{"foundation", "storage", "registry"}},
 	{name: "client", pkgs: []string{"pkg/transfer", "pkg/dockerhub"}, may: []string{"foundation", "client"}},
 	{name: "zuul", pkgs: []string{"pkg/zuul"}, may: []string{"foundation"}},
-	{name: "zuul-aware", pkgs: []string{"pkg/intermediate", "pkg/publish", "pkg/build", "pkg/clientconf", "pkg/buildset"},
+	{name: "zuul-aware", pkgs: []string{"pkg/intermediate", "pkg/publish", "pkg/build", "pkg/buildkitd", "pkg/clientconf", "pkg/buildset"},
 		may: []string{"foundation", "module protocol", "storage", "registry", "client", "zuul"}, alone: true},
 	{name: "runner", pkgs: []string{"pkg/runner"}, may: []string{"foundation", "module protocol", "zuul", "runner"}},
 	{name: "modules", pkgs: []string{"modules"}, may: []string{"module protocol", "zuul-aware"}},

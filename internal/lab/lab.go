@@ -40,8 +40,9 @@ type Env struct {
 	// describe the node's dockerd (its socket, daemon.json, pid file and a
 	// private CLI configuration directory).
 	DockerHost, DockerConfigFile, DockerPidfile, DockerClientConfig string
-	// Buildkitd is the buildkitd binary ensure-buildkit installs, and
-	// BuildkitDir a short directory for its root, socket and files.
+	// Buildkitd is the buildkitd binary ensure-buildkit installs (empty:
+	// the release tree's, the role's default), and BuildkitDir a short
+	// directory for its root, socket and files.
 	Buildkitd, BuildkitDir string
 	// BuildsetRegistryPort is the port of the buildset registries.
 	BuildsetRegistryPort int
@@ -61,14 +62,13 @@ func (e *Env) BuildkitPidfile() string { return filepath.Join(e.BuildkitDir, "bu
 // Vars are the job variables of every change: the roles' defaults point at
 // a real node's system paths; these point them at the Env.
 func (e *Env) Vars() map[string]any {
-	return map[string]any{
+	v := map[string]any{
 		"buildset_registry_port":                   e.BuildsetRegistryPort,
 		"use_buildset_registry_become":             false,
 		"use_buildset_registry_clients":            []any{"docker"},
 		"use_buildset_registry_docker_daemon_json": e.DockerConfigFile,
 		"use_buildset_registry_docker_host":        e.DockerHost,
 		"use_buildset_registry_docker_pidfile":     e.DockerPidfile,
-		"ensure_buildkit_binary":                   e.Buildkitd,
 		"ensure_buildkit_install_dir":              filepath.Join(e.BuildkitDir, "bin"),
 		"ensure_buildkit_config_dir":               filepath.Join(e.BuildkitDir, "etc"),
 		"ensure_buildkit_root":                     filepath.Join(e.BuildkitDir, "root"),
@@ -86,6 +86,10 @@ func (e *Env) Vars() map[string]any {
 		"docker_registry":                e.Target.Address(),
 		"docker_registry_cert":           e.Target.CA,
 	}
+	if e.Buildkitd != "" {
+		v["ensure_buildkit_binary"] = e.Buildkitd
+	}
+	return v
 }
 
 // Secrets are the site and project secrets, in plain text.

@@ -359,6 +359,9 @@ func TestBadInput(t *testing.T) {
 			[]string{"parameter buildset_registry_port: must be an integer"}},
 		{"port out of range", map[string]any{"buildset_registry_port": 70000},
 			[]string{"buildset_registry_port 70000 is not a TCP port"}},
+		// 0 is not "the default": upstream would have listened on 1<port>.
+		{"port 0", map[string]any{"buildset_registry_port": 0},
+			[]string{"buildset_registry_port 0 is not a TCP port: use 1-65535"}},
 		{"state not a choice", map[string]any{"state": "running"},
 			[]string{"parameter state: must be one of: started, stopped, absent"}},
 		{"host with port", map[string]any{"buildset_registry_host": "10.0.0.1:5000"},

@@ -69,7 +69,7 @@ func TestBadInput(t *testing.T) {
 		{"syntax error", image("context", "syntax"), "", []string{"docker_images[0] (myorg/app)", "line 2", "RUNN"}},
 		{"missing target", image("target", "prod"), "", []string{"docker_images[0] (myorg/app)", `target stage "prod"`, "base"}},
 		{"invalid platform", image("arch", []any{"linux/amd64", "linux/vax"}), "", []string{"docker_images[0] (myorg/app)", `arch[1] "linux/vax"`}},
-		{"malformed build arg", image("build_args", []any{"VERSION"}), "", []string{"docker_images[0] (myorg/app)", `build_args[0] "VERSION"`, "KEY=value"}},
+		{"malformed build arg", image("build_args", []any{"VER SION"}), "", []string{"docker_images[0] (myorg/app)", `build_args[0] "VER SION"`, "KEY=value or KEY"}},
 		{"invalid repository", image("repository", "My Org/App"), "", []string{"docker_images[0] (My Org/App)", "not a valid image name"}},
 		{"unreachable buildkitd", image(), "unix://" + filepath.Join(home, "none.sock"), []string{"buildkit_addr unix://", "not reachable", "ensure-buildkit"}},
 		{"unsupported key", image("tag", "x"), "", []string{"Unsupported parameters in docker_images[0]: tag"}},

@@ -75,6 +75,7 @@ type options struct {
 	timed            bool
 	compressionLevel int
 	redact           func(string)
+	lookupEnv        func(string) (string, bool)
 }
 
 // WithCheckMode validates every image and reports the references it would
@@ -109,6 +110,13 @@ func WithTimeouts(t Timeouts) Option { return func(o *options) { o.timeouts, o.t
 // 0, keeps BuildKit's.
 func WithCompressionLevel(n int) Option { return func(o *options) { o.compressionLevel = n } }
 
+// WithLookupEnv sets where build arguments given as a bare KEY take their
+// value from. The default is the process environment (os.LookupEnv): for
+// the module, the task's environment.
+func WithLookupEnv(f func(string) (string, bool)) Option {
+	return func(o *options) { o.lookupEnv = f }
+}
+
 // WithRedact sets the function that hides the buildset registry's password
 // when it is read from the job's result data file (a module's AddSecret).
 // The default does nothing.
@@ -123,7 +131,7 @@ type builder struct {
 // Build validates every image, then builds and pushes them one by one to
 // the buildset registry (and loads them into the Docker daemon).
 func Build(ctx context.Context, req Request, opts ...Option) (*Result, error) {
-	o := options{log: slog.New(slog.DiscardHandler), redact: func(string) {}}
+	o := options{log: slog.New(slog.DiscardHandler), redact: func(string) {}, lookupEnv: os.LookupEnv}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -139,8 +147,8 @@ func Build(ctx context.Context, req Request, opts ...Option) (*Result, error) {
 		return nil, fmt.Errorf("timeout and connect_timeout must be positive, got %s and %s", o.timeouts.Image, o.timeouts.Connect)
 	case o.compressionLevel < 0 || o.compressionLevel > 9:
 		return nil, fmt.Errorf("compression level %d: want 0 (default) to 9", o.compressionLevel)
-	case o.log == nil || o.redact == nil:
-		return nil, errors.New("build: nil logger or redact function")
+	case o.log == nil || o.redact == nil || o.lookupEnv == nil:
+		return nil, errors.New("build: nil logger, redact or lookup function")
 	}
 	br, err := zuul.ResolveBuildsetRegistry(req.Registry, &req.Zuul, o.redact)
 	switch {

@@ -105,10 +105,20 @@ func (b *builder) planImage(req *Request, workDir, pushHost string, i int, im zu
 	}
 
 	for j, a := range im.BuildArgs {
-		k, v, ok := strings.Cut(a, "=")
-		if !ok || !buildArgKey.MatchString(k) {
-			bad("build_args[%d] %q is not KEY=value (KEY: letters, digits and _, not starting with a digit)", j, a)
+		k, v, hasValue := strings.Cut(a, "=")
+		if !buildArgKey.MatchString(k) {
+			bad("build_args[%d] %q is not KEY=value or KEY (KEY: letters, digits and _, not starting with a digit)", j, a)
 			continue
+		}
+		if !hasValue {
+			// As docker build --build-arg KEY: the value comes from the
+			// environment (the task's environment:), and an unset KEY is
+			// not passed, so the Dockerfile's ARG default applies.
+			var set bool
+			if v, set = b.lookupEnv(k); !set {
+				b.log.Info("build argument not passed: not set in the environment", "image", p.name, "arg", k)
+				continue
+			}
 		}
 		p.spec.BuildArgs[k] = v
 	}

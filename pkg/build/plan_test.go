@@ -1,7 +1,10 @@
 package build
 
 import (
+	"context"
 	"errors"
+	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,7 +51,9 @@ func TestPlanValidation(t *testing.T) {
 		{"platform without arch", func(im *zuul.Image) { im.Arch = []string{"linux"} }, []string{`arch[0] "linux"`}},
 		{"windows platform", func(im *zuul.Image) { im.Arch = []string{"windows/amd64"} }, []string{"only linux"}},
 		{"duplicate platform", func(im *zuul.Image) { im.Arch = []string{"linux/arm64", "linux/arm64/v8"} }, []string{"listed twice"}},
-		{"malformed build arg", func(im *zuul.Image) { im.BuildArgs = []string{"A=1", "NOVALUE"} }, []string{`build_args[1] "NOVALUE"`, "KEY=value"}},
+		{"bare build arg (from the environment)", func(im *zuul.Image) { im.BuildArgs = []string{"A=1", "NOVALUE"} }, nil},
+		{"malformed build arg", func(im *zuul.Image) { im.BuildArgs = []string{"A=1", "NO VALUE"} }, []string{`build_args[1] "NO VALUE"`, "KEY=value or KEY"}},
+		{"build arg without a key", func(im *zuul.Image) { im.BuildArgs = []string{"=1"} }, []string{`build_args[0] "=1"`}},
 		{"bad build arg key", func(im *zuul.Image) { im.BuildArgs = []string{"1X=2"} }, []string{`build_args[0] "1X=2"`}},
 		{"malformed label", func(im *zuul.Image) { im.Labels = []string{"nolabel"} }, []string{`labels[0] "nolabel"`}},
 		{"upper-case repository", func(im *zuul.Image) { im.Repository = "MyOrg/App" }, []string{`repository "MyOrg/App" is not a valid image name`}},
@@ -57,9 +62,9 @@ func TestPlanValidation(t *testing.T) {
 		{"missing sibling", func(im *zuul.Image) { im.Siblings = []string{"example.org/org/none"} }, []string{`siblings[0]`, "required-projects"}},
 		{"escaping sibling", func(im *zuul.Image) { im.Siblings = []string{"../etc"} }, []string{`siblings[0] "../etc"`}},
 		{"siblings dir exists", func(im *zuul.Image) { im.Context = "dirty"; im.Siblings = []string{"example.org/org/lib"} }, []string{".zuul-siblings already exists"}},
-		{"several problems at once", func(im *zuul.Image) { im.BuildArgs = []string{"X"}; im.Arch = []string{"linux/nope"} }, []string{"build_args[0]", "arch[0]"}},
+		{"several problems at once", func(im *zuul.Image) { im.BuildArgs = []string{"-X"}; im.Arch = []string{"linux/nope"} }, []string{"build_args[0]", "arch[0]"}},
 	}
-	b := &builder{addr: "unix:///nonexistent.sock"}
+	b := &builder{addr: "unix:///nonexistent.sock", options: options{log: slog.New(slog.DiscardHandler), lookupEnv: os.LookupEnv}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			im := ok
@@ -95,7 +100,7 @@ func TestPlanNames(t *testing.T) {
 	t.Parallel()
 	home := t.TempDir()
 	os.WriteFile(filepath.Join(home, "Dockerfile"), []byte("FROM scratch\n"), 0o644)
-	b := &builder{}
+	b := &builder{options: options{log: slog.New(slog.DiscardHandler), lookupEnv: os.LookupEnv}}
 	br := &zuul.BuildsetRegistry{Host: "::1", Port: 5001}
 	req := &Request{Zuul: zuul.Vars{Pipeline: "periodic", Change: ""}, Home: home, Registry: br, DockerRegistry: "registry.example.org"}
 	im := zuul.Image{Context: ".", Repository: "docker.io/myorg/app", Tags: []string{"v1"}, Labels: []string{"a=b"}, BuildArgs: []string{"X=1=2"}}
@@ -120,6 +125,31 @@ func TestPlanNames(t *testing.T) {
 	req.Zuul = zuul.Vars{}
 	if _, err := b.planImage(req, home, br.Address(), 0, im); err == nil || !strings.Contains(err.Error(), "staging tag") {
 		t.Errorf("no change and no pipeline: %v", err)
+	}
+}
+
+// TestBuildArgsFromEnvironment: a bare KEY takes its value from the
+// environment, as docker build --build-arg KEY does (an empty value
+// included); a KEY that is not set is not passed at all.
+func TestBuildArgsFromEnvironment(t *testing.T) {
+	t.Parallel()
+	home := t.TempDir()
+	os.WriteFile(filepath.Join(home, "Dockerfile"), []byte("FROM scratch\n"), 0o644)
+	env := map[string]string{"HTTP_PROXY": "http://proxy.example.org:3128", "EMPTY": ""}
+	b := &builder{options: options{log: slog.New(slog.DiscardHandler), lookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}}
+	req := &Request{Zuul: zuul.Vars{Change: "1"}, Home: home}
+	im := zuul.Image{Context: ".", Repository: "myorg/app", Tags: []string{"latest"},
+		BuildArgs: []string{"HTTP_PROXY", "EMPTY", "UNSET", "GIVEN=x", "HTTP_PROXY_TOO=y"}}
+	p, err := b.planImage(req, home, "", 0, im)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"HTTP_PROXY": "http://proxy.example.org:3128", "EMPTY": "", "GIVEN": "x", "HTTP_PROXY_TOO": "y"}
+	if !maps.Equal(p.spec.BuildArgs, want) {
+		t.Errorf("build args %v, want %v", p.spec.BuildArgs, want)
+	}
+	if _, err := Build(context.Background(), Request{BuildkitAddr: "unix:///nonexistent.sock"}, WithLookupEnv(nil)); err == nil {
+		t.Error("Build accepted a nil WithLookupEnv")
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,10 +23,29 @@ import (
 
 // TestMain lets the test binary act as the daemon: Apply installs and
 // starts the running executable, here the test binary, in serve mode.
+//
+// With lockHelperEnv set it is instead a stranger to the registry: it
+// takes the POSIX write lock on the file the variable names, says
+// "locked", and waits to be killed.
 func TestMain(m *testing.M) {
 	ServeIfRequested()
+	if path := os.Getenv(lockHelperEnv); path != "" {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err == nil {
+			lk := syscall.Flock_t{Type: syscall.F_WRLCK}
+			err = syscall.FcntlFlock(f.Fd(), syscall.F_SETLK, &lk)
+		}
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("locked")
+		select {}
+	}
 	os.Exit(m.Run())
 }
+
+const lockHelperEnv = "IMAGEGATE_TEST_LOCK_PIDFILE"
 
 func apply(t *testing.T, spec Spec, opts ...Option) *Result {
 	t.Helper()
@@ -307,6 +327,56 @@ func TestStartErrors(t *testing.T) {
 			t.Errorf("foreign directory was touched: %v", err)
 		}
 	})
+}
+
+// TestForeignLockHolder: a process that is not the registry holds the lock
+// on registry.pid (it locked the file itself). Stopping, removing or
+// restarting the registry fails, naming the process, and never signals it.
+func TestForeignLockHolder(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "br")
+	port := testenv.FreePort(t)
+	cleanup(t, root)
+	spec := Spec{Root: root, Port: port, Host: "127.0.0.1"}
+	apply(t, spec)
+	apply(t, Spec{State: Stopped, Root: root})
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), lockHelperEnv+"="+filepath.Join(root, "registry.pid"))
+	stranger := testenv.StartProcess(t, "lock holder", cmd, t.TempDir())
+	testenv.WaitFor(t, "the stranger to lock registry.pid", 30*time.Second, stranger, func() error {
+		if pid, err := runningPID(layout(root)); err != nil || pid != cmd.Process.Pid {
+			return fmt.Errorf("lock holder %d, %v", pid, err)
+		}
+		return nil
+	})
+	for _, s := range []Spec{{State: Stopped, Root: root}, {State: Absent, Root: root}, spec} {
+		_, err := Apply(context.Background(), s)
+		if !errors.Is(err, ErrForeignProcess) || !strings.Contains(err.Error(), "pid "+strconv.Itoa(cmd.Process.Pid)) ||
+			!strings.Contains(err.Error(), "refusing to signal it") {
+			t.Errorf("%s: error %v, want ErrForeignProcess naming pid %d", s.State, err, cmd.Process.Pid)
+		}
+		if err := syscall.Kill(cmd.Process.Pid, 0); err != nil {
+			t.Fatalf("%s signalled the stranger: %v", s.State, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "registry.json")); err != nil {
+		t.Errorf("absent removed the root while refusing: %v", err)
+	}
+	// Once the stranger is gone, the registry is managed as before.
+	_ = cmd.Process.Kill()
+	testenv.WaitFor(t, "the stranger to exit", 30*time.Second, nil, func() error {
+		if pid, _ := runningPID(layout(root)); pid != 0 {
+			return fmt.Errorf("lock still held by %d", pid)
+		}
+		return nil
+	})
+	if r := apply(t, spec); !r.Changed || r.PID == 0 {
+		t.Errorf("start after the stranger left: %+v", r)
+	}
 }
 
 func TestExplicitListen(t *testing.T) {

@@ -13,6 +13,9 @@ var (
 	// ErrRootUnusable is returned when the root directory cannot be created
 	// or written.
 	ErrRootUnusable = errors.New("cannot create or write the root directory")
+	// ErrForeignProcess is returned when the process holding the pid
+	// file's lock is not the root's registry daemon: it is not signalled.
+	ErrForeignProcess = errors.New("the pid file is locked by another process")
 	// ErrStartFailed is returned when the daemon exited, or did not answer
 	// over TLS, before the start deadline.
 	ErrStartFailed = errors.New("the registry did not start")

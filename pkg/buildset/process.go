@@ -70,9 +70,38 @@ func lockPIDFile(l layout) (*os.File, error) {
 	return f, nil
 }
 
+// isOurDaemon checks that pid, the holder of the pid file's lock, is this
+// root's registry daemon: its executable is the root's copy of the module
+// (or was, if a later start replaced the file) and its command line is
+// serve mode for this root. A lock says only that some process holds it;
+// whatever else took it (a tool that locks files, a process that inherited
+// the descriptor over exec) is never signalled.
+func isOurDaemon(l layout, pid int) error {
+	proc := "/proc/" + strconv.Itoa(pid)
+	exe, err := os.Readlink(proc + "/exe")
+	if err != nil {
+		return fmt.Errorf("the lock on %s is held by pid %d, whose executable cannot be read (%v): refusing to signal a process that may not be the buildset registry; stop it yourself", l.pidFile(), pid, err)
+	}
+	raw, err := os.ReadFile(proc + "/cmdline")
+	if err != nil {
+		return fmt.Errorf("the lock on %s is held by pid %d, whose command line cannot be read (%v): refusing to signal a process that may not be the buildset registry; stop it yourself", l.pidFile(), pid, err)
+	}
+	argv := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	if exe != l.binary() || len(argv) < 3 || argv[1] != ServeArg || argv[2] != l.root() {
+		return fmt.Errorf("%w: the lock on %s is held by pid %d (%s), not by this root's registry (%s %s %s): refusing to signal it; stop that process or choose another buildset_registry_root",
+			ErrForeignProcess, l.pidFile(), pid, strings.Join(argv, " "), l.binary(), ServeArg, l.root())
+	}
+	return nil
+}
+
 // stopDaemon sends SIGTERM to the daemon and waits for it to release its
-// lock; after the grace period it sends SIGKILL.
+// lock; after the grace period it sends SIGKILL. It signals nothing that
+// isOurDaemon does not recognise.
 func stopDaemon(ctx context.Context, l layout, pid int, grace time.Duration) error {
+	if err := isOurDaemon(l, pid); err != nil {
+		return err
+	}
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("stopping the buildset registry (pid %d): %w", pid, err)
 	}

@@ -48,8 +48,10 @@ type Spec struct {
 	// Root is the directory holding the registry's configuration,
 	// credentials, CA, log and content. It must be absolute.
 	Root string `ansible:"buildset_registry_root,path" default:"~/buildset_registry"`
-	// Port is the TCP port the registry listens on; zero means the
-	// default, upstream's 5000.
+	// Port is the TCP port the registry listens on, 1-65535; only State
+	// Started uses it. The module's default is upstream's 5000; a 0 is
+	// refused rather than read as "unset" (upstream's socat would have
+	// listened on a random port), so Go callers set it too.
 	Port int `ansible:"buildset_registry_port" default:"5000"`
 	// Host is the address clients use to reach the registry, returned as
 	// buildset_registry.host and covered by the server certificate. Empty
@@ -68,9 +70,10 @@ var hostRE = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])
 // normalize validates s and fills in defaults. Each error names the module
 // parameter to fix.
 func (s Spec) normalize() (Spec, error) {
-	// The defaults of the tags, for Go callers; the root has none here: an
-	// empty one is an error, never the default's home directory.
-	if err := ansible.ApplyDefaults(&s, "state", "buildset_registry_port"); err != nil {
+	// The state's default of its tag, for Go callers; the root and the
+	// port have none here: an empty root is an error, never the default's
+	// home directory, and a port 0 is refused.
+	if err := ansible.ApplyDefaults(&s, "state"); err != nil {
 		return s, err
 	}
 	if err := s.State.UnmarshalText([]byte(s.State)); err != nil {
@@ -86,11 +89,13 @@ func (s Spec) normalize() (Spec, error) {
 	if s.Root == "/" {
 		return s, fmt.Errorf("buildset_registry_root must not be /")
 	}
+	if s.State != Started {
+		// Stopping needs only the root: the daemon is found by the lock
+		// on its pid file, whatever port it serves.
+		return s, nil
+	}
 	if s.Port < 1 || s.Port > 65535 {
 		return s, fmt.Errorf("buildset_registry_port %d is not a TCP port: use 1-65535", s.Port)
-	}
-	if s.State != Started {
-		return s, nil
 	}
 	s.Host = strings.TrimSpace(s.Host)
 	if s.Host == "" {

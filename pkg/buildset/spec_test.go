@@ -15,24 +15,25 @@ func TestSpecNormalize(t *testing.T) {
 		want    Spec
 		wantErr string
 	}{
-		{name: "defaults", spec: Spec{Root: "/r/", Host: "h"},
+		{name: "defaults", spec: Spec{Root: "/r/", Port: 5000, Host: "h"},
 			want: Spec{State: Started, Root: "/r", Port: 5000, Host: "h"}},
-		{name: "bracketed IPv6 host", spec: Spec{Root: "/r", Host: "[fd00:0::2]"},
+		{name: "bracketed IPv6 host", spec: Spec{Root: "/r", Port: 5000, Host: "[fd00:0::2]"},
 			want: Spec{State: Started, Root: "/r", Port: 5000, Host: "fd00::2"}},
-		{name: "listen deduplicated and canonical", spec: Spec{Root: "/r", Host: "node1.example.org", Listen: []string{"127.0.0.1", "[::1]", "0:0::1"}},
+		{name: "listen deduplicated and canonical", spec: Spec{Root: "/r", Port: 5000, Host: "node1.example.org", Listen: []string{"127.0.0.1", "[::1]", "0:0::1"}},
 			want: Spec{State: Started, Root: "/r", Port: 5000, Host: "node1.example.org", Listen: []string{"127.0.0.1", "::1"}}},
-		{name: "stop needs no host", spec: Spec{State: Stopped, Root: "/r"},
+		{name: "stop needs no host", spec: Spec{State: Stopped, Root: "/r", Port: 5000},
 			want: Spec{State: Stopped, Root: "/r", Port: 5000}},
 		{name: "bad state", spec: Spec{State: "running", Root: "/r"}, wantErr: `state "running": must be one of started, stopped, absent`},
 		{name: "relative root", spec: Spec{Root: "registry", Host: "h"}, wantErr: `buildset_registry_root "registry" is not an absolute path`},
 		{name: "slash root", spec: Spec{Root: "//", Host: "h"}, wantErr: "buildset_registry_root must not be /"},
 		{name: "empty root", spec: Spec{Host: "h"}, wantErr: "buildset_registry_root is empty"},
 		{name: "port too large", spec: Spec{Root: "/r", Port: 70000, Host: "h"}, wantErr: "buildset_registry_port 70000 is not a TCP port: use 1-65535"},
+		{name: "port 0 is refused, not read as the default", spec: Spec{Root: "/r", Port: 0, Host: "h"}, wantErr: "buildset_registry_port 0 is not a TCP port: use 1-65535"},
 		{name: "negative port", spec: Spec{Root: "/r", Port: -1, Host: "h"}, wantErr: "buildset_registry_port -1 is not a TCP port"},
-		{name: "host with port", spec: Spec{Root: "/r", Host: "h:5000"}, wantErr: `buildset_registry_host "h:5000" is not a host name or IP address`},
-		{name: "host with scheme", spec: Spec{Root: "/r", Host: "https://h"}, wantErr: "without scheme, port or path"},
-		{name: "host with space", spec: Spec{Root: "/r", Host: "a b"}, wantErr: "buildset_registry_host"},
-		{name: "listen not an IP", spec: Spec{Root: "/r", Host: "h", Listen: []string{"127.0.0.1", "localhost"}}, wantErr: `buildset_registry_listen[1] "localhost" is not an IP address`},
+		{name: "host with port", spec: Spec{Root: "/r", Port: 5000, Host: "h:5000"}, wantErr: `buildset_registry_host "h:5000" is not a host name or IP address`},
+		{name: "host with scheme", spec: Spec{Root: "/r", Port: 5000, Host: "https://h"}, wantErr: "without scheme, port or path"},
+		{name: "host with space", spec: Spec{Root: "/r", Port: 5000, Host: "a b"}, wantErr: "buildset_registry_host"},
+		{name: "listen not an IP", spec: Spec{Root: "/r", Port: 5000, Host: "h", Listen: []string{"127.0.0.1", "localhost"}}, wantErr: `buildset_registry_listen[1] "localhost" is not an IP address`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -74,7 +75,7 @@ func TestDefaultHost(t *testing.T) {
 	if !found {
 		t.Errorf("DefaultHost() = %s is not an address of this node (%v)", h, addrs)
 	}
-	s, err := Spec{Root: "/r"}.normalize()
+	s, err := Spec{Root: "/r", Port: 5000}.normalize()
 	if err != nil || s.Host != h {
 		t.Errorf("normalize without host: %+v, %v; want host %s", s, err, h)
 	}

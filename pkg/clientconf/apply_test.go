@@ -2,12 +2,14 @@ package clientconf
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -34,18 +36,24 @@ func testRegistry(t *testing.T, host string) *zuul.BuildsetRegistry {
 // line to a log, so a test can see whether it ran.
 func testPaths(root string) Paths {
 	return Paths{
-		Hosts:              filepath.Join(root, "etc/hosts"),
-		CATrustDir:         filepath.Join(root, "usr/local/share/ca-certificates"),
-		CATrustCommand:     []string{"sh", "-c", "echo ran >> " + filepath.Join(root, "trust.log")},
-		DockerDaemonJSON:   filepath.Join(root, "etc/docker/daemon.json"),
-		DockerCertsDir:     filepath.Join(root, "etc/docker/certs.d"),
-		DockerHost:         "unix://" + filepath.Join(root, "docker.sock"),
-		DockerPidfile:      filepath.Join(root, "docker.pid"),
-		RegistriesConf:     filepath.Join(root, "etc/containers/registries.conf"),
-		ContainersCertsDir: filepath.Join(root, "etc/containers/certs.d"),
-		BuildkitdTOML:      filepath.Join(root, "etc/buildkit/buildkitd.toml"),
-		BuildkitCertsDir:   filepath.Join(root, "etc/buildkit/certs.d"),
-		ContainerdCertsDir: filepath.Join(root, "etc/containerd/certs.d"),
+		Hosts:                  filepath.Join(root, "etc/hosts"),
+		CATrustDir:             filepath.Join(root, "usr/local/share/ca-certificates"),
+		CATrustCommand:         []string{"sh", "-c", "echo ran >> " + filepath.Join(root, "trust.log")},
+		DockerDaemonJSON:       filepath.Join(root, "etc/docker/daemon.json"),
+		DockerCertsDir:         filepath.Join(root, "etc/docker/certs.d"),
+		DockerHost:             "unix://" + filepath.Join(root, "docker.sock"),
+		DockerPidfile:          filepath.Join(root, "docker.pid"),
+		RegistriesConf:         filepath.Join(root, "etc/containers/registries.conf"),
+		ContainersCertsDir:     filepath.Join(root, "etc/containers/certs.d"),
+		BuildkitdTOML:          filepath.Join(root, "etc/buildkit/buildkitd.toml"),
+		BuildkitCertsDir:       filepath.Join(root, "etc/buildkit/certs.d"),
+		ContainerdCertsDir:     filepath.Join(root, "etc/containerd/certs.d"),
+		CrioConf:               filepath.Join(root, "etc/crio/crio.conf"),
+		CrioRestartCommand:     []string{"sh", "-c", "echo crio >> " + filepath.Join(root, "restart.log")},
+		Microk8sCertsDir:       filepath.Join(root, "var/snap/microk8s/current/args/certs.d"),
+		Microk8sRestartCommand: []string{"sh", "-c", "echo microk8s >> " + filepath.Join(root, "restart.log")},
+		RunUserDir:             filepath.Join(root, "run/user"),
+		KubeletDir:             filepath.Join(root, "var/lib/kubelet"),
 	}
 }
 
@@ -124,6 +132,11 @@ func TestApplyAllClients(t *testing.T) {
 		"/etc/containerd/certs.d/quay.io/hosts.toml",
 		"/etc/containerd/certs.d/gcr.io/hosts.toml",
 		"/etc/containerd/certs.d/registry.k8s.io/hosts.toml",
+		"/var/snap/microk8s/current/args/certs.d/zuul-jobs.buildset-registry:5000/ca.crt",
+		"/var/snap/microk8s/current/args/certs.d/docker.io/hosts.toml",
+		"/var/snap/microk8s/current/args/certs.d/quay.io/hosts.toml",
+		"/var/snap/microk8s/current/args/certs.d/gcr.io/hosts.toml",
+		"/var/snap/microk8s/current/args/certs.d/registry.k8s.io/hosts.toml",
 	}
 	if !reflect.DeepEqual(written, want) {
 		t.Errorf("files written:\n%s\nwant:\n%s", strings.Join(written, "\n"), strings.Join(want, "\n"))
@@ -163,23 +176,33 @@ func TestApplyAllClients(t *testing.T) {
 	}
 }
 
+// TestApplyDetectsClients: by default docker, containers and buildkit are
+// configured whether or not they are installed (a client installed later
+// finds its configuration), the others only when present.
 func TestApplyDetectsClients(t *testing.T) {
 	root := t.TempDir()
 	paths := testPaths(root)
-	// Only the containers and containerd directories exist.
-	os.MkdirAll(filepath.Dir(paths.RegistriesConf), 0o755)
+	// Only the containerd directory exists.
 	os.MkdirAll(filepath.Dir(paths.ContainerdCertsDir), 0o755)
 	res, err := Apply(context.Background(), Spec{Registry: testRegistry(t, "registry.example.com"), Paths: paths})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(res.Configured, []Client{Containers, Containerd}) {
+	if !reflect.DeepEqual(res.Configured, []Client{Docker, Containers, Buildkit, Containerd}) {
 		t.Errorf("configured %v", res.Configured)
 	}
-	for _, c := range []Client{System, Docker, Buildkit} {
+	for _, c := range []Client{System, Microk8s} {
 		if !strings.Contains(res.Skipped[c], "does not exist") {
 			t.Errorf("skipped[%s] = %q", c, res.Skipped[c])
 		}
+	}
+	for _, f := range []string{paths.DockerDaemonJSON, paths.RegistriesConf, paths.BuildkitdTOML} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("%s not written for a client not installed yet: %v", f, err)
+		}
+	}
+	if len(res.Restarted) != 0 {
+		t.Errorf("restarted %v without cri-o or microk8s", res.Restarted)
 	}
 	if res.Alias != "registry.example.com" || res.Location != "registry.example.com:5000" {
 		t.Errorf("alias %q location %q", res.Alias, res.Location)
@@ -187,8 +210,21 @@ func TestApplyDetectsClients(t *testing.T) {
 	if _, err := os.Stat(paths.Hosts); !os.IsNotExist(err) {
 		t.Errorf("hosts file written for a host name: %v", err)
 	}
-	if _, err := os.Stat(filepath.Dir(paths.DockerDaemonJSON)); !os.IsNotExist(err) {
-		t.Error("docker directory created although docker is absent")
+	if _, err := os.Stat(filepath.Dir(paths.Microk8sCertsDir)); !os.IsNotExist(err) {
+		t.Error("microk8s directory created although microk8s is absent")
+	}
+	// Narrowed: only what is asked for.
+	root2 := t.TempDir()
+	paths2 := testPaths(root2)
+	res, err = Apply(context.Background(), Spec{Registry: testRegistry(t, "registry.example.com"), Paths: paths2, Clients: []Client{Containers}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res.Configured, []Client{Containers}) {
+		t.Errorf("configured %v", res.Configured)
+	}
+	if _, err := os.Stat(filepath.Dir(paths2.DockerDaemonJSON)); !os.IsNotExist(err) {
+		t.Error("docker directory created although only containers was asked for")
 	}
 }
 
@@ -223,11 +259,11 @@ func TestApplyRollsBack(t *testing.T) {
 	before := snapshot(t, root)
 	// The daemon.json write fails, after the hosts file, the system CA and
 	// the docker CA were written.
-	write = func(path string, data []byte, mode os.FileMode) error {
+	write = func(path string, data []byte, mode os.FileMode, own owner) error {
 		if path == paths.DockerDaemonJSON {
 			return syscall.ENOSPC
 		}
-		return writeAtomic(path, data, mode)
+		return writeAtomic(path, data, mode, own)
 	}
 	t.Cleanup(func() { write = writeAtomic })
 	_, err := Apply(context.Background(), Spec{Registry: testRegistry(t, "192.0.2.7"), Paths: paths, Clients: []Client{System, Docker}})
@@ -268,7 +304,7 @@ func TestWriteAtomicKeepsMode(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "f")
 	writeFile(t, p, "old")
 	os.Chmod(p, 0o600)
-	if err := writeAtomic(p, []byte("new"), 0o644); err != nil {
+	if err := writeAtomic(p, []byte("new"), 0o644, owner{}); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(p)
@@ -406,5 +442,140 @@ func TestDockerNotRunning(t *testing.T) {
 	}
 	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "no dockerd answers on unix://") {
 		t.Errorf("warnings %q", res.Warnings)
+	}
+}
+
+// TestApplyRestarts: cri-o is restarted when the containers files changed
+// and crio.conf exists, microk8s when its hosts.toml files changed; a
+// second run restarts nothing, and check mode says what it would restart
+// without running anything.
+func TestApplyRestarts(t *testing.T) {
+	root := t.TempDir()
+	paths := testPaths(root)
+	writeFile(t, paths.CrioConf, "[crio]\n")
+	os.MkdirAll(filepath.Dir(paths.Microk8sCertsDir), 0o755)
+	spec := Spec{Registry: testRegistry(t, "registry.example.com"), Paths: paths}
+	restarts := func() string {
+		b, _ := os.ReadFile(filepath.Join(root, "restart.log"))
+		return string(b)
+	}
+	res, err := Apply(context.Background(), spec, WithCheckMode(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res.Restarted, []string{"crio", "microk8s"}) || restarts() != "" {
+		t.Errorf("check mode: restarted %v, log %q", res.Restarted, restarts())
+	}
+	res, err = Apply(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res.Restarted, []string{"crio", "microk8s"}) || restarts() != "crio\nmicrok8s\n" {
+		t.Errorf("restarted %v, log %q", res.Restarted, restarts())
+	}
+	hosts, _ := os.ReadFile(filepath.Join(paths.Microk8sCertsDir, "quay.io", "hosts.toml"))
+	for _, want := range []string{`server = 'https://quay.io'`, `[host.'https://registry.example.com:5000/v2/quay.io']`, "override_path = true", `capabilities = ['pull', 'resolve']`} {
+		if !strings.Contains(string(hosts), want) {
+			t.Errorf("microk8s quay.io hosts.toml lacks %s:\n%s", want, hosts)
+		}
+	}
+	res, err = Apply(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Changed || len(res.Restarted) != 0 || restarts() != "crio\nmicrok8s\n" {
+		t.Errorf("second run: changed %v restarted %v log %q", res.Changed, res.Restarted, restarts())
+	}
+	// A failing restart fails the run and says the files were written.
+	paths.CrioRestartCommand = []string{"sh", "-c", "echo no crio here >&2; exit 3"}
+	spec.Paths = paths
+	spec.Namespaces = [][]string{{"docker.io", "https://registry-1.docker.io"}, {"ghcr.io", "https://ghcr.io"}}
+	if _, err := Apply(context.Background(), spec); err == nil || !strings.Contains(err.Error(), "restarting crio") ||
+		!strings.Contains(err.Error(), "no crio here") {
+		t.Errorf("failing restart: %v", err)
+	}
+}
+
+// TestApplyCredentials: for DockerUser, the registry's credentials are
+// merged into the user's ~/.docker/config.json, into
+// /run/user/<uid>/auth.json when that directory exists, and the kubelet's
+// config.json is linked to the user's; every file is the user's, 0600,
+// and the content never appears in the result.
+func TestApplyCredentials(t *testing.T) {
+	root := t.TempDir()
+	paths := testPaths(root)
+	home := filepath.Join(root, "home", "zuul-user")
+	os.MkdirAll(home, 0o755)
+	const uid, gid = 4242, 4343
+	os.MkdirAll(filepath.Join(paths.RunUserDir, strconv.Itoa(uid)), 0o700)
+	os.MkdirAll(paths.KubeletDir, 0o755)
+	// The user already has credentials for another registry.
+	writeFile(t, filepath.Join(home, ".docker", "config.json"), `{"auths": {"other.example.org": {"auth": "b3RoZXI6cHc="}}, "credsStore": "pass"}`)
+	reg := testRegistry(t, "192.0.2.7")
+	lookup := func(name string) (*user.User, error) {
+		if name != "zuul-user" {
+			return nil, user.UnknownUserError(name)
+		}
+		return &user.User{Username: name, Uid: strconv.Itoa(uid), Gid: strconv.Itoa(gid), HomeDir: home}, nil
+	}
+	spec := Spec{Registry: reg, Paths: paths, Clients: []Client{Docker}, DockerUser: "zuul-user"}
+	res, err := Apply(context.Background(), spec, WithLookupUser(lookup))
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := base64.StdEncoding.EncodeToString([]byte("zuul:" + reg.Password))
+	location := "zuul-jobs.buildset-registry:5000"
+	for _, f := range res.Files {
+		if strings.Contains(f.Before+f.After, reg.Password) || strings.Contains(f.Before+f.After, auth) {
+			t.Errorf("the result shows the credentials of %s", f.Path)
+		}
+	}
+	dockerConfig := filepath.Join(home, ".docker", "config.json")
+	for _, p := range []string{dockerConfig, filepath.Join(paths.RunUserDir, strconv.Itoa(uid), "auth.json")} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg struct {
+			Auths map[string]struct{ Auth string }
+		}
+		if err := json.Unmarshal(b, &cfg); err != nil || cfg.Auths[location].Auth != auth {
+			t.Errorf("%s: %v, auths %+v", p, err, cfg.Auths)
+		}
+		fi, _ := os.Stat(p)
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm() != 0o600 || st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s: mode %o owner %d:%d, want 0600 %d:%d", p, fi.Mode().Perm(), st.Uid, st.Gid, uid, gid)
+		}
+	}
+	b, _ := os.ReadFile(dockerConfig)
+	var kept struct {
+		Auths      map[string]map[string]string
+		CredsStore string
+	}
+	if json.Unmarshal(b, &kept); kept.Auths["other.example.org"]["auth"] != "b3RoZXI6cHc=" || kept.CredsStore != "pass" {
+		t.Errorf("the user's other settings were not kept:\n%s", b)
+	}
+	if dest, err := os.Readlink(filepath.Join(paths.KubeletDir, "config.json")); err != nil || dest != dockerConfig {
+		t.Errorf("kubelet config.json: %q, %v", dest, err)
+	}
+	// Idempotent; and an unknown user or a broken file writes nothing.
+	if res, err := Apply(context.Background(), spec, WithLookupUser(lookup)); err != nil || res.Changed {
+		t.Errorf("second run: %+v, %v", res, err)
+	}
+	spec.DockerUser = "nobody-here"
+	if _, err := Apply(context.Background(), spec, WithLookupUser(lookup)); err == nil || !strings.Contains(err.Error(), `buildset_registry_docker_user "nobody-here"`) {
+		t.Errorf("unknown user: %v", err)
+	}
+	root2 := t.TempDir()
+	spec.Paths = testPaths(root2)
+	spec.DockerUser = "zuul-user"
+	writeFile(t, dockerConfig, `{"auths": [`)
+	before := snapshot(t, root2)
+	if _, err := Apply(context.Background(), spec, WithLookupUser(lookup)); err == nil || !strings.Contains(err.Error(), dockerConfig+": not valid JSON") {
+		t.Errorf("broken config.json: %v", err)
+	}
+	if after := snapshot(t, root2); !reflect.DeepEqual(before, after) {
+		t.Errorf("a failed run wrote files: %v", after)
 	}
 }

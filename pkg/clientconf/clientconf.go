@@ -34,10 +34,22 @@
 //     registry's address, where docker_image_build pushes when the alias
 //     does not resolve;
 //   - containerd: per namespace a hosts.toml in the config_path directory
-//     with the mirror as the first host and the upstream as server.
+//     with the mirror as the first host and the upstream as server;
+//   - microk8s: the same hosts.toml files in microk8s' certs.d, then
+//     `snap restart microk8s` when one changed (as upstream);
+//   - cri-o: no files of its own (it reads the containers files), but a
+//     restart (`systemctl restart crio`) when those changed and
+//     /etc/crio/crio.conf exists (upstream restarts it whenever it exists).
 //
-// Unlike upstream it writes no credentials anywhere: the buildset registry
-// serves anonymous pulls, which is all a configured client does.
+// docker, containers and buildkit are configured whether or not the client
+// is installed yet, so a client installed later (ensure-docker after this
+// role, for example) finds its configuration; system trust, containerd and
+// microk8s when their directories exist. Spec.Clients narrows the list.
+//
+// Credentials are written only for Spec.DockerUser (upstream's
+// buildset_registry_docker_user; see credentials.go), the one exception to
+// imagegate's rule that registry credentials stay in memory: the buildset
+// registry serves anonymous pulls, so only pushes need them.
 package clientconf
 
 import (
@@ -46,6 +58,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -68,10 +81,15 @@ const (
 	Containers Client = "containers"
 	Buildkit   Client = "buildkit"
 	Containerd Client = "containerd"
+	Microk8s   Client = "microk8s"
 )
 
 // AllClients lists every client in the order Apply configures them.
-var AllClients = []Client{System, Docker, Containers, Buildkit, Containerd}
+var AllClients = []Client{System, Docker, Containers, Buildkit, Containerd, Microk8s}
+
+// alwaysClients are configured by default even when absent from the node,
+// so that a client installed later is configured.
+var alwaysClients = []Client{Docker, Containers, Buildkit}
 
 // Namespace is one registry the buildset registry shadows: Host is the
 // registry name as it appears in image references (docker.io, quay.io), and
@@ -110,6 +128,20 @@ type Paths struct {
 	BuildkitdTOML      string   `ansible:"buildkitd_toml,path" default:"/etc/buildkit/buildkitd.toml"`
 	BuildkitCertsDir   string   `ansible:"buildkit_certs_dir,path" default:"/etc/buildkit/certs.d"`
 	ContainerdCertsDir string   `ansible:"containerd_certs_dir,path" default:"/etc/containerd/certs.d"`
+	// CrioConf is cri-o's configuration file: when it exists, cri-o is
+	// restarted with CrioRestartCommand after the containers files
+	// changed.
+	CrioConf           string   `ansible:"crio_conf,path" default:"/etc/crio/crio.conf"`
+	CrioRestartCommand []string `ansible:"crio_restart_command" default:"systemctl,restart,crio"`
+	// Microk8sCertsDir is microk8s' containerd certs.d; microk8s is
+	// present when its parent (args/) exists, and restarted with
+	// Microk8sRestartCommand when its files changed.
+	Microk8sCertsDir       string   `ansible:"microk8s_certs_dir,path" default:"/var/snap/microk8s/current/args/certs.d"`
+	Microk8sRestartCommand []string `ansible:"microk8s_restart_command" default:"snap,restart,microk8s"`
+	// RunUserDir holds the users' runtime directories (<uid>/auth.json).
+	RunUserDir string `ansible:"run_user_dir,path" default:"/run/user"`
+	// KubeletDir is the kubelet's directory (config.json).
+	KubeletDir string `ansible:"kubelet_dir,path" default:"/var/lib/kubelet"`
 }
 
 const (
@@ -147,11 +179,16 @@ type Spec struct {
 	// Unqualified are the registries searched for short names; an empty,
 	// non-nil list sets unqualified-search-registries to [].
 	Unqualified []string `ansible:"buildset_registry_unqualified_registries" default:"docker.io"`
-	// Clients to configure. Empty means every client whose configuration
-	// directory exists on the node; a listed client is configured even if
-	// its directories must be created.
-	Clients []Client `ansible:"clients" choices:"system,docker,containers,buildkit,containerd"`
+	// Clients to configure. Empty means docker, containers and buildkit
+	// (whether installed or not) and every other client whose directory
+	// exists on the node; a listed client is configured even if its
+	// directories must be created.
+	Clients []Client `ansible:"clients" choices:"system,docker,containers,buildkit,containerd,microk8s"`
 	Paths
+	// DockerUser is the user whose client configuration gets the
+	// registry's credentials (buildset_registry_docker_user); empty
+	// writes none.
+	DockerUser string `ansible:"buildset_registry_docker_user"`
 	// DockerReload sends SIGHUP to a running dockerd whose live registry
 	// mirrors differ from daemon.json, and waits until it reports them.
 	DockerReload bool `ansible:"docker_reload" default:"true"`
@@ -165,6 +202,7 @@ type options struct {
 	log           *slog.Logger
 	redact        func(string)
 	reloadTimeout time.Duration
+	lookupUser    func(name string) (*user.User, error)
 }
 
 // WithCheckMode decides everything and changes nothing (default false).
@@ -187,6 +225,12 @@ func WithRedact(redact func(secret string)) Option { return func(o *options) { o
 // new mirrors (default 30 s).
 func WithReloadTimeout(d time.Duration) Option { return func(o *options) { o.reloadTimeout = d } }
 
+// WithLookupUser sets how buildset_registry_docker_user is found (default:
+// user.Lookup, /etc/passwd and NSS).
+func WithLookupUser(f func(name string) (*user.User, error)) Option {
+	return func(o *options) { o.lookupUser = f }
+}
+
 // apply is one Apply: the spec, checked and completed, and the options.
 type apply struct {
 	Spec
@@ -197,8 +241,8 @@ type apply struct {
 
 // check validates the spec and fills in defaults.
 func (s Spec) check(o options) (*apply, error) {
-	if o.log == nil || o.redact == nil {
-		return nil, errors.New("clientconf: nil logger or redact function")
+	if o.log == nil || o.redact == nil || o.lookupUser == nil {
+		return nil, errors.New("clientconf: nil logger, redact or user lookup function")
 	}
 	if o.reloadTimeout <= 0 {
 		return nil, fmt.Errorf("the dockerd reload timeout must be positive, got %s", o.reloadTimeout)
@@ -230,7 +274,7 @@ func (s Spec) check(o options) (*apply, error) {
 	}
 	for _, c := range s.Clients {
 		if !slices.Contains(AllClients, c) {
-			return nil, fmt.Errorf("clients: unknown client %q (known: system, docker, containers, buildkit, containerd)", c)
+			return nil, fmt.Errorf("clients: unknown client %q (known: system, docker, containers, buildkit, containerd, microk8s)", c)
 		}
 	}
 	a.Paths.setTrustDefaults()
@@ -248,6 +292,9 @@ type FileChange struct {
 	After  string
 	// Created is true when the file did not exist.
 	Created bool
+	// Secret is true for files holding credentials: Before and After
+	// then describe the change without the content.
+	Secret bool
 }
 
 // Result is what Apply did (or would do, in check mode).
@@ -272,6 +319,9 @@ type Result struct {
 	CATrustUpdated bool `json:"ca_trust_updated"`
 	// DockerReloaded is true when dockerd was reloaded (or would be).
 	DockerReloaded bool `json:"docker_reloaded"`
+	// Restarted lists the services restarted (or that would be) because
+	// their configuration changed: crio, microk8s.
+	Restarted []string `json:"restarted"`
 }
 
 // Mirror returns the mirror location of namespace host under the namespace
@@ -286,7 +336,7 @@ func Mirror(location, host string) string {
 // Apply configures the clients described by spec: every parameter is
 // checked, and every file read and planned, before anything is written.
 func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
-	o := options{log: slog.New(slog.DiscardHandler), redact: func(string) {}, reloadTimeout: 30 * time.Second}
+	o := options{log: slog.New(slog.DiscardHandler), redact: func(string) {}, reloadTimeout: 30 * time.Second, lookupUser: lookupUser}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -303,6 +353,7 @@ func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
 		Skipped:    map[Client]string{},
 		Files:      []FileChange{},
 		FileNames:  []string{},
+		Restarted:  []string{},
 	}
 	for _, ns := range s.namespaces {
 		res.Mirrors[ns.Host] = Mirror(res.Location, ns.Host)
@@ -327,7 +378,7 @@ func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
 			}
 			continue
 		}
-		if !explicit {
+		if !explicit && !slices.Contains(alwaysClients, c) {
 			if dir := s.Paths.marker(c); !isDir(dir) {
 				res.Skipped[c] = fmt.Sprintf("%s does not exist", dir)
 				continue
@@ -344,21 +395,48 @@ func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
 		case Buildkit:
 			err = p.buildkit(s.Paths, res.Location, reg.Address(), ca, s.namespaces)
 		case Containerd:
-			err = p.containerd(s.Paths, res.Location, ca, s.namespaces)
+			err = p.containerd(string(Containerd), s.Paths.ContainerdCertsDir, res.Location, ca, s.namespaces)
+		case Microk8s:
+			err = p.containerd(string(Microk8s), s.Paths.Microk8sCertsDir, res.Location, ca, s.namespaces)
 		}
 		if err != nil {
 			return nil, err
 		}
 		res.Configured = append(res.Configured, c)
 	}
+	if s.DockerUser != "" {
+		if err := p.credentials(s, res.Location); err != nil {
+			return nil, err
+		}
+	}
 
+	changed := map[string]bool{}
 	for _, ch := range p.changes {
-		res.Files = append(res.Files, FileChange{Path: ch.path, Client: ch.client,
-			Before: string(ch.before), After: string(ch.after), Created: !ch.existed})
+		fc := FileChange{Path: ch.path, Client: ch.client, Before: string(ch.before), After: string(ch.after), Created: !ch.existed}
+		if ch.secret {
+			fc.Secret = true
+			fc.Before, fc.After = "", "(credentials for "+res.Location+", not shown)\n"
+			if ch.existed {
+				fc.Before = "(not shown: holds credentials)\n"
+			}
+		}
+		res.Files = append(res.Files, fc)
 		res.FileNames = append(res.FileNames, ch.path)
+		changed[ch.client] = true
 	}
 	res.CATrustUpdated = p.trustChanged
 	res.Changed = len(p.changes) > 0
+	// Services that read the files at start, restarted when they changed.
+	var restarts []restart
+	if changed[string(Containers)] && isFile(s.Paths.CrioConf) {
+		restarts = append(restarts, restart{"crio", s.Paths.CrioRestartCommand})
+	}
+	if changed[string(Microk8s)] {
+		restarts = append(restarts, restart{"microk8s", s.Paths.Microk8sRestartCommand})
+	}
+	for _, r := range restarts {
+		res.Restarted = append(res.Restarted, r.name)
+	}
 
 	if !o.check {
 		if err := p.commit(o.log); err != nil {
@@ -368,6 +446,11 @@ func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
 			if err := runCommand(ctx, o.log, s.Paths.CATrustCommand); err != nil {
 				return nil, fmt.Errorf("refreshing the system trust store (the CA file %s was written): %w",
 					filepath.Join(s.Paths.CATrustDir, res.Alias+".crt"), err)
+			}
+		}
+		for _, r := range restarts {
+			if err := runCommand(ctx, o.log, r.command); err != nil {
+				return nil, fmt.Errorf("restarting %s to use the new configuration (the files were written): %w", r.name, err)
 			}
 		}
 	}
@@ -424,13 +507,26 @@ func (p *Paths) marker(c Client) string {
 		return filepath.Dir(p.BuildkitdTOML)
 	case Containerd:
 		return filepath.Dir(p.ContainerdCertsDir)
+	case Microk8s:
+		return filepath.Dir(p.Microk8sCertsDir)
 	}
 	return ""
+}
+
+// restart is a service to restart after its configuration changed.
+type restart struct {
+	name    string
+	command []string
 }
 
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // normalizePEM trims surrounding space and ends the PEM with one newline, so

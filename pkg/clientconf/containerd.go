@@ -11,20 +11,21 @@ import (
 	"github.com/pelletier/go-toml/v2/unstable"
 )
 
-// containerd plans the CA under the containerd certs directory and one
+// containerd plans the CA under a containerd certs directory and one
 // hosts.toml per namespace (the config_path layout read by containerd's CRI
-// plugin and by ctr --hosts-dir).
-func (p *plan) containerd(paths Paths, location string, ca []byte, nss []Namespace) error {
+// plugin and by ctr --hosts-dir; microk8s' containerd reads the same
+// layout in its own directory).
+func (p *plan) containerd(client, certsDir, location string, ca []byte, nss []Namespace) error {
 	// <certs.d>/<location>/ca.crt is also what containerd uses for pulls
 	// straight from the buildset registry (a host directory without a
 	// hosts.toml is read the docker way).
-	caPath := caFile(paths.ContainerdCertsDir, location)
-	if _, err := p.put(string(Containerd), caPath, 0o644, ca); err != nil {
+	caPath := caFile(certsDir, location)
+	if _, err := p.put(client, caPath, 0o644, ca); err != nil {
 		return err
 	}
 	for _, ns := range nss {
-		path := filepath.Join(paths.ContainerdCertsDir, ns.Host, "hosts.toml")
-		_, err := p.edit(string(Containerd), path, 0o644, func(before []byte, _ bool) ([]byte, error) {
+		path := filepath.Join(certsDir, ns.Host, "hosts.toml")
+		_, err := p.edit(client, path, 0o644, func(before []byte, _ bool) ([]byte, error) {
 			after, err := editHostsTOML(before, ns, MirrorURL(location, ns.Host), caPath)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w; fix the file (it was left as it is)", path, err)

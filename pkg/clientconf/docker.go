@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -218,7 +219,9 @@ func reloadDocker(ctx context.Context, s *apply, want []string, fileChanged bool
 	if err != nil {
 		if isNotRunning(err) {
 			s.o.log.Info("dockerd is not running; it reads daemon.json when it starts", "docker_host", s.Paths.DockerHost)
-			if fileChanged {
+			// A dockerd installed later reads the file; only an installed
+			// one that runs elsewhere can miss it.
+			if _, lerr := exec.LookPath("dockerd"); fileChanged && lerr == nil {
 				*warnings = append(*warnings, fmt.Sprintf("%s changed, but no dockerd answers on %s: a running dockerd elsewhere needs a reload (SIGHUP) to use it (set docker_host and docker_pidfile to its socket and pid file)", s.Paths.DockerDaemonJSON, s.Paths.DockerHost))
 			}
 			return false, nil

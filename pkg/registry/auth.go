@@ -61,29 +61,39 @@ type User struct {
 	Access   Access
 }
 
-// principal is who a request acts for.
+// principal is who a request acts for, and what it may do: a user's (or
+// anonymous) access level for basic credentials, or exactly the grants of
+// a token.
 type principal struct {
 	name   string // empty for anonymous
 	access Access
+	token  bool
+	grants []grant
 }
 
 // tokenHeader is the fixed JOSE header of the registry's tokens (JWT,
 // HMAC-SHA256), base64url-encoded.
 var tokenHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
 
+// tokenClaims are a token's JWT claims; Access is the Docker token
+// specification's access claim, the resources and actions granted.
 type tokenClaims struct {
-	Subject  string `json:"sub,omitempty"`
-	Access   Access `json:"access"`
-	IssuedAt int64  `json:"iat"`
-	Expires  int64  `json:"exp"`
-	Issuer   string `json:"iss"`
+	Subject  string  `json:"sub,omitempty"`
+	Access   []grant `json:"access"`
+	IssuedAt int64   `json:"iat"`
+	Expires  int64   `json:"exp"`
+	Issuer   string  `json:"iss"`
 }
 
-// issueToken returns a signed token granting access to name, and its
-// lifetime.
+// issueToken returns a signed token for p granting p.grants, and the time
+// it was issued.
 func (rg *Registry) issueToken(p principal) (string, time.Time) {
 	now := rg.now()
-	claims, _ := json.Marshal(tokenClaims{Subject: p.name, Access: p.access, IssuedAt: now.Unix(),
+	grants := p.grants
+	if grants == nil {
+		grants = []grant{}
+	}
+	claims, _ := json.Marshal(tokenClaims{Subject: p.name, Access: grants, IssuedAt: now.Unix(),
 		Expires: now.Add(rg.tokenTTL).Unix(), Issuer: rg.service})
 	signed := tokenHeader + "." + base64.RawURLEncoding.EncodeToString(claims)
 	mac := hmac.New(sha256.New, rg.tokenKey)
@@ -118,10 +128,20 @@ func (rg *Registry) verifyToken(tok string) (principal, bool) {
 	if err := json.Unmarshal(raw, &c); err != nil || rg.now().Unix() >= c.Expires {
 		return principal{}, false
 	}
-	if c.Access != AccessRead && c.Access != AccessWrite {
-		return principal{}, false
+	return principal{name: c.Subject, token: true, grants: c.Access}, true
+}
+
+// permits reports whether p may do q: a token by its grants, credentials
+// by their level. Reads are open to anyone when anonymous reads are
+// allowed, whatever a token grants.
+func (rg *Registry) permits(p principal, q requirement) bool {
+	if q.read() && rg.anonRead {
+		return true
 	}
-	return principal{name: c.Subject, access: c.Access}, true
+	if p.token {
+		return covers(p.grants, q)
+	}
+	return p.access.allows(level(q.typ, q.action))
 }
 
 // checkPassword verifies a user's password: one SHA-256 and a constant-time
@@ -136,23 +156,10 @@ func (rg *Registry) checkPassword(name, password string) (principal, bool) {
 	return principal{name: name, access: cred.access}, true
 }
 
-// scope returns the token scope a route needs, for the challenge.
-func scope(rt route, need Access) string {
-	switch rt.kind {
-	case routeBase, routeToken:
-		return ""
-	case routeCatalog:
-		return "registry:catalog:*"
-	}
-	if need == AccessWrite {
-		return "repository:" + rt.name + ":pull,push"
-	}
-	return "repository:" + rt.name + ":pull"
-}
-
-// challenge returns the 401 answer asking for a bearer token; bearerErr is
-// "invalid_token" or "insufficient_scope" when a token was presented.
-func (rg *Registry) challenge(r *http.Request, rt route, need Access, bearerErr, msg string) error {
+// challenge returns the 401 answer asking for a bearer token with the
+// scopes of reqs; bearerErr is "invalid_token" or "insufficient_scope" when
+// a token was presented.
+func (rg *Registry) challenge(r *http.Request, reqs []requirement, bearerErr, msg string) error {
 	realm := rg.realm
 	if realm == "" {
 		scheme := "https"
@@ -162,37 +169,34 @@ func (rg *Registry) challenge(r *http.Request, rt route, need Access, bearerErr,
 		realm = scheme + "://" + r.Host + "/auth/token"
 	}
 	ch := oci.Challenge{Scheme: "Bearer", Params: map[string]string{"realm": realm, "service": rg.service}}
-	if s := scope(rt, need); s != "" {
-		ch.Params["scope"] = s
+	scopes := make([]string, len(reqs))
+	detail := make([]map[string]string, len(reqs))
+	for i, q := range reqs {
+		scopes[i] = q.scope()
+		detail[i] = map[string]string{"Type": q.typ, "Name": q.name, "Action": q.action}
+	}
+	if len(scopes) > 0 {
+		ch.Params["scope"] = strings.Join(scopes, " ")
 	}
 	if bearerErr != "" {
 		ch.Params["error"] = bearerErr
 	}
-	return newError(oci.CodeUnauthorized, "%s", msg).WithHeader("WWW-Authenticate", ch.String()).
-		WithDetail([]map[string]string{{"Type": scopeType(rt), "Name": rt.name, "Action": actions(need)}})
-}
-
-func scopeType(rt route) string {
-	if rt.kind == routeCatalog {
-		return "registry"
+	e := newError(oci.CodeUnauthorized, "%s", msg).WithHeader("WWW-Authenticate", ch.String())
+	if len(detail) > 0 {
+		e = e.WithDetail(detail)
 	}
-	return "repository"
-}
-
-func actions(need Access) string {
-	if need == AccessWrite {
-		return "push"
-	}
-	return "pull"
+	return e
 }
 
 // authorize decides whether the request may proceed with the access it
-// needs. Reads without credentials pass when anonymous reads are allowed,
-// except the version check (/v2/), which answers 401 so that clients learn
-// where to authenticate (docker login relies on it).
+// needs (see requirements). Reads without credentials pass when anonymous
+// reads are allowed, except the version check (/v2/), which answers 401 so
+// that clients learn where to authenticate (docker login relies on it). A
+// token passes only for the resources and actions it grants.
 func (rg *Registry) authorize(r *http.Request, rt route, need Access) (principal, error) {
 	h := r.Header.Get("Authorization")
 	scheme, cred, _ := strings.Cut(h, " ")
+	reqs := requirements(r, rt, need)
 	anonymousOK := need == AccessRead && rg.anonRead && rt.kind != routeBase
 	switch {
 	case strings.EqualFold(scheme, "Bearer"):
@@ -201,18 +205,22 @@ func (rg *Registry) authorize(r *http.Request, rt route, need Access) (principal
 			if anonymousOK {
 				return principal{access: AccessRead}, nil
 			}
-			return principal{}, rg.challenge(r, rt, need, "invalid_token", "authentication required: the token is invalid or expired")
+			return principal{}, rg.challenge(r, reqs, "invalid_token", "authentication required: the token is invalid or expired")
 		}
-		if !p.access.allows(need) {
-			return p, rg.challenge(r, rt, need, "insufficient_scope", fmt.Sprintf("authentication required: the token grants %s access, this needs %s", p.access, need))
+		for _, q := range reqs {
+			if !rg.permits(p, q) {
+				return p, rg.challenge(r, reqs, "insufficient_scope", "authentication required: the token does not grant "+q.scope())
+			}
 		}
 		return p, nil
 	case strings.EqualFold(scheme, "Basic"):
 		name, password, ok := r.BasicAuth()
 		if ok {
 			if p, ok := rg.checkPassword(name, password); ok {
-				if !p.access.allows(need) {
-					return p, newError(oci.CodeDenied, "user %q has %s access, this needs %s", name, p.access, need)
+				for _, q := range reqs {
+					if !rg.permits(p, q) {
+						return p, newError(oci.CodeDenied, "user %q has %s access, this needs %s", name, p.access, level(q.typ, q.action))
+					}
 				}
 				return p, nil
 			}
@@ -223,12 +231,12 @@ func (rg *Registry) authorize(r *http.Request, rt route, need Access) (principal
 		if anonymousOK {
 			return principal{access: AccessRead}, nil
 		}
-		return principal{}, rg.challenge(r, rt, need, "", "authentication required: wrong user name or password")
+		return principal{}, rg.challenge(r, reqs, "", "authentication required: wrong user name or password")
 	}
 	if anonymousOK {
 		return principal{access: AccessRead}, nil
 	}
-	return principal{}, rg.challenge(r, rt, need, "", "authentication required")
+	return principal{}, rg.challenge(r, reqs, "", "authentication required")
 }
 
 // tokenResponse is the token endpoint's answer, in both the Docker
@@ -242,11 +250,14 @@ type tokenResponse struct {
 
 // serveToken is the token endpoint (Docker token authentication; the
 // OAuth2 password grant by POST). A request for push (or delete) access
-// needs a write user's credentials. A request for pull access gets the
-// caller's own access when its credentials are right, and anonymous read
-// access otherwise (when allowed), because a docker daemon sends a mirror
-// the credentials it holds for Docker Hub. A request with no scope is a
-// login check: credentials, if sent, must be right.
+// needs a write user's credentials. A request for pull access is answered
+// for the caller when its credentials are right, and anonymously otherwise
+// (when allowed), because a docker daemon sends a mirror the credentials
+// it holds for Docker Hub. A request with no scope is a login check:
+// credentials, if sent, must be right, and the token grants nothing but
+// the version check. Every token grants exactly the scopes asked for that
+// the caller may have, as distribution's token servers do: a token for
+// repository:a:pull reads a and writes nothing.
 func (rg *Registry) serveToken(w http.ResponseWriter, r *http.Request) error {
 	var name, password string
 	var hasCreds bool
@@ -291,6 +302,7 @@ func (rg *Registry) serveToken(w http.ResponseWriter, r *http.Request) error {
 		}
 		return newError(oci.CodeUnauthorized, "%s", msg).WithHeader("WWW-Authenticate", oci.Challenge{Scheme: "Basic", Params: map[string]string{"realm": rg.service}}.String())
 	}
+	p.grants = grantable(parseScopes(scopes), p.access)
 	tok, issued := rg.issueToken(p)
 	body, _ := json.Marshal(tokenResponse{Token: tok, AccessToken: tok, ExpiresIn: int(rg.tokenTTL.Seconds()),
 		IssuedAt: issued.UTC().Format(time.RFC3339)})
@@ -300,27 +312,4 @@ func (rg *Registry) serveToken(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 	return nil
-}
-
-// scopeAccess returns the access the requested scopes need, and whether
-// any scope was requested. Each scope parameter may hold several
-// space-separated scopes of the form type:name:actions (the name may
-// contain ':' before a port).
-func scopeAccess(params []string) (Access, bool) {
-	need, requested := AccessRead, false
-	for _, param := range params {
-		for _, s := range strings.Fields(param) {
-			requested = true
-			i := strings.LastIndexByte(s, ':')
-			if i < 0 || !strings.HasPrefix(s, "repository:") {
-				continue
-			}
-			for _, a := range strings.Split(s[i+1:], ",") {
-				if a == "push" || a == "delete" || a == "*" {
-					need = AccessWrite
-				}
-			}
-		}
-	}
-	return need, requested
 }

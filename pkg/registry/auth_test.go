@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -80,7 +81,8 @@ func TestAuthentication(t *testing.T) {
 		{"wrong password login check", reg.Username, "wrong", nil, 401, false},
 		{"unknown user login check", "nobody", reg.Password, nil, 401, false},
 		{"writer push", reg.Username, reg.Password, []string{push}, 200, true},
-		{"writer login check", reg.Username, reg.Password, nil, 200, true},
+		// A login check's token passes the version check and grants nothing.
+		{"writer login check", reg.Username, reg.Password, nil, 200, false},
 		{"writer mount scopes", reg.Username, reg.Password, []string{push + " repository:other/repo:pull"}, 200, true},
 		{"reader pull", reader.Name, reader.Password, []string{pull}, 200, false},
 		{"reader push", reader.Name, reader.Password, []string{push}, 403, false},
@@ -164,6 +166,79 @@ func TestAuthentication(t *testing.T) {
 	fc.token = foreign[:len(foreign)-2] + "AA"
 	resp, body = fc.do("GET", "/v2/", nil)
 	expect(t, resp, body, 401, "UNAUTHORIZED")
+}
+
+// TestTokenScopes: a token grants exactly the repositories and actions
+// asked for (and allowed), as distribution's tokens do. A writer's token
+// for repository:a:pull does not write a or any other repository; a token
+// for a:pull,push writes a only; a cross-repository mount also needs pull
+// on its source. Anonymous reads stay open whatever a token says.
+func TestTokenScopes(t *testing.T) {
+	t.Parallel()
+	for _, anonRead := range []bool{true, false} {
+		t.Run(fmt.Sprintf("anonymous read %v", anonRead), func(t *testing.T) {
+			t.Parallel()
+			reg := registrytest.New(t, registry.WithAnonymousRead(anonRead))
+			w := newClient(t, reg)
+			w.putManifest("team/a", "v1", w.image("team/a"))
+			w.putManifest("team/c", "v1", w.image("team/c"))
+			blob := w.pushBlob("team/c", []byte("a layer of team/c"))
+			with := func(scopes ...string) *client {
+				t.Helper()
+				resp, tok := token(t, reg, reg.Username, reg.Password, scopes...)
+				if resp.StatusCode != 200 {
+					t.Fatalf("token for %v: %d", scopes, resp.StatusCode)
+				}
+				return &client{t: t, reg: reg, http: reg.Client(), token: tok}
+			}
+			insufficient := func(what string, resp *http.Response, body []byte, scope string) {
+				t.Helper()
+				expect(t, resp, body, 401, "UNAUTHORIZED")
+				ch := resp.Header.Get("WWW-Authenticate")
+				if !strings.Contains(ch, `error="insufficient_scope"`) || !strings.Contains(ch, `scope="`+scope+`"`) {
+					t.Errorf("%s: challenge %q, want insufficient_scope for %q", what, ch, scope)
+				}
+			}
+
+			pullA := with("repository:team/a:pull")
+			resp, body := pullA.do("GET", "/v2/team/a/manifests/v1", nil)
+			expect(t, resp, body, 200, "")
+			resp, body = pullA.do("POST", "/v2/team/a/blobs/uploads/", nil)
+			insufficient("push to a with a pull token", resp, body, "repository:team/a:pull,push")
+			resp, body = pullA.do("POST", "/v2/team/b/blobs/uploads/", nil)
+			insufficient("push to b with a's pull token", resp, body, "repository:team/b:pull,push")
+			resp, body = pullA.do("DELETE", "/v2/team/a/manifests/v1", nil)
+			insufficient("delete in a with a pull token", resp, body, "repository:team/a:pull,delete")
+			resp, body = pullA.do("GET", "/v2/team/c/manifests/v1", nil)
+			if anonRead {
+				expect(t, resp, body, 200, "") // anyone reads
+			} else {
+				insufficient("read c with a's token", resp, body, "repository:team/c:pull")
+			}
+
+			pushA := with("repository:team/a:pull,push")
+			resp, body = pushA.do("POST", "/v2/team/a/blobs/uploads/", nil)
+			expect(t, resp, body, 202, "")
+			resp, body = pushA.do("POST", "/v2/team/b/blobs/uploads/", nil)
+			insufficient("push to b with a's push token", resp, body, "repository:team/b:pull,push")
+
+			// Mount from c into a: the source needs pull too, unless anyone
+			// may read.
+			mount := "/v2/team/a/blobs/uploads/?mount=" + blob.String() + "&from=team/c"
+			resp, body = pushA.do("POST", mount, nil)
+			if anonRead {
+				expect(t, resp, body, 201, "")
+			} else {
+				insufficient("mount from c without pull on c", resp, body, "repository:team/a:pull,push repository:team/c:pull")
+				resp, body = with("repository:team/a:pull,push", "repository:team/c:pull").do("POST", mount, nil)
+				expect(t, resp, body, 201, "")
+			}
+
+			// Deleting needs push (or delete) on that repository.
+			resp, body = with("repository:team/a:delete").do("DELETE", "/v2/team/a/manifests/v1", nil)
+			expect(t, resp, body, 202, "")
+		})
+	}
 }
 
 func TestAnonymousReadDisabled(t *testing.T) {

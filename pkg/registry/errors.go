@@ -50,8 +50,9 @@ func newError(code oci.ErrorCode, format string, args ...any) *oci.Error {
 }
 
 // storageError turns an unexpected storage failure into a spec error the
-// client can retry: 503 with Retry-After. The cause goes to the log only
-// (it may name server paths).
+// client can retry: 503 with Retry-After; a full store (storage.ErrNoSpace)
+// into a final 507 that says so. The cause goes to the log only (it may
+// name server paths).
 func storageError(op string, err error) error {
 	var e *oci.Error
 	if errors.As(err, &e) {
@@ -59,6 +60,15 @@ func storageError(op string, err error) error {
 	}
 	se := newError(oci.CodeUnavailable, "storage failed while %s; retry later", op).WithHeader("Retry-After", "1")
 	se.Err = fmt.Errorf("%s: %w", op, err)
+	if errors.Is(err, storage.ErrNoSpace) {
+		// A full store is not transient: no Retry-After, and a status
+		// no client retries on its own (RFC 4918 §11.5, 507 Insufficient
+		// Storage) with DENIED, which docker and containers/image treat
+		// as final too. The message says why.
+		se = newError(oci.CodeDenied, "no space left on the registry's storage while %s: free space or raise the quota of the registry's store, then push again", op).
+			WithStatus(http.StatusInsufficientStorage)
+		se.Err = fmt.Errorf("%s: %w", op, err)
+	}
 	if errors.Is(err, storage.ErrInvalid) {
 		se = newError(oci.CodeNameInvalid, "%s: invalid name", op)
 		se.Err = err

@@ -3,10 +3,14 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,8 +32,9 @@ func TestTokenExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := rg.issueToken(principal{name: "zuul", access: AccessWrite})
-	if p, ok := rg.verifyToken(tok); !ok || p.name != "zuul" || p.access != AccessWrite {
+	grants := []grant{{Type: "repository", Name: "team/app", Actions: []string{"pull", "push"}}}
+	tok, _ := rg.issueToken(principal{name: "zuul", access: AccessWrite, grants: grants})
+	if p, ok := rg.verifyToken(tok); !ok || p.name != "zuul" || !p.token || !reflect.DeepEqual(p.grants, grants) {
 		t.Fatalf("fresh token: %+v, %v", p, ok)
 	}
 	now = now.Add(59 * time.Second)
@@ -108,24 +113,32 @@ func TestParseRoute(t *testing.T) {
 }
 
 // failingDriver fails every storage call after the wrapped driver with
-// errOutage, as a store in an outage does.
+// errOutage, as a store in an outage does, or with err when set.
 type failingDriver struct {
 	storage.Driver
 	fail bool
+	err  error
+}
+
+func (f *failingDriver) failure() error {
+	if f.err != nil {
+		return f.err
+	}
+	return errOutage
 }
 
 var errOutage = errors.New("connection refused by /secret/path/on/server")
 
 func (f *failingDriver) GetEntry(ctx context.Context, repo string, table storage.Table, key string) ([]byte, error) {
 	if f.fail {
-		return nil, errOutage
+		return nil, f.failure()
 	}
 	return f.Driver.GetEntry(ctx, repo, table, key)
 }
 
 func (f *failingDriver) NewUpload(ctx context.Context, repo string, state []byte) (storage.Upload, error) {
 	if f.fail {
-		return storage.Upload{}, errOutage
+		return storage.Upload{}, f.failure()
 	}
 	return f.Driver.NewUpload(ctx, repo, state)
 }
@@ -133,14 +146,15 @@ func (f *failingDriver) NewUpload(ctx context.Context, repo string, state []byte
 func (f *failingDriver) AppendUpload(ctx context.Context, id string, offset, length int64, r io.Reader, state func(int64) ([]byte, error)) (storage.Upload, error) {
 	if f.fail {
 		io.Copy(io.Discard, r)
-		return storage.Upload{}, errOutage
+		return storage.Upload{}, f.failure()
 	}
 	return f.Driver.AppendUpload(ctx, id, offset, length, r, state)
 }
 
 func (f *failingDriver) PutBlob(ctx context.Context, d digest.Digest, size int64, r io.Reader) error {
 	if f.fail {
-		return errOutage
+		io.Copy(io.Discard, r)
+		return f.failure()
 	}
 	return f.Driver.PutBlob(ctx, d, size, r)
 }
@@ -190,6 +204,105 @@ func TestStorageFailuresAreRetryable(t *testing.T) {
 		}
 		if strings.Contains(string(b), "/secret/path") {
 			t.Errorf("%s %s: the storage error's cause reached the client: %s", tc.method, tc.path, b)
+		}
+	}
+}
+
+// TestFullStorageIsFinal: a store that is out of space (the driver's
+// storage.ErrNoSpace, here wrapping a real ENOSPC) is answered with 507
+// Insufficient Storage and DENIED, saying so, without Retry-After: a
+// retry cannot succeed until someone frees space, and clients that honour
+// Retry-After would otherwise retry forever.
+func TestFullStorageIsFinal(t *testing.T) {
+	t.Parallel()
+	fs, err := filesystem.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := &os.PathError{Op: "write", Path: "/secret/path/blob-123", Err: syscall.ENOSPC}
+	drv := &failingDriver{Driver: fs, err: fmt.Errorf("writing blob: %w: %w", storage.ErrNoSpace, full)}
+	rg, err := New(drv, WithUsers(User{Name: "zuul", Password: "pw", Access: AccessWrite}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rg)
+	defer srv.Close()
+	req, _ := http.NewRequest("POST", srv.URL+"/v2/team/app/blobs/uploads/", nil)
+	req.SetBasicAuth("zuul", "pw")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	drv.fail = true
+	for _, tc := range []struct{ method, path, body string }{
+		{"POST", "/v2/team/app/blobs/uploads/", ""},
+		{"POST", "/v2/team/app/blobs/uploads/?digest=" + digest.FromString("abc").String(), "abc"},
+		{"PATCH", loc, "some bytes"},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, strings.NewReader(tc.body))
+		req.SetBasicAuth("zuul", "pw")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusInsufficientStorage || resp.Header.Get("Retry-After") != "" ||
+			!strings.Contains(string(b), `"code":"DENIED"`) || !strings.Contains(string(b), "no space left on the registry's storage") {
+			t.Errorf("%s %s on a full store: %d (Retry-After %q) %s", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Retry-After"), b)
+		}
+		if strings.Contains(string(b), "/secret/path") {
+			t.Errorf("%s %s: the storage error's cause reached the client: %s", tc.method, tc.path, b)
+		}
+	}
+}
+
+func TestParseScopesAndGrants(t *testing.T) {
+	t.Parallel()
+	got := parseScopes([]string{"repository:a/b:pull repository:host:5000/c:pull,push", "repository:a/b:push,pull", "registry:catalog:*",
+		"repository(plugin):p:pull", "nonsense", "repository::pull"})
+	want := []grant{
+		{Type: "repository", Name: "a/b", Actions: []string{"pull", "push"}},
+		{Type: "repository", Name: "host:5000/c", Actions: []string{"pull", "push"}},
+		{Type: "registry", Name: "catalog", Actions: []string{"*"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("parseScopes = %+v\nwant %+v", got, want)
+	}
+	// A reader gets the pulls; the invalid name and the unknown resource
+	// and action are left out.
+	req := append(want, grant{Type: "repository", Name: "Bad Name", Actions: []string{"pull"}},
+		grant{Type: "user", Name: "x", Actions: []string{"pull"}}, grant{Type: "repository", Name: "d", Actions: []string{"sudo"}})
+	if g := grantable(req, AccessRead); !reflect.DeepEqual(g, []grant{
+		{Type: "repository", Name: "a/b", Actions: []string{"pull"}},
+		{Type: "registry", Name: "catalog", Actions: []string{"*"}},
+	}) {
+		t.Errorf("grantable(read) = %+v", g)
+	}
+	// host:5000/c is not a repository name of this registry (names carry
+	// no host).
+	if g := grantable(req, AccessWrite); !reflect.DeepEqual(g, []grant{want[0], want[2]}) {
+		t.Errorf("grantable(write) = %+v", g)
+	}
+	// Coverage: push covers delete; * covers everything; nothing else
+	// crosses repositories or actions.
+	gs := []grant{{Type: "repository", Name: "a", Actions: []string{"push"}}, {Type: "repository", Name: "b", Actions: []string{"*"}}}
+	for _, tc := range []struct {
+		q    requirement
+		want bool
+	}{
+		{requirement{"repository", "a", "push"}, true},
+		{requirement{"repository", "a", "delete"}, true},
+		{requirement{"repository", "a", "pull"}, false},
+		{requirement{"repository", "b", "pull"}, true},
+		{requirement{"repository", "b", "delete"}, true},
+		{requirement{"repository", "c", "pull"}, false},
+		{requirement{"registry", "catalog", "*"}, false},
+	} {
+		if got := covers(gs, tc.q); got != tc.want {
+			t.Errorf("covers(%+v) = %v", tc.q, got)
 		}
 	}
 }

@@ -30,7 +30,9 @@
 //
 // and the token endpoint (GET with basic credentials, or the OAuth2 POST
 // form containerd and BuildKit use) returns a short-lived token (see
-// DefaultTokenTTL) carrying the granted access, signed with HMAC-SHA256
+// DefaultTokenTTL) carrying the granted access, scoped as distribution's
+// tokens are: the repositories and actions asked for that the caller may
+// have, and nothing else (scope.go), signed with HMAC-SHA256
 // under a key that is random per New unless WithTokenKey sets one. Basic
 // credentials sent directly on /v2/ requests are accepted too, for simple
 // clients. The token flow is what every client (docker, podman/skopeo,
@@ -48,7 +50,9 @@
 //
 // The handler holds no global state: every Registry carries its own driver,
 // users, key and logger, and every storage failure is answered with a spec
-// error the client can retry (503 UNAVAILABLE with Retry-After).
+// error the client can retry (503 UNAVAILABLE with Retry-After), except a
+// full store (storage.ErrNoSpace), which is final and says so (507
+// Insufficient Storage, DENIED, "no space left").
 package registry
 
 import (

@@ -98,7 +98,7 @@ func TestPlaybookEnsureBuildkitAndBuild(t *testing.T) {
 	pidfile := filepath.Join(dir, "buildkitd.pid")
 	t.Cleanup(func() { stopBuildkitd(t, pidfile, filepath.Join(dir, "buildkitd.log")) })
 
-	roles := rolesPath(t, []string{"ensure-buildkit"}, "docker_image_build", "use_buildset_registry")
+	roles := rolesPath(t, []string{"ensure-buildkit"}, "docker_image_build", "use_buildset_registry", "buildkitd_service")
 	work := filepath.Join(dir, "home", "src", "example.org", "org", "app")
 	if err := os.MkdirAll(work, 0o755); err != nil {
 		t.Fatal(err)

@@ -6,9 +6,16 @@ package buildsetregistry
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -296,4 +303,106 @@ func TestBuildsetRegistryClients(t *testing.T) {
 	if !bytes.Contains(log, []byte("myorg/app")) {
 		t.Errorf("the registry log does not show the requests for myorg/app:\n%s", tail(log, 4096))
 	}
+}
+
+// TestFullDisk runs the buildset registry with its root on a small tmpfs
+// (inside a testenv.Sandbox: a private mount namespace) and pushes more
+// than fits. The registry says the store is full and does not invite a
+// retry: 507 Insufficient Storage, DENIED, "no space left", no
+// Retry-After. Earlier it answered 503 with Retry-After: 1, and clients
+// retried forever.
+func TestFullDisk(t *testing.T) {
+	t.Parallel()
+	disk := filepath.Join(testenv.ShortTempDir(t), "disk")
+	if err := os.Mkdir(disk, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sb := testenv.NewSandbox(t, disk)
+	bin := lib.Bin("buildset_registry")
+	fi, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for the registry's copy of the module, its files and a little
+	// content, not for the 8 MiB layer pushed below.
+	size := fi.Size() + 3<<20
+	sb.Run(t, nil, "mount", "-t", "tmpfs", "-o", "size="+strconv.FormatInt(size, 10)+",mode=0700", "imagegate-full-disk", disk)
+	root := filepath.Join(disk, "br")
+	module := sb.Wrap(t, bin)
+	t.Cleanup(func() {
+		o := ansibletest.RunBinary(t, module, map[string]any{"state": "absent", "buildset_registry_root": root})
+		if o.Failed() {
+			t.Errorf("removing the registry: %s", o.Stdout)
+		}
+	})
+	o := ansibletest.RunBinary(t, module, map[string]any{"buildset_registry_root": root,
+		"buildset_registry_port": testenv.FreePort(t), "buildset_registry_host": "127.0.0.1"})
+	if o.Failed() {
+		t.Fatalf("start: %s\n%s", o.Stdout, o.Stderr)
+	}
+	b, _ := json.Marshal(o.Result["buildset_registry"])
+	var br zuul.BuildsetRegistry
+	if err := json.Unmarshal(b, &br); err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(br.Cert))
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	base := "https://" + br.Address() + "/v2/myorg/big/blobs/uploads/"
+	layer := make([]byte, 8<<20)
+	if _, err := rand.Read(layer); err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, url string, body []byte) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+		req.SetBasicAuth(br.Username, br.Password)
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		rb, _ := io.ReadAll(resp.Body)
+		return resp, rb
+	}
+	check := func(what string, resp *http.Response, body []byte) {
+		t.Helper()
+		if resp.StatusCode != http.StatusInsufficientStorage || resp.Header.Get("Retry-After") != "" ||
+			!bytes.Contains(body, []byte(`"code":"DENIED"`)) || !bytes.Contains(body, []byte("no space left")) {
+			t.Errorf("%s on a full disk: %s (Retry-After %q) %s", what, resp.Status, resp.Header.Get("Retry-After"), body)
+		}
+		if bytes.Contains(body, []byte(disk)) {
+			t.Errorf("%s: the answer names the server's paths: %s", what, body)
+		}
+	}
+	// A monolithic upload, and a chunked one.
+	resp, body := do("POST", base+"?digest="+digestOf(layer), layer)
+	check("POST ?digest=", resp, body)
+	resp, body = do("POST", base, nil)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("starting an upload: %s %s", resp.Status, body)
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, body = do("PATCH", loc.String(), layer)
+	check("PATCH", resp, body)
+
+	// A real client gives up at once and shows the cause.
+	src := ociLayout(t, testenv.BusyboxOCIImage(t, testenv.FileLayer("big", layer[:6<<20])), "latest")
+	certDir := t.TempDir()
+	os.WriteFile(filepath.Join(certDir, "ca.crt"), []byte(br.Cert), 0o644)
+	reg := &registry{BuildsetRegistry: br, Location: br.Address()}
+	out := testenv.RunFails(t, nil, "skopeo", "copy", "--dest-cert-dir", certDir, "--dest-authfile", reg.authFile(t, br.Username, br.Password),
+		"oci:"+src+":latest", "docker://"+br.Address()+"/myorg/big:latest")
+	if !strings.Contains(out, "507") {
+		t.Errorf("skopeo push to a full registry did not show the cause:\n%s", out)
+	}
+}
+
+func digestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

@@ -48,6 +48,23 @@ type fixture struct {
 	images map[string]v1.Image
 	digest map[string]string
 	module string
+	// address is host:port, and ropts reach the registry with its
+	// credentials.
+	address string
+	ropts   []remote.Option
+}
+
+// head returns the digest of ref (repository:tag) in the registry.
+func (f *fixture) head(ref string) (string, error) {
+	r, err := name.ParseReference(f.address + "/" + ref)
+	if err != nil {
+		return "", err
+	}
+	d, err := remote.Head(r, f.ropts...)
+	if err != nil {
+		return "", err
+	}
+	return d.Digest.String(), nil
 }
 
 // lib holds the module, built once as `make build` builds it, beside its
@@ -117,6 +134,8 @@ func newFixture(t *testing.T, host string) *fixture {
 		f.images[repo], f.digest[repo] = img, d.String()
 	}
 	f.module = lib.Bin("use_buildset_registry")
+	f.address = net.JoinHostPort(host, strconv.Itoa(port))
+	f.ropts = []remote.Option{remote.WithTransport(tr), auth}
 	return f
 }
 

@@ -17,9 +17,10 @@ import (
 
 // TestReleaseTree checks the tree `make dist` produced, as an operator
 // gets it: every file matches SHA256SUMS, every module is there for
-// linux/amd64 and linux/arm64 (built for the architecture its name says),
-// with its action plugin link and documentation that ansible-doc renders
-// from the role's library.
+// linux/amd64, arm64, ppc64le and s390x (built for the architecture its
+// name says), with its action plugin link and documentation that
+// ansible-doc renders from the role's library, and ensure-buildkit carries
+// a static buildkitd for each of those architectures.
 func TestReleaseTree(t *testing.T) {
 	t.Parallel()
 	dist := distDir(t)
@@ -59,7 +60,7 @@ func TestReleaseTree(t *testing.T) {
 	}
 	for _, m := range mains {
 		mod := filepath.Base(filepath.Dir(m))
-		for bin, arch := range map[string]string{mod: "amd64", mod + "_arm64": "arm64"} {
+		for bin, arch := range map[string]string{mod: "amd64", mod + "_arm64": "arm64", mod + "_ppc64le": "ppc64le", mod + "_s390x": "s390x"} {
 			out, err := exec.Command("go", "version", "-m", filepath.Join(lib, bin)).Output()
 			if err != nil {
 				t.Errorf("%s: %v", bin, err)
@@ -86,7 +87,7 @@ func TestReleaseTree(t *testing.T) {
 	for _, c := range cmds {
 		commands = append(commands, filepath.Base(filepath.Dir(c)))
 	}
-	for _, arch := range []string{"amd64", "arm64"} {
+	for _, arch := range []string{"amd64", "arm64", "ppc64le", "s390x"} {
 		entries, err := os.ReadDir(filepath.Join(dist, "bin", "linux_"+arch))
 		if err != nil {
 			t.Fatal(err)
@@ -99,8 +100,21 @@ func TestReleaseTree(t *testing.T) {
 			t.Errorf("bin/linux_%s holds %v, want the commands of cmd/: %v", arch, got, commands)
 		}
 	}
+	for _, arch := range []string{"amd64", "arm64", "ppc64le", "s390x"} {
+		bin := filepath.Join(dist, "roles", "ensure-buildkit", "files", "linux_"+arch, "buildkitd")
+		out, err := exec.Command("go", "version", "-m", bin).Output()
+		if err != nil {
+			t.Errorf("%s: %v", bin, err)
+			continue
+		}
+		if !strings.Contains(string(out), "path\tgithub.com/moby/buildkit/cmd/buildkitd") || !strings.Contains(string(out), "GOARCH="+arch) ||
+			!strings.Contains(string(out), "CGO_ENABLED=0") {
+			t.Errorf("%s is not a static linux/%s buildkitd:\n%.600s", bin, arch, out)
+		}
+	}
 	for _, f := range []string{"zuul.d/jobs.yaml", "playbooks/docker-image/run.yaml", "roles/build-docker-image/README.rst",
-		"docs/runner.md", "docs/jobs.md", "VERSION", "bin/linux_amd64/imagegate-runner", "bin/linux_arm64/imagegate-runner"} {
+		"docs/runner.md", "docs/jobs.md", "VERSION", "bin/linux_amd64/imagegate-runner", "bin/linux_arm64/imagegate-runner",
+		"bin/linux_ppc64le/imagegate-runner", "bin/linux_s390x/imagegate-runner"} {
 		if _, err := os.Stat(filepath.Join(dist, f)); err != nil {
 			t.Errorf("the release tree lacks %s", f)
 		}

@@ -37,7 +37,8 @@ func distDir(t *testing.T) string {
 		dir = filepath.Join(daemon.RepoRoot(), "dist", "imagegate")
 	}
 	for _, f := range []string{"zuul.d/jobs.yaml", "roles/imagegate-modules/library/docker_image_build",
-		"roles/imagegate-modules/library/docker_image_build_arm64"} {
+		"roles/imagegate-modules/library/docker_image_build_arm64", "roles/imagegate-modules/library/docker_image_build_s390x",
+		"roles/ensure-buildkit/files/linux_amd64/buildkitd"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatalf("release tree %s is incomplete (%v): run `make dist` first", dir, err)
 		}
@@ -85,12 +86,13 @@ func newWorld(t *testing.T, opts ...worldOption) *world {
 	w.target = registrytest.New(t)
 	bkDir := testenv.ShortTempDir(t)
 	w.env = &lab.Env{
-		Dist:                 dist,
-		DockerHost:           w.docker.Host,
-		DockerConfigFile:     w.docker.ConfigFile,
-		DockerPidfile:        w.docker.Pidfile,
-		DockerClientConfig:   w.docker.ClientConfig,
-		Buildkitd:            testenv.Tool(t, "BUILDKITD", "buildkitd"),
+		Dist:               dist,
+		DockerHost:         w.docker.Host,
+		DockerConfigFile:   w.docker.ConfigFile,
+		DockerPidfile:      w.docker.Pidfile,
+		DockerClientConfig: w.docker.ClientConfig,
+		// No Buildkitd: ensure-buildkit installs the release tree's, as
+		// it does on a real node.
 		BuildkitDir:          bkDir,
 		BuildsetRegistryPort: testenv.FreePort(t),
 		Intermediate:         w.intermediate(),

@@ -22,6 +22,7 @@ import (
 var imagegateModules = []string{
 	"buildset_registry", "use_buildset_registry", "intermediate_registry_pull",
 	"intermediate_registry_push", "docker_image_build", "docker_image_upload", "docker_image_promote",
+	"buildkitd_service",
 }
 
 // ownRoles are the roles of this tree that follow all of imagegate's rules;
@@ -29,7 +30,7 @@ var imagegateModules = []string{
 var wantRoles = []string{
 	"imagegate-modules", "run-buildset-registry", "use-buildset-registry",
 	"pull-from-intermediate-registry", "push-to-intermediate-registry", "pause-buildset-registry",
-	"build-docker-image", "upload-docker-image", "promote-docker-image", "ensure-buildkit",
+	"build-docker-image", "upload-docker-image", "promote-docker-image", "ensure-buildkit", "ensure-dockerd",
 }
 
 var wantJobs = []string{
@@ -104,9 +105,34 @@ func TestJobsResolve(t *testing.T) {
 			l.Jobs[child.Name] = []*runner.JobDef{child}
 			name = child.Name
 		}
-		if _, err := l.Freeze(name, anySecret); err != nil {
+		// A job with no run playbook in its chain (as upstream's
+		// opendev-buildset-registry-consumer) gets one from the project
+		// pipeline that lists it.
+		var extra []*runner.JobDef
+		if !hasRun(l, name) {
+			extra = append(extra, &runner.JobDef{Name: name, Source: defs[0].Source, Pos: "project",
+				Run: []runner.PlaybookRef{{Name: "playbooks/docker-image/run.yaml"}}})
+		}
+		if _, err := l.Freeze(name, anySecret, extra...); err != nil {
 			t.Errorf("freezing %s: %v", name, err)
 		}
+	}
+	// opendev-buildset-registry-consumer runs in a project pipeline as
+	// upstream's, with the playbooks given there.
+	if defs := l.Jobs["opendev-buildset-registry-consumer"]; len(defs) == 0 || defs[0].Abstract {
+		t.Error("opendev-buildset-registry-consumer must not be abstract: projects list it in their pipelines")
+	}
+	variant := &runner.JobDef{Name: "opendev-buildset-registry-consumer", Source: l.Jobs["opendev-buildset-registry-consumer"][0].Source, Pos: "project",
+		PreRun: []runner.PlaybookRef{{Name: "playbooks/buildset-registry/run.yaml"}}, Run: []runner.PlaybookRef{{Name: "playbooks/docker-image/run.yaml"}}}
+	consumer, err := l.Freeze("opendev-buildset-registry-consumer", anySecret, variant)
+	if err != nil {
+		t.Fatalf("opendev-buildset-registry-consumer with run from a project pipeline: %v", err)
+	}
+	if got := strings.Join(consumer.Phases(), "|"); got != "pre-run playbooks/buildset-registry/pull.yaml|pre-run playbooks/buildset-registry/run.yaml|run playbooks/docker-image/run.yaml" {
+		t.Errorf("consumer phases: %s", got)
+	}
+	if _, ok := consumer.PreRun[0].Secrets["intermediate_registry"]; !ok || strings.Join(consumer.Requires, ",") != "docker-image" {
+		t.Errorf("consumer: pull.yaml secrets %v, requires %v", consumer.PreRun[0].Secrets, consumer.Requires)
 	}
 	promote, err := l.Freeze("opendev-promote-docker-image", anySecret)
 	if err != nil {
@@ -146,6 +172,26 @@ func TestJobsResolve(t *testing.T) {
 			t.Errorf("%s: intermediate_registry secret present=%v, want %v", pb.Name, has, want)
 		}
 	}
+}
+
+// hasRun reports whether a job or one of its parents sets run.
+func hasRun(l *runner.Layout, name string) bool {
+	for name != "" {
+		defs := l.Jobs[name]
+		if len(defs) == 0 {
+			return false
+		}
+		for _, d := range defs {
+			if len(d.Run) > 0 {
+				return true
+			}
+		}
+		name = ""
+		if p := defs[0].Parent; p != nil {
+			name = *p
+		}
+	}
+	return false
 }
 
 // playbookRoles returns the roles a playbook or task file uses: play
@@ -478,5 +524,30 @@ func TestVariablesDocumented(t *testing.T) {
 		for _, v := range undocumented {
 			t.Errorf("job %s documents %s, which no role of its playbooks reads (a typo, or a stale description)", name, v)
 		}
+	}
+}
+
+// TestBuildkitPin: the BuildKit version is one pin: go.mod's (the client
+// in docker_image_build), the release tree's buildkitd (deps.sh builds it)
+// and ensure-buildkit's default.
+func TestBuildkitPin(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	find := func(file, pattern string) string {
+		b, err := os.ReadFile(filepath.Join(root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(pattern).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("%s: no match for %s", file, pattern)
+		}
+		return string(m[1])
+	}
+	gomod := find("go.mod", `(?m)^\s*github\.com/moby/buildkit (v\S+)`)
+	deps := find("tests/setup/deps.sh", `(?m)^BUILDKIT_VERSION=(\S+)$`)
+	role := find("roles/ensure-buildkit/defaults/main.yaml", `(?m)^ensure_buildkit_version: (\S+)$`)
+	if gomod != deps || gomod != role {
+		t.Errorf("BuildKit pins differ: go.mod %s, tests/setup/deps.sh %s, ensure_buildkit_version %s", gomod, deps, role)
 	}
 }

@@ -51,9 +51,13 @@ func TestModulesRole(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(mods, "library"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// A test module with both builds, and one with only its amd64 build.
+	// A test module with a build for every architecture of the release
+	// tree (each a binary of this machine's architecture that reports the
+	// name it was given), and one with only its amd64 build.
 	buildArchMod(t, filepath.Join(mods, "library", "igtest_arch"), "amd64")
-	buildArchMod(t, filepath.Join(mods, "library", "igtest_arch_arm64"), "arm64")
+	for _, a := range []string{"arm64", "ppc64le", "s390x"} {
+		buildArchMod(t, filepath.Join(mods, "library", "igtest_arch_"+a), a)
+	}
 	buildArchMod(t, filepath.Join(mods, "library", "igtest_amd64only"), "amd64")
 	for _, m := range []string{"igtest_arch", "igtest_amd64only"} {
 		if err := os.Symlink("imagegate_module.py", filepath.Join(mods, "action_plugins", m+".py")); err != nil {
@@ -93,10 +97,20 @@ func TestModulesRole(t *testing.T) {
       vars:
         imagegate_module_arch: aarch64
       register: forced
-    - name: Unsupported architecture
+    - name: Forced ppc64le (ansible_architecture's name)
       igtest_arch:
       vars:
         imagegate_module_arch: ppc64le
+      register: forced_ppc64le
+    - name: Forced s390x
+      igtest_arch:
+      vars:
+        imagegate_module_arch: s390x
+      register: forced_s390x
+    - name: Unsupported architecture
+      igtest_arch:
+      vars:
+        imagegate_module_arch: riscv64
       register: unsupported
       ignore_errors: true
     - name: Missing binary for the architecture
@@ -106,7 +120,7 @@ func TestModulesRole(t *testing.T) {
       register: missing
       ignore_errors: true
     - ansible.builtin.copy:
-        content: "{{ {'later': later, 'checked': checked, 'forced': forced, 'unsupported': unsupported, 'missing': missing} | to_json }}"
+        content: "{{ {'later': later, 'checked': checked, 'forced': forced, 'forced_ppc64le': forced_ppc64le, 'forced_s390x': forced_s390x, 'unsupported': unsupported, 'missing': missing} | to_json }}"
         dest: `+out+`/later.json
 
 - hosts: localhost
@@ -162,8 +176,13 @@ func TestModulesRole(t *testing.T) {
 	if f := get("forced"); f["arch"] != "arm64" {
 		t.Errorf("imagegate_module_arch=aarch64 ran %v", f)
 	}
-	if u := get("unsupported"); u["failed"] != true || !strings.Contains(u["msg"].(string), "built for amd64 (x86_64) and arm64 (aarch64)") ||
-		!strings.Contains(u["msg"].(string), "ppc64le") {
+	for _, a := range []string{"ppc64le", "s390x"} {
+		if f := get("forced_" + a); f["arch"] != a {
+			t.Errorf("imagegate_module_arch=%s ran %v", a, f)
+		}
+	}
+	if u := get("unsupported"); u["failed"] != true || !strings.Contains(u["msg"].(string), "host localhost is riscv64 (from imagegate_module_arch)") ||
+		!strings.Contains(u["msg"].(string), "x86_64 (amd64), aarch64 (arm64), ppc64le and s390x") {
 		t.Errorf("unsupported architecture: %v", u)
 	}
 	if m := get("missing"); m["failed"] != true || !strings.Contains(m["msg"].(string), "no igtest_amd64only binary for linux/arm64") {

@@ -1,10 +1,14 @@
 #!/bin/bash
 # dist.sh assembles imagegate's release tree for Zuul operators, after
-# `make build-all` has put the module binaries (linux/amd64 and linux/arm64)
-# and their documentation in roles/imagegate-modules/library:
+# `make build-all` has put the module binaries (linux/amd64, arm64, ppc64le
+# and s390x: DIST_ARCHES) and their documentation in
+# roles/imagegate-modules/library, and `make buildkitd-dist` has built
+# buildkitd for the same architectures into $BUILDKITD_DIST:
 #
 #   dist/imagegate/                 the tree to add to Zuul as a project
-#     zuul.d/ playbooks/ roles/     jobs, playbooks, roles (with the binaries)
+#     zuul.d/ playbooks/ roles/     jobs, playbooks, roles (with the binaries;
+#                                   roles/ensure-buildkit/files/linux_<arch>/
+#                                   buildkitd)
 #     docs/ README.md               documentation
 #     bin/linux_<arch>/             the commands (runner, registry, ...)
 #     images/imagegate-registry/    the registry's container image (OCI layout, tarballs)
@@ -19,7 +23,7 @@ OUT=${1:-dist}
 TREE=$OUT/imagegate
 LIBRARY=roles/imagegate-modules/library
 GO=${GO:-go}
-ARCHES=(amd64 arm64)
+read -r -a ARCHES <<< "${DIST_ARCHES:-amd64 arm64 ppc64le s390x}"
 
 log() { echo "dist: $*" >&2; }
 die() { echo "dist: $*" >&2; exit 1; }
@@ -54,6 +58,29 @@ for m in "${modules[@]}"; do
 	done
 done
 
+# buildkitd for every architecture, from the pinned BuildKit module (the
+# version of go.mod, which docker_image_build's client links): checked like
+# the modules, by the build information Go records in the binary.
+BUILDKIT_VERSION=$(sed -n 's|^[[:space:]]*github.com/moby/buildkit \(v[^ ]*\).*|\1|p' go.mod | head -1)
+[ -n "$BUILDKIT_VERSION" ] || die "go.mod does not require github.com/moby/buildkit"
+[ -n "${BUILDKITD_DIST:-}" ] || die "BUILDKITD_DIST is not set: run make dist (or tests/setup/deps.sh buildkitd-dist and export what deps.sh --print prints)"
+for a in "${ARCHES[@]}"; do
+	bin="$BUILDKITD_DIST/linux_$a/buildkitd"
+	[ -x "$bin" ] || die "missing $bin: run make buildkitd-dist"
+	info=$($GO version -m "$bin" 2>/dev/null) || die "$bin is not a Go binary"
+	grep -q "GOARCH=$a\$" <<< "$info" && grep -q "GOOS=linux\$" <<< "$info" && grep -q "CGO_ENABLED=0" <<< "$info" ||
+		die "$bin is not a static linux/$a build: rebuild with make buildkitd-dist"
+	grep -q "path[[:space:]]*github.com/moby/buildkit/cmd/buildkitd\$" <<< "$info" || die "$bin is not buildkitd"
+done
+# deps.sh caches by version and stamps the version into the binary.
+[[ "$BUILDKITD_DIST" == *-"$BUILDKIT_VERSION" ]] ||
+	die "BUILDKITD_DIST $BUILDKITD_DIST is not for BuildKit $BUILDKIT_VERSION (go.mod's)"
+host=$($GO env GOARCH)
+if [ -x "$BUILDKITD_DIST/linux_$host/buildkitd" ]; then
+	got=$("$BUILDKITD_DIST/linux_$host/buildkitd" --version) || die "buildkitd --version failed"
+	[[ " $got " == *" $BUILDKIT_VERSION "* ]] || die "buildkitd --version says '$got', not $BUILDKIT_VERSION: rebuild with make buildkitd-dist"
+fi
+
 VERSION=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 log "assembling $TREE ($VERSION, ${#modules[@]} modules, ${ARCHES[*]})"
 rm -rf "$TREE" "$OUT"/imagegate-*.tar.gz
@@ -74,7 +101,12 @@ for m in "${modules[@]}"; do
 	done
 done
 
-# The commands, for both architectures.
+for a in "${ARCHES[@]}"; do
+	mkdir -p "$TREE/roles/ensure-buildkit/files/linux_$a"
+	cp "$BUILDKITD_DIST/linux_$a/buildkitd" "$TREE/roles/ensure-buildkit/files/linux_$a/buildkitd"
+done
+
+# The commands, for every architecture.
 commands=()
 for main in cmd/*/main.go; do
 	[ -f "$main" ] && commands+=("$(basename "$(dirname "$main")")")

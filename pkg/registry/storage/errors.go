@@ -19,4 +19,8 @@ var (
 	// ErrUnavailable reports a transient failure of the store (a timeout,
 	// an outage): the request may succeed when retried.
 	ErrUnavailable = errors.New("storage unavailable")
+	// ErrNoSpace reports a write the store refused for lack of space or
+	// quota (ENOSPC, EDQUOT; an S3 store's 507 Insufficient Storage). A
+	// retry does not help until someone frees space.
+	ErrNoSpace = errors.New("no space left on the registry's storage")
 )

@@ -2,11 +2,13 @@
 #
 # `make build` / `make dist` put one static binary per module and
 # architecture in this role's library/: <module> for linux/amd64 and
-# <module>_arm64 for linux/arm64. Ansible would run <module> everywhere;
+# <module>_<goarch> for linux/arm64, linux/ppc64le and linux/s390x.
+# Ansible would run <module> everywhere;
 # this action plugin, linked under each module's name, picks the binary
 # matching the host the task runs on:
 #
-#   1. the variable imagegate_module_arch, if set (amd64 or arm64);
+#   1. the variable imagegate_module_arch, if set (a GOARCH name or an
+#      ansible_architecture name);
 #   2. the gathered fact ansible_facts.architecture (not for delegated
 #      tasks: facts belong to the inventory host, not the delegate);
 #   3. `uname -m` on the host, run once per host and connection and cached.
@@ -20,12 +22,16 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-# uname -m (or a fact) -> (GOARCH, binary suffix)
+# uname -m (or the ansible_architecture fact, which is uname -m) and the
+# GOARCH names -> (GOARCH, binary suffix). These are the architectures of
+# the release tree (DIST_ARCHES in the Makefile).
 _ARCHES = {
     "x86_64": ("amd64", ""),
     "amd64": ("amd64", ""),
     "aarch64": ("arm64", "_arm64"),
     "arm64": ("arm64", "_arm64"),
+    "ppc64le": ("ppc64le", "_ppc64le"),
+    "s390x": ("s390x", "_s390x"),
 }
 
 _uname_cache = {}
@@ -76,8 +82,10 @@ class ActionModule(ActionBase):
         arch, source = self._arch(task_vars)
         if arch not in _ARCHES:
             raise AnsibleActionFail(
-                "imagegate: module %s is built for amd64 (x86_64) and arm64 (aarch64); "
-                "host %s is %s (from %s)" % (name, task_vars.get("inventory_hostname"), arch, source))
+                "imagegate: host %s is %s (from %s), and imagegate's modules are built for "
+                "x86_64 (amd64), aarch64 (arm64), ppc64le and s390x only: module %s cannot run there; "
+                "run the task on a host of one of those architectures"
+                % (task_vars.get("inventory_hostname"), arch, source, name))
         goarch, suffix = _ARCHES[arch]
         binary = name + suffix
         path = self._shared_loader_obj.module_loader.find_plugin(binary)

@@ -206,7 +206,7 @@ func (d *Driver) PutBlob(ctx context.Context, dg digest.Digest, size int64, r io
 	}
 	tmp, err := os.CreateTemp(d.tmpDir(), "blob-*")
 	if err != nil {
-		return fmt.Errorf("writing blob %s: %w", dg, err)
+		return noSpace(fmt.Errorf("writing blob %s: %w", dg, err))
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
 	n, err := d.copy(ctx, tmp, 0, r)
@@ -220,10 +220,10 @@ func (d *Driver) PutBlob(ctx context.Context, dg digest.Digest, size int64, r io
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("writing blob %s: %w", dg, err)
+		return noSpace(fmt.Errorf("writing blob %s: %w", dg, err))
 	}
 	if err := d.renameInto(tmp.Name(), p); err != nil {
-		return fmt.Errorf("writing blob %s: %w", dg, err)
+		return noSpace(fmt.Errorf("writing blob %s: %w", dg, err))
 	}
 	return nil
 }
@@ -319,7 +319,7 @@ func (d *Driver) PutEntry(ctx context.Context, repo string, table storage.Table,
 		write = d.createEmpty
 	}
 	if err := write(p, value); err != nil {
-		return fmt.Errorf("writing %s %s of %s: %w", table, key, repo, err)
+		return noSpace(fmt.Errorf("writing %s %s of %s: %w", table, key, repo, err))
 	}
 	return nil
 }
@@ -480,11 +480,11 @@ func (d *Driver) NewUpload(ctx context.Context, repo string, state []byte) (stor
 	up := storage.Upload{ID: id, Repository: repo, State: state, Started: now, Updated: now}
 	tmp, err := os.MkdirTemp(d.tmpDir(), "upload-*")
 	if err != nil {
-		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
+		return storage.Upload{}, noSpace(fmt.Errorf("creating upload: %w", err))
 	}
 	fail := func(err error) (storage.Upload, error) {
 		os.RemoveAll(tmp)
-		return storage.Upload{}, fmt.Errorf("creating upload: %w", err)
+		return storage.Upload{}, noSpace(fmt.Errorf("creating upload: %w", err))
 	}
 	data, err := os.OpenFile(filepath.Join(tmp, "data"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -612,7 +612,7 @@ func (d *Driver) AppendUpload(ctx context.Context, id string, offset, length int
 		}
 	}
 	_ = f.Truncate(up.Size)
-	return up, fmt.Errorf("appending to upload %s: %w", id, err)
+	return up, noSpace(fmt.Errorf("appending to upload %s: %w", id, err))
 }
 
 // CommitUpload implements storage.Driver.
@@ -650,7 +650,7 @@ func (d *Driver) CommitUpload(ctx context.Context, id string, size int64, dg dig
 	if _, err := os.Stat(p); err != nil {
 		// Appends fsynced the data; the rename makes it the blob.
 		if err := d.renameInto(filepath.Join(dir, "data"), p); err != nil {
-			return fmt.Errorf("committing upload %s: %w", id, err)
+			return noSpace(fmt.Errorf("committing upload %s: %w", id, err))
 		}
 	}
 	if err := d.removeUploadDir(dir); err != nil {
@@ -916,4 +916,13 @@ func notFound(err error, format string, args ...any) error {
 		return fmt.Errorf("%s: %w", what, storage.ErrNotFound)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// noSpace marks a failed write that ran out of space or quota with
+// storage.ErrNoSpace, keeping the cause.
+func noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w", storage.ErrNoSpace, err)
+	}
+	return err
 }

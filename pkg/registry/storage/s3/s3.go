@@ -379,7 +379,8 @@ func isPreconditionFailed(err error) bool {
 }
 
 // wrap describes a failed S3 call: ErrNotFound for a missing key,
-// ErrUnavailable for an outage (no response, 5xx, throttling), the
+// ErrNoSpace for a full store, ErrUnavailable for an outage (no response,
+// other 5xx, throttling), the
 // context's error when it ended, the S3 error otherwise.
 func wrap(err error, format string, args ...any) error {
 	what := fmt.Sprintf(format, args...)
@@ -389,7 +390,12 @@ func wrap(err error, format string, args ...any) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	_, status := errorCode(err)
+	code, status := errorCode(err)
+	// 507 is how a store says it is full (MinIO's XMinioStorageFull,
+	// Swift's S3 middleware); no retry fixes that.
+	if status == http.StatusInsufficientStorage || code == "XMinioStorageFull" {
+		return fmt.Errorf("%s: %w: %w", what, storage.ErrNoSpace, err)
+	}
 	if status == 0 || status >= 500 || status == http.StatusTooManyRequests {
 		return fmt.Errorf("%s: %w: %w", what, storage.ErrUnavailable, err)
 	}
