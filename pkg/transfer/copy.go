@@ -319,7 +319,7 @@ func (s *session) newClient(host, repo string, scopes []string) (*Repository, er
 		return nil, err
 	}
 	s.c.log.Debug("connected", "registry", host, "repository", repo, "scopes", len(scopes), "duration", time.Since(start))
-	return s.c.newRepository(host, repo, rt, nil), nil
+	return s.c.newRepository(host, et.urlScheme(), repo, rt, nil), nil
 }
 
 // counters are a job's blob statistics, updated by parallel transfers.
