@@ -99,6 +99,18 @@ func WithDockerDaemonConfig(path string) Option {
 	}
 }
 
+// CheckInsecureRegistries checks entries as WithInsecureRegistries does,
+// for callers that validate their parameters before any I/O.
+func CheckInsecureRegistries(entries []string) error {
+	cv := defaultConventions()
+	for _, e := range entries {
+		if err := cv.addInsecure(e); err != nil {
+			return fmt.Errorf("insecure registry %q: %w", e, err)
+		}
+	}
+	return nil
+}
+
 func (cv *conventions) addInsecure(e string) error {
 	e = strings.TrimSpace(e)
 	if e == "" {
