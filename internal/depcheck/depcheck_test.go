@@ -29,7 +29,7 @@ type layer struct {
 // know nothing of Zuul or of Ansible; Zuul-aware ones sit on them; modules
 // and commands on top.
 var layers = []layer{
-	{name: "foundation", pkgs: []string{"pkg/oci", "pkg/atomicfile", "pkg/pki", "pkg/redact"}, may: []string{"foundation"}},
+	{name: "foundation", pkgs: []string{"pkg/oci", "pkg/ocilayout", "pkg/atomicfile", "pkg/pki", "pkg/redact"}, may: []string{"foundation"}},
 	{name: "module protocol", pkgs: []string{"pkg/ansible"}, may: []string{"foundation", "module protocol"}},
 	{name: "storage", pkgs: []string{"pkg/registry/storage"}, may: []string{"foundation", "storage"}},
 	{name: "registry", pkgs: []string{"pkg/registry"}, may: []string{"foundation", "storage", "registry"}},

@@ -114,6 +114,14 @@ type DistributionOptions struct {
 	// DataDir, if set, is the storage root; the default is private to the
 	// test.
 	DataDir string
+	// PlainHTTP serves plain HTTP, as upstream's test registries do: for
+	// tests of docker's registry conventions (loopback HTTP fallback,
+	// insecure registries). Start such a registry with StartProcess;
+	// StartDistribution waits for HTTPS.
+	PlainHTTP bool
+	// Port, if set, is the port to listen on (every address); the
+	// default is a free one.
+	Port int
 }
 
 // StartDistribution starts docker-registry serving TLS on 127.0.0.1 and
@@ -135,7 +143,11 @@ func DistributionCommand(t testing.TB, o DistributionOptions) (*Distribution, *e
 	t.Helper()
 	bin := Tool(t, "DOCKER_REGISTRY", "docker-registry")
 	dir := ShortTempDir(t)
-	d := &Distribution{Dir: dir, Port: FreePort(t), Username: "tester", Password: RandomString(t, 16)}
+	port := o.Port
+	if port == 0 {
+		port = FreePort(t)
+	}
+	d := &Distribution{Dir: dir, Port: port, Username: "tester", Password: RandomString(t, 16)}
 	d.Host = fmt.Sprintf("127.0.0.1:%d", d.Port)
 	d.TLS = NewTLS(t, dir)
 	data := o.DataDir
@@ -156,6 +168,10 @@ func DistributionCommand(t testing.TB, o DistributionOptions) (*Distribution, *e
 	} else {
 		d.Username, d.Password = "", ""
 	}
+	tlsCfg := fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", d.TLS.CertFile, d.TLS.KeyFile)
+	if o.PlainHTTP {
+		tlsCfg = ""
+	}
 	cfg := fmt.Sprintf(`version: 0.1
 log:
   level: info
@@ -172,10 +188,7 @@ storage:
 http:
   addr: ":%d"
   secret: %s
-  tls:
-    certificate: %s
-    key: %s
-%s`, data, d.Port, RandomString(t, 16), d.TLS.CertFile, d.TLS.KeyFile, auth)
+%s%s`, data, d.Port, RandomString(t, 16), tlsCfg, auth)
 	cfgPath := filepath.Join(dir, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -130,7 +130,7 @@ func TestResultDataFile(t *testing.T) {
 			o := ansibletest.RunBinary(t, bin, map[string]any{
 				"docker_images": []any{map[string]any{"context": ".", "repository": "myorg/app"}}, "zuul": zv,
 				"buildkit_addr": "unix://" + filepath.Join(home, "never-reached.sock"), "docker_host": "none",
-				"_ansible_check_mode": true,
+				"oci_layout_dir": "", "_ansible_check_mode": true,
 			}, "HOME="+home)
 			o.CheckFailure(t, tc.want...)
 			o.CheckNoSecrets(t, password)

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imagegate/imagegate/pkg/ansible"
+	"github.com/imagegate/imagegate/pkg/ocilayout"
 	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
@@ -57,6 +58,11 @@ type Request struct {
 	// DockerHost is the Docker daemon to load images into: "" means
 	// DefaultDockerHost when that socket exists, "none" disables loading.
 	DockerHost string `ansible:"docker_host"`
+	// LayoutDir is the OCI image layout the images are also written to
+	// when there is no buildset registry, manifests and indexes exactly as
+	// built, for docker_image_upload on this host (layout.go); empty
+	// writes none.
+	LayoutDir string `ansible:"oci_layout_dir,path" default:"~/.imagegate/oci-layout"`
 	// LogFile receives the build log (appended); empty writes none.
 	LogFile string `ansible:"log_file,path" default:"~/zuul-output/logs/docker_image_build.log"`
 	// Home is the user's home directory (default: $HOME), the base of
@@ -126,6 +132,8 @@ func WithRedact(redact func(secret string)) Option { return func(o *options) { o
 type builder struct {
 	addr string
 	options
+	// layout receives the images when there is no buildset registry.
+	layout *ocilayout.Layout
 }
 
 // Build validates every image, then builds and pushes them one by one to
@@ -232,8 +240,8 @@ func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if req.Registry == nil && eng == nil {
-		return nil, errors.New("nothing to deliver images to: no buildset_registry (neither the parameter nor secret_data in zuul.executor.result_data_file) and no Docker daemon (docker_host)")
+	if req.Registry == nil && eng == nil && req.LayoutDir == "" {
+		return nil, errors.New("nothing to deliver images to: no buildset_registry (neither the parameter nor secret_data in zuul.executor.result_data_file), no Docker daemon (docker_host) and no oci_layout_dir")
 	}
 
 	rep := &Result{LogFile: req.LogFile, Images: []ImageResult{}}
@@ -275,6 +283,10 @@ func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 			creds[h] = cred
 		}
 		reg = newRegistry(pool, creds)
+	}
+
+	if err := b.openLayout(req); err != nil {
+		return nil, err
 	}
 
 	logw, closeLog, err := openLog(req.LogFile)
@@ -416,6 +428,9 @@ func (b *builder) buildOne(ctx context.Context, c *client.Client, native string,
 	// (a multi-platform index cannot be loaded into dockerd at all: its
 	// export is the node's own platform). Without a registry the one solve
 	// exports to dockerd.
+	if b.layout != nil {
+		return b.buildToLayout(ctx, c, native, eng, creds, logw, p, res, start)
+	}
 	spec := p.spec
 	multi := len(spec.Platforms) > 1
 	var load *dockerLoad

@@ -39,6 +39,10 @@ type Spec struct {
 	// return a discarding writer when the daemon already has the image.
 	DockerNames []string
 	Docker      func(configDigest string) (io.WriteCloser, error)
+	// OCI, when set, also exports the image (the index of a
+	// multi-platform build) as an OCI layout tarball, written to the
+	// writer it returns.
+	OCI func() (io.WriteCloser, error)
 	// NoCache builds every step again.
 	NoCache bool
 	// CompressionLevel is the gzip level of new layers (0 for BuildKit's
@@ -119,6 +123,11 @@ func (s *Spec) solveOpt(attachables []session.Attachable) (client.SolveOpt, erro
 			a[expCompLevel] = strconv.Itoa(s.CompressionLevel)
 		}
 		exports = append(exports, client.ExportEntry{Type: exporterImage, Attrs: a})
+	}
+	if s.OCI != nil {
+		out := s.OCI
+		exports = append(exports, client.ExportEntry{Type: client.ExporterOCI,
+			Output: func(map[string]string) (io.WriteCloser, error) { return out() }})
 	}
 	return client.SolveOpt{
 		Frontend:      frontendDockerfile,

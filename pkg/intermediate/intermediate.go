@@ -44,6 +44,11 @@ type Registries struct {
 	LayerJobs int `ansible:"layer_jobs" default:"8"`
 	// Retries is how often a failed request is retried.
 	Retries int `ansible:"retries" default:"4"`
+	// InsecureRegistries may be reached over plain HTTP (anonymously,
+	// unless loopback) without TLS verification, as dockerd's
+	// insecure-registries: host[:port] or CIDR. Loopback registries and
+	// dockerd's own insecure-registries need no entry.
+	InsecureRegistries []string `ansible:"insecure_registries"`
 }
 
 // Option configures Pull and Push.
@@ -123,6 +128,9 @@ func (r Registries) check(vars *zuul.Vars, o options) (*zuul.BuildsetRegistry, e
 	if ir.Port <= 0 || ir.Port > 65535 {
 		return nil, fmt.Errorf("intermediate_registry.port %d is not a TCP port", ir.Port)
 	}
+	if err := transfer.CheckInsecureRegistries(r.InsecureRegistries); err != nil {
+		return nil, fmt.Errorf("insecure_registries: %w", err)
+	}
 	if (ir.Username == "") != (ir.Password == "") {
 		return nil, errors.New("intermediate_registry: give both username and password, or neither for anonymous access")
 	}
@@ -162,7 +170,7 @@ func (r Registries) client(br *zuul.BuildsetRegistry, o options) (*transfer.Clie
 		transfer.WithEndpoint(transfer.Endpoint{Host: ir.Address(), Username: ir.Username, Password: ir.Password,
 			CA: []byte(ir.Cert)}),
 		transfer.WithRetry(policy), transfer.WithImageJobs(r.Jobs), transfer.WithJobs(r.LayerJobs),
-		transfer.WithLogger(o.log),
+		transfer.WithLogger(o.log), transfer.WithInsecureRegistries(r.InsecureRegistries...),
 	}
 	if o.timed {
 		opts = append(opts, transfer.WithTimeout(o.timeout))

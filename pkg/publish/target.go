@@ -41,6 +41,11 @@ type Target struct {
 	// Cert holds PEM certificates to trust for URL (and Docker Hub's web
 	// API), on top of the system roots.
 	Cert string `ansible:"docker_registry_cert"`
+	// InsecureRegistries may be reached over plain HTTP (anonymously,
+	// unless loopback) without TLS verification, as dockerd's
+	// insecure-registries: host[:port] or CIDR. Loopback registries and
+	// dockerd's own insecure-registries need no entry.
+	InsecureRegistries []string `ansible:"insecure_registries"`
 }
 
 // target is a Target checked and resolved.
@@ -50,22 +55,27 @@ type target struct {
 	host   string // host[:port] of the registry API
 	hubURL string
 	ca     []byte
+	// insecure are the insecure_registries.
+	insecure []string
 }
 
 // resolve checks the target; hubURL is docker_hub_url (promote only).
 func (t Target) resolve(hubURL string) (*target, error) {
 	r := strings.ToLower(strings.TrimSpace(t.Registry))
-	out := &target{ca: []byte(t.Cert)}
+	out := &target{ca: []byte(t.Cert), insecure: t.InsecureRegistries}
+	if err := transfer.CheckInsecureRegistries(t.InsecureRegistries); err != nil {
+		return nil, fmt.Errorf("insecure_registries: %w", err)
+	}
 	if t.Cert != "" {
 		if _, err := pki.CertPool(out.ca); err != nil {
 			return nil, fmt.Errorf("docker_registry_cert: %w: give the PEM of the CA that signed the registry's certificate", err)
 		}
 	}
 	switch r {
-	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com":
+	// "" is upstream's default: docker pushes an unprefixed name to
+	// Docker Hub.
+	case "", "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com":
 		out.hub, out.name, out.host, out.hubURL = true, DockerHub, DockerHubRegistry, DockerHubAPI
-	case "":
-		return nil, fmt.Errorf("docker_registry is empty: give docker.io or the host[:port] of the registry")
 	default:
 		if strings.Contains(r, "://") || strings.ContainsAny(r, "/@ ?#") {
 			return nil, fmt.Errorf("docker_registry %q: give the registry as host[:port] (like quay.io or registry.example.org:5000), "+
@@ -118,7 +128,8 @@ func (t *target) hubHost() string {
 // client returns the registry client for the target (and Docker Hub's web
 // API): every request takes the transport the client gives its endpoint.
 func (t *target) client(c Credentials, o options, extra ...transfer.Option) (*transfer.Client, error) {
-	opts := []transfer.Option{transfer.WithEndpoint(t.endpoint(c)), transfer.WithLogger(o.log), transfer.WithPageSize(tagsPageSize)}
+	opts := []transfer.Option{transfer.WithEndpoint(t.endpoint(c)), transfer.WithLogger(o.log), transfer.WithPageSize(tagsPageSize),
+		transfer.WithInsecureRegistries(t.insecure...)}
 	if t.hub && oci.CanonicalHost(t.hubHost()) != oci.CanonicalHost(t.host) {
 		opts = append(opts, transfer.WithEndpoint(transfer.Endpoint{Host: t.hubHost(), CA: t.ca}))
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/oci"
@@ -27,6 +26,10 @@ type UploadSpec struct {
 	// BuildsetRegistry is where the images were built to; when nil, the
 	// job's result data file names it (zuul.ResolveBuildsetRegistry).
 	BuildsetRegistry *zuul.BuildsetRegistry `ansible:"buildset_registry"`
+	// LayoutDir is the OCI image layout docker_image_build writes on its
+	// host when the job has no buildset registry; the images are taken
+	// from it then (see source.go).
+	LayoutDir string `ansible:"oci_layout_dir,path" default:"~/.imagegate/oci-layout"`
 	// Jobs bounds the images copied at once.
 	Jobs int `ansible:"jobs" default:"8"`
 }
@@ -36,7 +39,8 @@ type UploadedTag struct {
 	// Repository and Tag are the image's, as given in docker_images.
 	Repository string `json:"repository"`
 	Tag        string `json:"tag"`
-	// Source is the image in the buildset registry.
+	// Source is the image in the buildset registry, or in the image
+	// layout (oci:<dir>:<repository>:<tag>).
 	Source string `json:"source"`
 	// Reference is the uploaded reference: docker.io/myorg/app:change_42_latest.
 	Reference string `json:"reference"`
@@ -88,7 +92,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	if err != nil {
 		return nil, err
 	}
-	br, err := zuul.ResolveBuildsetRegistry(spec.BuildsetRegistry, &spec.Zuul, o.redact)
+	source, err := resolveSource(spec, o.redact)
 	if err != nil {
 		return nil, err
 	}
@@ -120,8 +124,8 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 					continue
 				}
 			}
-			src := br.Address() + "/" + zuul.StripDockerIO(img.Repository) + ":" + tag
-			jobs = append(jobs, transfer.Job{Src: src, Dst: t.host + "/" + repo + ":" + dst})
+			job, src := source.job(img.Repository, tag, t.host+"/"+repo+":"+dst)
+			jobs = append(jobs, job)
 			plan = append(plan, UploadedTag{index: i, Repository: img.Repository, Tag: tag,
 				Source: src, Reference: t.ref(repo, dst)})
 		}
@@ -136,15 +140,13 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("nothing was uploaded: %w", errors.Join(errs...))
 	}
-	if strings.EqualFold(br.Address(), t.host) {
-		return nil, fmt.Errorf("nothing was uploaded: the target registry %s is the buildset registry", t.host)
+	if err := source.check(t); err != nil {
+		return nil, err
 	}
 
 	ctx, cancel := o.withDeadline(ctx)
 	defer cancel()
-	topts := []transfer.Option{
-		transfer.WithEndpoint(transfer.Endpoint{Host: br.Address(), Username: br.Username, Password: br.Password, CA: []byte(br.Cert), NoSystemRoots: true}),
-		transfer.WithImageJobs(spec.Jobs)}
+	topts := append(source.options(), transfer.WithImageJobs(spec.Jobs))
 	if o.timed {
 		// The call's timeout, not transfer's default, bounds the copies.
 		topts = append(topts, transfer.WithTimeout(o.timeout))
@@ -158,7 +160,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	// Every source and every target, read; nothing written.
 	results, err := client.Plan(ctx, jobs)
 	if err != nil {
-		return nil, fmt.Errorf("nothing was uploaded: %w", describeUploadErrors(plan, results, err))
+		return nil, fmt.Errorf("nothing was uploaded: %w", describeUploadErrors(source, plan, results, err))
 	}
 	if err := checkPush(ctx, client, t, spec.Credentials, repos); err != nil {
 		return nil, fmt.Errorf("nothing was uploaded: %w", err)
@@ -173,7 +175,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 				}
 			}
 			return nil, fmt.Errorf("uploading (%d of %d tags done; run again to finish, copies already done are skipped): %w",
-				done, len(jobs), describeUploadErrors(plan, results, err))
+				done, len(jobs), describeUploadErrors(source, plan, results, err))
 		}
 	}
 	var before, after []string
@@ -200,7 +202,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 }
 
 // describeUploadErrors names the image and tag of each failed job.
-func describeUploadErrors(plan []UploadedTag, results []Result, err error) error {
+func describeUploadErrors(source *uploadSource, plan []UploadedTag, results []Result, err error) error {
 	if len(results) != len(plan) {
 		return err
 	}
@@ -214,9 +216,9 @@ func describeUploadErrors(plan []UploadedTag, results []Result, err error) error
 		var te *transfer.Error
 		switch {
 		case errors.As(r.Err, &te) && te.Step == transfer.StepSourceManifest && errors.Is(r.Err, oci.ErrNotFound):
-			msg = fmt.Sprintf("%s is not in the buildset registry (did the build job push it?): %v", u.Source, r.Err)
+			msg = fmt.Sprintf("%s: %v", source.notFound(u.Source), r.Err)
 		case te != nil && te.Ref == u.Source:
-			msg = "reading the buildset registry: " + msg
+			msg = "reading " + source.name() + ": " + msg
 		case te != nil:
 			msg = "writing the target registry: " + msg
 		}

@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -22,7 +24,10 @@ import (
 //
 // It does its own ping instead of go-containerregistry's, which races a
 // plain-HTTP ping against the https one for loopback and private
-// addresses: a TLS registry there must never see plain HTTP.
+// addresses: a TLS registry must never see plain HTTP unless HTTPS
+// failed. A loopback or declared insecure registry is asked over HTTPS
+// first and over plain HTTP when that fails, as dockerd does; the
+// answer's scheme is the one every later request takes.
 func (et *endpointTransport) ping(ctx context.Context) (*oci.Challenge, error) {
 	et.mu.Lock()
 	defer et.mu.Unlock()
@@ -30,19 +35,34 @@ func (et *endpointTransport) ping(ctx context.Context) (*oci.Challenge, error) {
 		return et.challenge, nil
 	}
 	host := et.ep.Host
-	op := "GET https://" + host + "/v2/"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+host+"/v2/", nil)
-	if err != nil {
-		return nil, err
+	if et.conv.plainHTTPAllowed(host) {
+		// One HTTPS attempt without retries says whether the registry
+		// speaks TLS at all; only a registry that does not (it answers
+		// in plain HTTP, or nothing listens on the HTTPS port) is asked
+		// over plain HTTP. A TLS failure (an untrusted certificate) is
+		// reported as it is, as for any registry.
+		probe, err := et.get(ctx, et.probe, "https", host)
+		switch {
+		case err == nil:
+			drain(probe)
+		case speaksNoTLS(err):
+			et.scheme = "http"
+		}
 	}
-	resp, err := et.rt.RoundTrip(req)
+	resp, err := et.get(ctx, et.rt, et.scheme, host)
 	if err != nil {
 		var oe *oci.Error
 		if errors.As(err, &oe) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%s: %w", op, err)
+		if et.scheme == "https" && speaksNoTLS(err) && strings.Contains(err.Error(), "HTTP response to HTTPS") {
+			return nil, fmt.Errorf("GET https://%s/v2/: registry %s answers plain HTTP where HTTPS is required: serve it over TLS, "+
+				"or declare it insecure (the module's insecure_registries parameter, or insecure-registries in %s); "+
+				"credentials are never sent over plain HTTP to a host that is not loopback: %w", host, host, et.conv.daemonConfigName(), err)
+		}
+		return nil, fmt.Errorf("GET %s://%s/v2/: %w", et.scheme, host, err)
 	}
+	op := "GET " + et.scheme + "://" + host + "/v2/"
 	defer drain(resp)
 	switch resp.StatusCode {
 	case http.StatusOK:
@@ -57,6 +77,32 @@ func (et *endpointTransport) ping(ctx context.Context) (*oci.Challenge, error) {
 		return nil, oci.ResponseError(op, resp)
 	}
 	return et.challenge, nil
+}
+
+// speaksNoTLS reports whether an HTTPS request failed because the server
+// does not speak TLS: it answered in plain HTTP, or refused the
+// connection (nothing listens on the port).
+func speaksNoTLS(err error) bool {
+	var rec tls.RecordHeaderError
+	return errors.As(err, &rec) || errors.Is(err, syscall.ECONNREFUSED) ||
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
+}
+
+// get sends GET <scheme>://host/v2/ through rt.
+func (et *endpointTransport) get(ctx context.Context, rt http.RoundTripper, scheme, host string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+host+"/v2/", nil)
+	if err != nil {
+		return nil, err
+	}
+	return rt.RoundTrip(req)
+}
+
+// urlScheme is the scheme of the registry's URLs: https, or http when its
+// ping fell back to plain HTTP.
+func (et *endpointTransport) urlScheme() string {
+	et.mu.Lock()
+	defer et.mu.Unlock()
+	return et.scheme
 }
 
 // authorized returns the transport for requests to the registry with
@@ -101,7 +147,7 @@ func (et *endpointTransport) checkBasic(ctx context.Context, rt http.RoundTrippe
 		return nil
 	}
 	op := "logging in to " + et.ep.Host
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+et.ep.Host+"/v2/", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, et.scheme+"://"+et.ep.Host+"/v2/", nil)
 	if err != nil {
 		return err
 	}

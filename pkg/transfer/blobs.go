@@ -63,7 +63,7 @@ func (s *session) once(ctx context.Context, key string, fn func() (string, error
 // repository where another job of the operation placed it. That is how an
 // operation uploads each shared layer once across registries, where
 // go-containerregistry mounts only from the source repository.
-func (s *session) ensureBlob(ctx context.Context, sc, dc *Repository, d descriptor, cnt *counters) error {
+func (s *session) ensureBlob(ctx context.Context, sc source, dc *Repository, d descriptor, cnt *counters) error {
 	host := oci.CanonicalHost(dc.host)
 	_, leader, err := s.once(ctx, "blob "+host+"/"+dc.name+"@"+d.Digest.String(), func() (string, error) {
 		from, first, err := s.once(ctx, "registry blob "+host+"@"+d.Digest.String(), func() (string, error) {
@@ -102,7 +102,7 @@ func (s *session) acquire(ctx context.Context, sem chan struct{}) error {
 
 // placeBlob is the first placement of a blob on the target registry in
 // this operation.
-func (s *session) placeBlob(ctx context.Context, sc, dc *Repository, d descriptor, cnt *counters) error {
+func (s *session) placeBlob(ctx context.Context, sc source, dc *Repository, d descriptor, cnt *counters) error {
 	ref := dc.host + "/" + dc.name
 	if err := s.acquire(ctx, s.blobSem); err != nil {
 		return s.fail(ref, StepBlob, d.Digest.String(), err)
@@ -117,14 +117,14 @@ func (s *session) placeBlob(ctx context.Context, sc, dc *Repository, d descripto
 		return nil
 	}
 	location := ""
-	if oci.CanonicalHost(sc.host) == oci.CanonicalHost(dc.host) && sc.name != dc.name {
-		loc, mounted, err := dc.startUpload(ctx, d.Digest, sc.name)
+	if srcHost, srcName := sc.location(); oci.CanonicalHost(srcHost) == oci.CanonicalHost(dc.host) && srcName != dc.name {
+		loc, mounted, err := dc.startUpload(ctx, d.Digest, srcName)
 		if err != nil {
 			return s.fail(ref, StepMount, d.Digest.String(), err)
 		}
 		if mounted {
 			cnt.mounted.Add(1)
-			s.c.log.Debug("mounted blob", "digest", d.Digest, "from", sc.name, "to", ref)
+			s.c.log.Debug("mounted blob", "digest", d.Digest, "from", srcName, "to", ref)
 			return nil
 		}
 		location = loc
@@ -137,7 +137,7 @@ func (s *session) placeBlob(ctx context.Context, sc, dc *Repository, d descripto
 // Mounts take a slot of their own, larger pool: they move no data, and
 // their cost is the registry's metadata writes, which overlap well, and
 // they should not wait behind the layer uploads they follow.
-func (s *session) mountBlob(ctx context.Context, sc, dc *Repository, d descriptor, from string, cnt *counters) error {
+func (s *session) mountBlob(ctx context.Context, sc source, dc *Repository, d descriptor, from string, cnt *counters) error {
 	ref := dc.host + "/" + dc.name
 	if err := s.acquire(ctx, s.mountSem); err != nil {
 		return s.fail(ref, StepMount, d.Digest.String(), err)
@@ -180,7 +180,7 @@ func (s *session) mountBlob(ctx context.Context, sc, dc *Repository, d descripto
 // one is cut at the size) and the attribution of a mismatch to the
 // source (the target's DIGEST_INVALID becomes ErrDigestMismatch, and the
 // transfer is retried).
-func (s *session) upload(ctx context.Context, sc, dc *Repository, d descriptor, location string, cnt *counters) error {
+func (s *session) upload(ctx context.Context, sc source, dc *Repository, d descriptor, location string, cnt *counters) error {
 	ref := dc.host + "/" + dc.name
 	p := s.c.retry
 	for attempt := 0; ; attempt++ {
@@ -210,7 +210,7 @@ func (s *session) upload(ctx context.Context, sc, dc *Repository, d descriptor, 
 	}
 }
 
-func (s *session) uploadOnce(ctx context.Context, sc, dc *Repository, d descriptor, location string) (int64, error) {
+func (s *session) uploadOnce(ctx context.Context, sc source, dc *Repository, d descriptor, location string) (int64, error) {
 	if location == "" {
 		loc, _, err := dc.startUpload(ctx, d.Digest, "")
 		if err != nil {

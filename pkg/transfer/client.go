@@ -34,6 +34,7 @@ type Client struct {
 	pageSize  int
 	log       *slog.Logger
 	wrap      func(http.RoundTripper) http.RoundTripper
+	conv      conventions
 
 	mu         sync.Mutex
 	transports map[string]*endpointTransport
@@ -163,14 +164,22 @@ func New(opts ...Option) (*Client, error) {
 		log:        discard,
 		transports: map[string]*endpointTransport{},
 		repos:      map[string]*Repository{},
+		conv:       defaultConventions(),
 	}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, err
 		}
 	}
+	if err := c.conv.load(); err != nil {
+		return nil, err
+	}
 	for _, ep := range c.endpoints {
-		if _, _, err := tlsConfigs(ep); err != nil {
+		trust, err := c.conv.trust(ep.Host)
+		if err != nil {
+			return nil, err
+		}
+		if _, _, err := tlsConfigs(ep, trust, false); err != nil {
 			return nil, err
 		}
 	}
@@ -199,7 +208,7 @@ func (c *Client) transport(host string) (*endpointTransport, error) {
 	if !ok {
 		ep = Endpoint{Host: host}
 	}
-	t, err := newEndpointTransport(ep, transportConfig{retry: c.retry, log: c.log, conns: c.maxRequests(), wrap: c.wrap})
+	t, err := newEndpointTransport(ep, transportConfig{retry: c.retry, log: c.log, conns: c.maxRequests(), wrap: c.wrap, conv: &c.conv})
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +316,7 @@ func (c *Client) Repositories(ctx context.Context, host string, repos []string, 
 			}
 			g = tokenGrants(own)
 		}
-		out[repo] = c.newRepository(host, repo, rrt, g)
+		out[repo] = c.newRepository(host, et.urlScheme(), repo, rrt, g)
 	}
 	c.mu.Lock()
 	for _, repo := range todo {

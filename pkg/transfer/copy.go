@@ -15,12 +15,18 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imagegate/imagegate/pkg/oci"
+	"github.com/imagegate/imagegate/pkg/ocilayout"
 )
 
 // Job is one copy: Src and Dst are references, registry/repository:tag or
 // registry/repository@digest, IPv6 hosts in brackets.
 type Job struct {
 	Src, Dst string
+	// SrcLayout, when set, is an OCI image layout directory on this
+	// machine (package ocilayout) to copy from instead of a registry: Src
+	// is then a name of its index.json (org.opencontainers.image.ref.name)
+	// or a digest.
+	SrcLayout string
 }
 
 // Result is what one copy did, or would do (Plan).
@@ -80,6 +86,9 @@ type parsedJob struct {
 	srcHost, dstHost   string // as in URLs
 	srcRepo, dstRepo   string
 	srcString, dstName string
+	// layout is the source layout (Job.SrcLayout), srcName the name in it.
+	layout  *ocilayout.Layout
+	srcName string
 }
 
 // ParseReference parses an image reference the way a Client does: a
@@ -107,18 +116,25 @@ func parseJobs(jobs []Job) ([]*parsedJob, error) {
 	out := make([]*parsedJob, len(jobs))
 	seen := map[string]int{}
 	for i, j := range jobs {
-		src, err := ParseReference(j.Src)
-		if err != nil {
-			return nil, err
-		}
 		dst, err := ParseReference(j.Dst)
 		if err != nil {
 			return nil, err
 		}
-		p := &parsedJob{src: src, dst: dst,
-			srcHost: src.Context().RegistryStr(), dstHost: dst.Context().RegistryStr(),
-			srcRepo: src.Context().RepositoryStr(), dstRepo: dst.Context().RepositoryStr(),
-			srcString: src.String(), dstName: dst.String()}
+		var p *parsedJob
+		if j.SrcLayout != "" {
+			if p, err = parseLayoutJob(j, dst); err != nil {
+				return nil, err
+			}
+		} else {
+			src, err := ParseReference(j.Src)
+			if err != nil {
+				return nil, err
+			}
+			p = &parsedJob{src: src, dst: dst,
+				srcHost: src.Context().RegistryStr(), dstHost: dst.Context().RegistryStr(),
+				srcRepo: src.Context().RepositoryStr(), dstRepo: dst.Context().RepositoryStr(),
+				srcString: src.String(), dstName: dst.String(), srcName: src.Identifier()}
+		}
 		k := oci.CanonicalHost(p.dstHost) + "/" + p.dstRepo + "|" + dst.Identifier()
 		if prev, dup := seen[k]; dup {
 			return nil, &Error{Ref: j.Dst, Step: StepParse,
@@ -319,7 +335,7 @@ func (s *session) newClient(host, repo string, scopes []string) (*Repository, er
 		return nil, err
 	}
 	s.c.log.Debug("connected", "registry", host, "repository", repo, "scopes", len(scopes), "duration", time.Since(start))
-	return s.c.newRepository(host, repo, rt, nil), nil
+	return s.c.newRepository(host, et.urlScheme(), repo, rt, nil), nil
 }
 
 // counters are a job's blob statistics, updated by parallel transfers.
@@ -329,12 +345,16 @@ type counters struct {
 }
 
 func (s *session) copyJob(ctx context.Context, j *parsedJob, res *Result) {
-	sc, err := s.client(j.srcHost, j.srcRepo, nil)
-	if err != nil {
-		res.Err = s.fail(j.srcString, StepConnect, "", err)
-		return
+	var sc source = layoutSource{l: j.layout}
+	if j.layout == nil {
+		rc, err := s.client(j.srcHost, j.srcRepo, nil)
+		if err != nil {
+			res.Err = s.fail(j.srcString, StepConnect, "", err)
+			return
+		}
+		sc = rc
 	}
-	m, err := sc.getManifest(ctx, j.src.Identifier())
+	m, err := sc.getManifest(ctx, j.srcName)
 	if err != nil {
 		res.Err = s.fail(j.srcString, StepSourceManifest, "", err)
 		return
@@ -383,7 +403,7 @@ func (s *session) copyJob(ctx context.Context, j *parsedJob, res *Result) {
 // copyContent places everything m refers to in the target repository:
 // the child manifests of an index (by digest, each with its blobs), or the
 // blobs of an image. The caller writes m itself.
-func (s *session) copyContent(ctx context.Context, sc, dc *Repository, m *manifest, cnt *counters, depth int) error {
+func (s *session) copyContent(ctx context.Context, sc source, dc *Repository, m *manifest, cnt *counters, depth int) error {
 	if depth > 4 {
 		return s.fail(dc.Ref(m.digest.String()), StepSourceManifest, "", fmt.Errorf("%w: indexes nested too deep", ErrUnsupportedManifest))
 	}
@@ -410,7 +430,7 @@ func (s *session) copyContent(ctx context.Context, sc, dc *Repository, m *manife
 
 // copyChild writes a child manifest of an index, by digest, with what it
 // refers to, unless the target has it.
-func (s *session) copyChild(ctx context.Context, sc, dc *Repository, child descriptor, cnt *counters, depth int) error {
+func (s *session) copyChild(ctx context.Context, sc source, dc *Repository, child descriptor, cnt *counters, depth int) error {
 	id := child.Digest.String()
 	cur, err := dc.headDigest(ctx, id)
 	if err != nil {

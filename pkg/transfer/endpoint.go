@@ -59,9 +59,17 @@ type endpointTransport struct {
 	// bases close idle connections when the Client is closed.
 	bases []*http.Transport
 
+	// probe is rt without retries, for the HTTPS attempt of a registry
+	// that may fall back to plain HTTP.
+	probe http.RoundTripper
+	conv  *conventions
+
 	mu        sync.Mutex
 	challenge *oci.Challenge
 	basicOK   bool
+	// scheme is how the registry answered its ping: https, or http for a
+	// loopback or insecure registry that does not speak TLS.
+	scheme string
 }
 
 // transportConfig is what a Client decides for every registry's transport.
@@ -72,6 +80,9 @@ type transportConfig struct {
 	conns int
 	// wrap, when set, wraps the finished stack (WithTransportWrapper).
 	wrap func(http.RoundTripper) http.RoundTripper
+	// conv are docker's registry conventions (certs directories,
+	// insecure registries).
+	conv *conventions
 }
 
 // newEndpointTransport builds the transport stack of the registry ep. It is
@@ -80,7 +91,16 @@ type transportConfig struct {
 // copies, repository calls and Docker Hub's web API all take their
 // transport from here, through a Client.
 func newEndpointTransport(ep Endpoint, cfg transportConfig) (*endpointTransport, error) {
-	regTLS, otherTLS, err := tlsConfigs(ep)
+	conv := cfg.conv
+	if conv == nil {
+		d := defaultConventions()
+		conv = &d
+	}
+	trust, err := conv.trust(ep.Host)
+	if err != nil {
+		return nil, err
+	}
+	regTLS, otherTLS, err := tlsConfigs(ep, trust, conv.insecure(ep.Host))
 	if err != nil {
 		return nil, err
 	}
@@ -95,10 +115,12 @@ func newEndpointTransport(ep Endpoint, cfg transportConfig) (*endpointTransport,
 		base = hostRouter{host: oci.CanonicalHost(ep.Host), reg: reg, other: other}
 		bases = append(bases, other)
 	}
-	rt, err := NewTransport(plainHTTPGuard{next: base}, cfg.retry, cfg.log)
+	guarded := plainHTTPGuard{next: base, conv: conv}
+	rt, err := NewTransport(guarded, cfg.retry, cfg.log)
 	if err != nil {
 		return nil, err
 	}
+	var probe http.RoundTripper = observe{next: guarded, log: cfg.log}
 	auth := authn.Anonymous
 	if ep.Username != "" || ep.Password != "" {
 		auth = authn.FromConfig(authn.AuthConfig{Username: ep.Username, Password: ep.Password})
@@ -106,13 +128,32 @@ func newEndpointTransport(ep Endpoint, cfg transportConfig) (*endpointTransport,
 	rt = observe{next: rt, log: cfg.log}
 	if cfg.wrap != nil {
 		rt = cfg.wrap(rt)
+		probe = cfg.wrap(probe)
 	}
-	return &endpointTransport{ep: ep, auth: auth, rt: rt, bases: bases}, nil
+	return &endpointTransport{ep: ep, auth: auth, rt: rt, probe: probe, bases: bases, conv: conv, scheme: "https"}, nil
 }
 
 // tlsConfigs returns the TLS configuration for the registry host and the
-// one for every other host.
-func tlsConfigs(ep Endpoint) (reg, other *tls.Config, err error) {
+// one for every other host. trust is what the certs directories hold for
+// the registry host: its CAs join the endpoint's, its client certificates
+// are presented to the registry host only. skipVerify is for a registry
+// declared insecure.
+func tlsConfigs(ep Endpoint, trust hostTrust, skipVerify bool) (reg, other *tls.Config, err error) {
+	reg, other, err = baseTLSConfigs(ep, trust.roots)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(trust.certs) == 0 && !skipVerify {
+		return reg, other, nil
+	}
+	r := reg.Clone()
+	r.Certificates = trust.certs
+	// dockerd does not verify the certificate of an insecure registry.
+	r.InsecureSkipVerify = skipVerify //nolint:gosec // declared insecure by the user, as dockerd's insecure-registries
+	return r, other, nil
+}
+
+func baseTLSConfigs(ep Endpoint, certsD []byte) (reg, other *tls.Config, err error) {
 	sys, err := x509.SystemCertPool()
 	if err != nil || sys == nil {
 		sys = x509.NewCertPool()
@@ -121,6 +162,10 @@ func tlsConfigs(ep Endpoint) (reg, other *tls.Config, err error) {
 		if ep.NoSystemRoots {
 			return nil, nil, fmt.Errorf("registry %s: NoSystemRoots needs a CA certificate", ep.Host)
 		}
+		if len(certsD) > 0 {
+			sys = sys.Clone()
+			sys.AppendCertsFromPEM(certsD)
+		}
 		c := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: sys}
 		return c, c, nil
 	}
@@ -128,12 +173,14 @@ func tlsConfigs(ep Endpoint) (reg, other *tls.Config, err error) {
 	if !withSys.AppendCertsFromPEM(ep.CA) {
 		return nil, nil, fmt.Errorf("registry %s: no PEM certificate found in the CA", ep.Host)
 	}
+	withSys.AppendCertsFromPEM(certsD)
 	other = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: withSys}
 	if !ep.NoSystemRoots {
 		return other, other, nil
 	}
 	only := x509.NewCertPool()
 	only.AppendCertsFromPEM(ep.CA)
+	only.AppendCertsFromPEM(certsD)
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: only}, other, nil
 }
 
@@ -172,15 +219,29 @@ func (h hostRouter) RoundTrip(req *http.Request) (*http.Response, error) {
 	return h.other.RoundTrip(req)
 }
 
-// plainHTTPGuard refuses requests that are not https.
-type plainHTTPGuard struct{ next http.RoundTripper }
+// plainHTTPGuard refuses requests that are not https, except to a
+// loopback or declared insecure host; and never lets credentials travel
+// over plain HTTP to a host that is not loopback.
+type plainHTTPGuard struct {
+	next http.RoundTripper
+	conv *conventions
+}
 
 func (g plainHTTPGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Scheme != "https" {
-		if req.Body != nil {
-			req.Body.Close()
+		var err error
+		switch {
+		case req.URL.Scheme != "http" || !g.conv.plainHTTPAllowed(req.URL.Host):
+			err = ErrPlainHTTP
+		case req.Header.Get("Authorization") != "" && !IsLoopback(req.URL.Host):
+			err = ErrCredentialsInClear
 		}
-		return nil, fmt.Errorf("%s %s://%s%s: %w", req.Method, req.URL.Scheme, req.URL.Host, req.URL.Path, ErrPlainHTTP)
+		if err != nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, fmt.Errorf("%s %s://%s%s: %w", req.Method, req.URL.Scheme, req.URL.Host, req.URL.Path, err)
+		}
 	}
 	return g.next.RoundTrip(req)
 }

@@ -48,13 +48,17 @@ type Descriptor struct {
 
 // Repository is one repository of one registry, with the access it was
 // opened with (Client.Repository, Client.Repositories, or a copy's
-// scopes). It speaks the distribution API over https only, whatever the
-// host: go-containerregistry's name package guesses plain http for
-// localhost and private addresses, and a registry imagegate talks to never
-// serves plain http. It is safe for concurrent use.
+// scopes). It speaks the distribution API over https, or over plain http
+// only to a loopback or declared insecure registry that does not answer
+// https (docker's conventions, conventions.go); go-containerregistry's
+// guess of plain http for private addresses is not used. It is safe for
+// concurrent use.
 type Repository struct {
 	host string // host[:port] as it appears in URLs
-	name string
+	// scheme is https, or http for a loopback or insecure registry that
+	// answered only over plain HTTP (see conventions.go).
+	scheme string
+	name   string
 	// hc sends requests with small answers, each bounded by
 	// requestTimeout; stream sends blob transfers, bounded by their
 	// context only. Both follow redirects to https URLs only, and only the
@@ -65,17 +69,19 @@ type Repository struct {
 	grantsKnown, pushGranted, pullGranted bool
 }
 
-func (c *Client) newRepository(host, repo string, rt http.RoundTripper, g grants) *Repository {
+func (c *Client) newRepository(host, scheme, repo string, rt http.RoundTripper, g grants) *Repository {
 	redirect := func(req *http.Request, via []*http.Request) error {
 		if len(via) >= 10 {
 			return errors.New("stopped after 10 redirects")
 		}
-		if req.URL.Scheme != "https" {
+		// Never from https down to http; a plain-HTTP registry's own
+		// redirects are left to the transport's guard.
+		if req.URL.Scheme != "https" && via[len(via)-1].URL.Scheme == "https" {
 			return fmt.Errorf("redirect to %s://%s%s: %w", req.URL.Scheme, req.URL.Host, req.URL.Path, ErrPlainHTTP)
 		}
 		return nil
 	}
-	r := &Repository{host: host, name: repo, pageSize: c.pageSize,
+	r := &Repository{host: host, scheme: scheme, name: repo, pageSize: c.pageSize,
 		hc:     &http.Client{Transport: rt, CheckRedirect: redirect, Timeout: requestTimeout},
 		stream: &http.Client{Transport: rt, CheckRedirect: redirect}}
 	if g != nil {
@@ -103,7 +109,7 @@ func (r *Repository) Ref(ref string) string {
 }
 
 func (r *Repository) url(parts ...string) string {
-	return "https://" + r.host + "/v2/" + r.name + "/" + strings.Join(parts, "/")
+	return r.scheme + "://" + r.host + "/v2/" + r.name + "/" + strings.Join(parts, "/")
 }
 
 // do sends a request with a small answer. op names it in errors.
@@ -440,7 +446,7 @@ func location(resp *http.Response) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("upload location %q: %w", loc, err)
 	}
-	if u.Scheme != "https" {
+	if u.Scheme != "https" && resp.Request.URL.Scheme == "https" {
 		return "", fmt.Errorf("upload location %s://%s%s: %w", u.Scheme, u.Host, u.Path, ErrPlainHTTP)
 	}
 	return u.String(), nil

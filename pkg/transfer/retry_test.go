@@ -269,10 +269,37 @@ func TestPlainHTTPRefused(t *testing.T) {
 	var hit atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hit.Store(true) }))
 	defer srv.Close()
-	rt, _ := NewTransport(plainHTTPGuard{next: http.DefaultTransport}, fastPolicy, nil)
-	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v2/", nil)
-	if _, err := rt.RoundTrip(req); !errors.Is(err, ErrPlainHTTP) || hit.Load() {
-		t.Errorf("error %v, server reached: %v", err, hit.Load())
+	// Every host resolves to the test server: only the guard decides.
+	base := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", srv.Listener.Addr().String())
+	}}
+	conv := defaultConventions()
+	conv.insecureHosts["insecure.example:5000"] = true
+	rt, _ := NewTransport(plainHTTPGuard{next: base, conv: &conv}, fastPolicy, nil)
+	for _, tc := range []struct {
+		url, auth string
+		want      error
+	}{
+		{"http://registry.example:5000/v2/", "", ErrPlainHTTP},
+		{"ftp://localhost/v2/", "", ErrPlainHTTP},
+		{"http://insecure.example:5000/v2/", "Basic dTpw", ErrCredentialsInClear},
+		{"http://insecure.example:5000/v2/", "Bearer t", ErrCredentialsInClear},
+		{"http://insecure.example:5000/v2/", "", nil},
+		{"http://127.0.0.2:5000/v2/", "Basic dTpw", nil},
+		{"http://localhost/v2/", "Basic dTpw", nil},
+	} {
+		hit.Store(false)
+		req, _ := http.NewRequest(http.MethodGet, tc.url, nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := rt.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		if !errors.Is(err, tc.want) || (tc.want != nil) == hit.Load() {
+			t.Errorf("%s (auth %q): error %v, server reached: %v; want %v", tc.url, tc.auth, err, hit.Load(), tc.want)
+		}
 	}
 }
 
