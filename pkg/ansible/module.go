@@ -427,6 +427,13 @@ func maskValue(o Option, v any) any {
 	}
 	switch x := v.(type) {
 	case map[string]any:
+		if o.Keyed {
+			m := map[string]any{}
+			for k, e := range x {
+				m[k] = maskValue(Option{Name: k, Suboptions: o.Suboptions}, e)
+			}
+			return m
+		}
 		m := map[string]any{}
 		maskInto(m, o.Suboptions, x)
 		return m
