@@ -22,7 +22,7 @@ import (
 var imagegateModules = []string{
 	"buildset_registry", "use_buildset_registry", "intermediate_registry_pull",
 	"intermediate_registry_push", "docker_image_build", "docker_image_upload", "docker_image_promote",
-	"buildkitd_service",
+	"buildkitd_service", "container_image_build", "container_image_upload",
 }
 
 // ownRoles are the roles of this tree that follow all of imagegate's rules;
