@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -360,5 +361,50 @@ func TestBinaryFailureShape(t *testing.T) {
 	o = ansibletest.RunBinary(t, bin, map[string]any{"name": "x", "_ansible_check_mode": true, "_ansible_diff": true})
 	if o.Failed() || o.Changed() || o.Result["check_mode"] != true || o.Result["diff"] == nil {
 		t.Errorf("check mode result %v", o.Result)
+	}
+}
+
+// keyedParams has a dict keyed by names the user chooses, whose values are
+// dicts of options (container_registry_credentials' shape).
+type keyedParams struct {
+	Creds map[string]struct {
+		Username string `ansible:"username"`
+		Password string `ansible:"password,no_log"`
+	} `ansible:"creds"`
+}
+
+// TestDecodeKeyedDict: each value of a keyed dict is decoded with the
+// value's options (an unknown key is refused, naming the entry), and its
+// no_log values are secrets, also when the dict arrives as a JSON string or
+// decoding fails.
+func TestDecodeKeyedDict(t *testing.T) {
+	t.Parallel()
+	opts, err := ansible.Options(reflect.TypeOf(keyedParams{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := opts[0]; o.Type != "dict" || !o.Keyed || len(o.Suboptions) != 2 {
+		t.Errorf("creds = %+v", o)
+	}
+	var p keyedParams
+	secrets, err := ansible.Decode(map[string]any{"creds": map[string]any{
+		"quay.io":           map[string]any{"username": "u1", "password": "pw-one"},
+		"registry.test:443": map[string]any{"username": "u2", "password": "pw-two"}}}, &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Creds["quay.io"].Password != "pw-one" || p.Creds["registry.test:443"].Username != "u2" {
+		t.Errorf("decoded %+v", p)
+	}
+	slices.Sort(secrets)
+	if !slices.Equal(secrets, []string{"pw-one", "pw-two"}) {
+		t.Errorf("secrets = %q", secrets)
+	}
+	secrets, err = ansible.Decode(map[string]any{"creds": `{"quay.io": {"username": "u", "password": "pw-three", "token": "x"}}`}, &p)
+	if err == nil || !strings.Contains(err.Error(), "creds.quay.io") || !strings.Contains(err.Error(), "token") {
+		t.Errorf("unknown key in an entry: %v", err)
+	}
+	if !slices.Equal(secrets, []string{"pw-three"}) {
+		t.Errorf("secrets of a failed decode = %q", secrets)
 	}
 }

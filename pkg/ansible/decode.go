@@ -86,6 +86,14 @@ func (d *decoder) collectSecrets(opts []Option, args map[string]any) {
 		}
 		switch x := val.(type) {
 		case map[string]any:
+			if o.Keyed {
+				for _, e := range x {
+					if m, ok := e.(map[string]any); ok {
+						d.collectSecrets(o.Suboptions, m)
+					}
+				}
+				continue
+			}
 			d.collectSecrets(o.Suboptions, x)
 		case []any:
 			for _, e := range x {
@@ -95,7 +103,7 @@ func (d *decoder) collectSecrets(opts []Option, args map[string]any) {
 			}
 		case string:
 			if m, err := parseDict(x); err == nil {
-				d.collectSecrets(o.Suboptions, m)
+				d.collectSecrets([]Option{o}, map[string]any{o.Name: m})
 			}
 		}
 	}
@@ -274,7 +282,7 @@ func (d *decoder) decodeValue(path string, o Option, val any, dst reflect.Value)
 		out := reflect.MakeMapWithSize(t, len(m))
 		for k, v := range m {
 			ev := reflect.New(t.Elem()).Elem()
-			if err := d.decodeValue(path+"."+k, Option{Name: k}, v, ev); err != nil {
+			if err := d.decodeValue(path+"."+k, Option{Name: k, Suboptions: o.Suboptions}, v, ev); err != nil {
 				return err
 			}
 			out.SetMapIndex(reflect.ValueOf(k).Convert(t.Key()), ev)

@@ -97,7 +97,10 @@ type Result struct {
 // beside its own fields, whose json names are the module's return keys
 // (documented in RETURN). Main turns such a result into the module's.
 type Outcome struct {
-	Changed  bool     `json:"-"`
+	Changed bool `json:"-"`
+	// Skipped reports that the module decided there was nothing for it to
+	// do in this job (Ansible shows the task as skipped).
+	Skipped  bool     `json:"-"`
 	Msg      string   `json:"-"`
 	Warnings []string `json:"-"`
 	// Diff is filled only when the caller asked for it (diff mode).
@@ -136,7 +139,7 @@ func resultOf(v any) (*Result, error) {
 		if err := json.Unmarshal(b, &keys); err != nil {
 			return nil, fmt.Errorf("encoding the result: %w", err)
 		}
-		res := &Result{Changed: o.Changed, Msg: o.Msg, Warnings: o.Warnings, Diff: o.Diff}
+		res := &Result{Changed: o.Changed, Skipped: o.Skipped, Msg: o.Msg, Warnings: o.Warnings, Diff: o.Diff}
 		for k, raw := range keys {
 			res.Set(k, raw)
 		}
@@ -427,6 +430,13 @@ func maskValue(o Option, v any) any {
 	}
 	switch x := v.(type) {
 	case map[string]any:
+		if o.Keyed {
+			m := map[string]any{}
+			for k, e := range x {
+				m[k] = maskValue(Option{Name: k, Suboptions: o.Suboptions}, e)
+			}
+			return m
+		}
 		m := map[string]any{}
 		maskInto(m, o.Suboptions, x)
 		return m

@@ -20,9 +20,13 @@ type Option struct {
 	Default  *string
 	Choices  []string
 	Aliases  []string
-	// Suboptions holds the options of a nested dict, or of the dict elements
-	// of a list.
+	// Suboptions holds the options of a nested dict, of the dict elements
+	// of a list, or of the dict values of a dict keyed by name (Keyed).
 	Suboptions []Option
+	// Keyed marks a dict whose keys are names the user chooses (registry
+	// hosts, say) and whose values are dicts of Suboptions: a Go map of
+	// structs, such as container_registry_credentials.
+	Keyed bool
 
 	field   []int
 	goType  reflect.Type
@@ -198,6 +202,13 @@ func (o *Option) setType(seen []reflect.Type) error {
 			return fmt.Errorf("map keys must be strings")
 		}
 		o.Type = "dict"
+		if e := t.Elem(); e.Kind() == reflect.Struct {
+			sub, err := buildSpec(e, seen)
+			if err != nil {
+				return err
+			}
+			o.Suboptions, o.Keyed = sub, true
+		}
 	case reflect.Struct:
 		o.Type = "dict"
 		sub, err := buildSpec(t, seen)

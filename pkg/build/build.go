@@ -3,7 +3,9 @@
 // straight from buildkitd to the buildset registry, under its tags and its
 // staging tags, as zuul-jobs' build-docker-image does through buildx. When
 // the node has a Docker daemon, the image is also loaded into it under the
-// same local names, so a later task can `docker run` it.
+// same local names, so a later task can `docker run` it. BuildContainer is
+// the same build for the container-image family (container_images): the
+// image lands in podman's store or dockerd, as container_command says.
 //
 // Registry credentials reach buildkitd over the build session from this
 // process's memory; the registry's CA is trusted through buildkitd.toml (the
@@ -68,6 +70,10 @@ type Request struct {
 	// Home is the user's home directory (default: $HOME), the base of
 	// relative paths and of ~/src for siblings. It is not a parameter.
 	Home string
+
+	// family is what BuildContainer changes (container_images); the zero
+	// value is docker_images'.
+	family family
 }
 
 // Option configures Build.
@@ -216,7 +222,7 @@ func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 	}
 	workDir = resolveHome(req.Home, workDir)
 	if len(req.Images) == 0 {
-		return nil, errors.New("docker_images is empty: list at least one image to build")
+		return nil, fmt.Errorf("%s is empty: list at least one image to build", req.family.images())
 	}
 	pushHost := ""
 	if req.Registry != nil {
@@ -236,7 +242,7 @@ func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 		return nil, fmt.Errorf("nothing was built: %w", errors.Join(errs...))
 	}
 
-	eng, err := b.dockerEngine(ctx, req.DockerHost)
+	eng, err := b.localStore(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -387,7 +393,7 @@ func openLog(path string) (io.Writer, func(), error) {
 
 // buildOne builds, pushes and loads one image.
 func (b *builder) buildOne(ctx context.Context, c *client.Client, native string, reg *registry,
-	eng *engine, creds map[string]Credential, logw io.Writer, p *plan) (*ImageResult, error) {
+	eng store, creds map[string]Credential, logw io.Writer, p *plan) (*ImageResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.timeouts.Image)
 	defer cancel()
 	start := time.Now()
@@ -438,12 +444,12 @@ func (b *builder) buildOne(ctx context.Context, c *client.Client, native string,
 		load = &dockerLoad{eng: eng, names: p.dockerNames}
 		if multi {
 			if !slices.Contains(spec.Platforms, native) {
-				return nil, &ImageError{Image: p.name, Err: fmt.Errorf("%w: no buildset registry to push the %s index to, and dockerd can only load %s", ErrInvalidImage, strings.Join(spec.Platforms, ", "), native)}
+				return nil, &ImageError{Image: p.name, Err: fmt.Errorf("%w: no buildset registry to push the %s index to, and %s can only load %s", ErrInvalidImage, strings.Join(spec.Platforms, ", "), eng, native)}
 			}
 			spec.Platforms = []string{native}
 			res.Platforms = spec.Platforms
 		}
-		spec.DockerNames, spec.Docker = p.dockerNames, load.output(ctx)
+		spec.DockerNames, spec.Docker = eng.archiveNames(p.dockerNames), load.output(ctx)
 	}
 	resp, prog, err := b.solve(ctx, c, &spec, creds, logw)
 	res.BuildTime = time.Since(start).Seconds()
@@ -485,14 +491,14 @@ func (b *builder) buildOne(ctx context.Context, c *client.Client, native string,
 // loadAfterPush makes the pushed image available to dockerd: nothing to do
 // when every local name already has the image's config digest as ID,
 // otherwise a cached solve exporting a docker tarball into it.
-func (b *builder) loadAfterPush(ctx context.Context, c *client.Client, native string, eng *engine,
+func (b *builder) loadAfterPush(ctx context.Context, c *client.Client, native string, eng store,
 	creds map[string]Credential, logw io.Writer, p *plan, configDigest string) (*dockerLoad, error) {
 	load := &dockerLoad{eng: eng, names: p.dockerNames}
 	one := p.spec
 	one.Push = nil
 	if len(one.Platforms) > 1 {
 		if !slices.Contains(one.Platforms, native) {
-			fmt.Fprintf(logw, "not loading into dockerd: %s is not among the platforms built\n", native)
+			fmt.Fprintf(logw, "not loading into %s: %s is not among the platforms built\n", eng, native)
 			return nil, nil
 		}
 		one.Platforms = []string{native}
@@ -505,7 +511,7 @@ func (b *builder) loadAfterPush(ctx context.Context, c *client.Client, native st
 			return load, nil
 		}
 	}
-	one.DockerNames, one.Docker = p.dockerNames, load.output(ctx)
+	one.DockerNames, one.Docker = eng.archiveNames(p.dockerNames), load.output(ctx)
 	if _, prog, err := b.solve(ctx, c, &one, creds, logw); err != nil {
 		return nil, b.solveError(p, prog, err)
 	}
@@ -553,9 +559,9 @@ func (b *builder) solveError(p *plan, prog *progress, err error) error {
 // dockerLoad loads a docker export into dockerd unless dockerd already has
 // the image under every name.
 type dockerLoad struct {
-	eng    *engine
+	eng    store
 	names  []string
-	loader *loader
+	loader io.WriteCloser
 	loaded bool
 }
 
@@ -569,7 +575,7 @@ func (d *dockerLoad) output(ctx context.Context) func(string) (io.WriteCloser, e
 			return discard{}, nil
 		}
 		d.loaded = true
-		d.loader = d.eng.load(ctx).(*loader)
+		d.loader = d.eng.load(ctx, configDigest, d.names)
 		return d.loader, nil
 	}
 }

@@ -48,7 +48,7 @@ func layoutNames(p *plan) []string {
 // buildToLayout builds one image into the layout, then loads it into
 // dockerd (a cached solve, the node's platform of a multi-platform build)
 // unless dockerd has it already.
-func (b *builder) buildToLayout(ctx context.Context, c *client.Client, native string, eng *engine,
+func (b *builder) buildToLayout(ctx context.Context, c *client.Client, native string, eng store,
 	creds map[string]Credential, logw io.Writer, p *plan, res *ImageResult, start time.Time) (*ImageResult, error) {
 	spec := p.spec
 	names := layoutNames(p)

@@ -55,7 +55,8 @@ var knownArches = []string{"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "
 // planImage validates one image and computes what building it means. Every
 // problem is reported at once, each naming what to fix.
 func (b *builder) planImage(req *Request, workDir, pushHost string, i int, im zuul.Image) (*plan, error) {
-	p := &plan{index: i, image: im, name: fmt.Sprintf("docker_images[%d] (%s)", i, im.Repository)}
+	param := req.family.images()
+	p := &plan{index: i, image: im, name: fmt.Sprintf("%s[%d] (%s)", param, i, im.Repository)}
 	var errs []error
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(format, args...))
@@ -68,7 +69,10 @@ func (b *builder) planImage(req *Request, workDir, pushHost string, i int, im zu
 	} else if !reference.IsNameOnly(named) {
 		bad("repository %q carries a tag or digest; give the bare name and list tags in tags", im.Repository)
 	}
-	if err := im.CheckTags("docker_images", i); err != nil {
+	if err := req.family.checkRepository(repo); err != nil {
+		bad("%v", err)
+	}
+	if err := im.CheckTags(param, i); err != nil {
 		bad("%s", strings.TrimPrefix(err.Error(), p.name+": "))
 	}
 
@@ -86,7 +90,7 @@ func (b *builder) planImage(req *Request, workDir, pushHost string, i int, im zu
 	}
 	dockerfile := im.Dockerfile
 	if dockerfile == "" {
-		dockerfile = "Dockerfile"
+		dockerfile = req.family.defaultFile(p.contextDir)
 	}
 	dfPath := filepath.Join(p.contextDir, dockerfile)
 	if isDir(p.contextDir) {

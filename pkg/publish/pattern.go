@@ -33,9 +33,15 @@ type RepositoryPattern struct {
 // the pattern is not anchored at the start, so that "evil/myorg/app" would
 // pass a pattern meant for "myorg/".
 func CompileRepositoryPattern(pattern string) (p *RepositoryPattern, warning string, err error) {
+	return compileRepositoryPattern("docker_credentials.repository", pattern)
+}
+
+// compileRepositoryPattern is CompileRepositoryPattern for the parameter
+// param, which its messages name.
+func compileRepositoryPattern(param, pattern string) (p *RepositoryPattern, warning string, err error) {
 	translated, err := translatePython(pattern)
 	if err != nil {
-		return nil, "", fmt.Errorf("docker_credentials.repository %q: %w", pattern, err)
+		return nil, "", fmt.Errorf("%s %q: %w", param, pattern, err)
 	}
 	re, err := regexp.Compile(translated)
 	if err != nil {
@@ -44,12 +50,12 @@ func CompileRepositoryPattern(pattern string) (p *RepositoryPattern, warning str
 			strings.Contains(err.Error(), "invalid named capture: `(?<!") || strings.Contains(err.Error(), "invalid named capture: `(?<=") {
 			hint = " (lookarounds, backreferences, atomic groups and (?x) are not supported: Go's RE2 syntax, see https://github.com/google/re2/wiki/Syntax)"
 		}
-		return nil, "", fmt.Errorf("docker_credentials.repository %q is not a valid regular expression: %v%s", pattern, err, hint)
+		return nil, "", fmt.Errorf("%s %q is not a valid regular expression: %v%s", param, pattern, err, hint)
 	}
 	if !anchored(pattern) {
-		warning = fmt.Sprintf("docker_credentials.repository %q is not anchored with ^: like upstream's re.search it matches "+
+		warning = fmt.Sprintf("%s %q is not anchored with ^: like upstream's re.search it matches "+
 			"anywhere in a repository name, so another organisation's repository that merely contains a match passes too; "+
-			"anchor it: %q", pattern, "^"+pattern)
+			"anchor it: %q", param, pattern, "^"+pattern)
 	}
 	return &RepositoryPattern{source: pattern, re: re}, warning, nil
 }

@@ -79,9 +79,9 @@ func (cc ContainerCredentials) For(param string, i int, im zuul.Image) (c Regist
 	if c.Repository == "" {
 		return c, "", nil
 	}
-	p, warning, err := CompileRepositoryPattern(c.Repository)
+	p, warning, err := compileRepositoryPattern(fmt.Sprintf("container_registry_credentials[%q].repository", im.Registry), c.Repository)
 	if err != nil {
-		return c, "", fmt.Errorf("container_registry_credentials[%q]: %w", im.Registry, err)
+		return c, "", err
 	}
 	if !p.Allows(im.Repository) {
 		return c, warning, fmt.Errorf("%s[%d]: %s not permitted by container_registry_credentials[%q].repository %s",

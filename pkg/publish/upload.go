@@ -50,11 +50,16 @@ type UploadedTag struct {
 	Changed bool `json:"changed"`
 	transfer.BlobStats
 
-	index int // in docker_images
+	index int    // in docker_images
+	param string // the image list, when not docker_images
 }
 
 func (u UploadedTag) where() string {
-	return fmt.Sprintf("docker_images[%d] (%s), tag %s", u.index, u.Repository, u.Tag)
+	param := u.param
+	if param == "" {
+		param = "docker_images"
+	}
+	return fmt.Sprintf("%s[%d] (%s), tag %s", param, u.index, u.Repository, u.Tag)
 }
 
 // UploadResult is what Upload did.

@@ -22,7 +22,7 @@ import (
 var imagegateModules = []string{
 	"buildset_registry", "use_buildset_registry", "intermediate_registry_pull",
 	"intermediate_registry_push", "docker_image_build", "docker_image_upload", "docker_image_promote",
-	"buildkitd_service",
+	"buildkitd_service", "container_image_build", "container_image_upload",
 }
 
 // ownRoles are the roles of this tree that follow all of imagegate's rules;
@@ -31,6 +31,7 @@ var wantRoles = []string{
 	"imagegate-modules", "run-buildset-registry", "use-buildset-registry",
 	"pull-from-intermediate-registry", "push-to-intermediate-registry", "pause-buildset-registry",
 	"build-docker-image", "upload-docker-image", "promote-docker-image", "ensure-buildkit", "ensure-dockerd",
+	"build-container-image", "upload-container-image",
 }
 
 var wantJobs = []string{
@@ -38,6 +39,8 @@ var wantJobs = []string{
 	"opendev-buildset-registry", "opendev-buildset-registry-consumer",
 	"opendev-build-docker-image-base", "opendev-build-docker-image",
 	"opendev-upload-docker-image", "opendev-promote-docker-image",
+	"build-container-image", "upload-container-image",
+	"opendev-build-container-image", "opendev-upload-container-image",
 }
 
 func repoRoot(t *testing.T) string {
@@ -549,5 +552,54 @@ func TestBuildkitPin(t *testing.T) {
 	role := find("roles/ensure-buildkit/defaults/main.yaml", `(?m)^ensure_buildkit_version: (\S+)$`)
 	if gomod != deps || gomod != role {
 		t.Errorf("BuildKit pins differ: go.mod %s, tests/setup/deps.sh %s, ensure_buildkit_version %s", gomod, deps, role)
+	}
+}
+
+// TestContainerJobs: the container-image family's jobs are wired as the
+// docker family's, with their own playbooks: the opendev build job starts
+// or reuses the buildset registry, pulls the changes ahead it requires,
+// builds, and pushes to the intermediate registry after; the upload runs
+// before the registry's post-run; the intermediate registry secret never
+// reaches the build's playbooks.
+func TestContainerJobs(t *testing.T) {
+	t.Parallel()
+	l := loadLayout(t, repoRoot(t))
+	build, err := l.Freeze("opendev-build-container-image", anySecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(build.Provides, ",") != "container-image" || strings.Join(build.Requires, ",") != "docker-image,container-image" {
+		t.Errorf("opendev-build-container-image provides %v requires %v", build.Provides, build.Requires)
+	}
+	wantPhases := []string{
+		"pre-run playbooks/buildset-registry/pre.yaml", "pre-run playbooks/buildset-registry/pull.yaml",
+		"pre-run playbooks/container-image/pre.yaml", "run playbooks/container-image/run.yaml",
+		"post-run playbooks/buildset-registry/post.yaml",
+	}
+	if got := build.Phases(); strings.Join(got, "|") != strings.Join(wantPhases, "|") {
+		t.Errorf("opendev-build-container-image phases:\n got %v\nwant %v", got, wantPhases)
+	}
+	for _, pb := range append(append(build.PreRun, build.Run...), build.PostRun...) {
+		_, has := pb.Secrets["intermediate_registry"]
+		want := !strings.HasPrefix(pb.Name, "playbooks/container-image/")
+		if has != want {
+			t.Errorf("%s: intermediate_registry secret present=%v, want %v", pb.Name, has, want)
+		}
+	}
+	upload, err := l.Freeze("opendev-upload-container-image", anySecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := upload.Phases(); got[len(got)-2] != "post-run playbooks/container-image/upload.yaml" {
+		t.Errorf("the upload must run before the registry's post-run (push, stop): %v", got)
+	}
+	generic, err := l.Freeze("upload-container-image", anySecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "pre-run playbooks/container-image/pre.yaml|run playbooks/container-image/run.yaml|" +
+		"post-run playbooks/container-image/upload.yaml|post-run playbooks/container-image/post.yaml"
+	if got := strings.Join(generic.Phases(), "|"); got != want {
+		t.Errorf("upload-container-image phases:\n got %s\nwant %s", got, want)
 	}
 }
