@@ -135,7 +135,18 @@ type promoter struct {
 	pipelines []string
 	images    []*imagePlan
 	client    *transfer.Client
-	hub       *dockerhub.Client
+	// api is the registry's web API for tags (Docker Hub's, quay's); nil
+	// where tags are listed and deleted with the distribution API.
+	api tagAPI
+	// param and credName name the image list and the credentials in
+	// messages: docker_images and docker_credentials, or the container
+	// family's.
+	param, credName string
+	// upload names the module that stages the images.
+	upload string
+	// newAPI makes api once the client exists (the container family's
+	// quay); nil keeps Docker Hub's for Docker Hub.
+	newAPI func(*transfer.Client) (tagAPI, error)
 
 	mu  sync.Mutex
 	res PromoteResult
@@ -146,8 +157,8 @@ type imagePlan struct {
 	img   zuul.Image
 	repo  string // in the target registry
 	r     *transfer.Repository
-	// listing is Docker Hub's tag listing, by name (Docker Hub only).
-	listing map[string]dockerhub.Tag
+	// listing is the web API's tag listing, by name (nil without one).
+	listing map[string]apiTag
 	tags    []*tagPlan
 }
 
@@ -168,36 +179,52 @@ func (p *promoter) warn(format string, args ...any) {
 }
 
 func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
-	p := &promoter{spec: spec, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}}}
+	p := &promoter{spec: spec, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}},
+		param: "docker_images", credName: "docker_credentials", upload: "docker_image_upload"}
 	if len(spec.Images) == 0 {
 		return nil, errors.New("docker_images is empty: nothing to promote")
 	}
 	if err := spec.Credentials.check(); err != nil {
 		return nil, err
 	}
-	if err := checkJobs(spec.Jobs); err != nil {
+	if err := p.plan(nil); err != nil {
 		return nil, err
+	}
+	return p, nil
+}
+
+// plan checks the spec and plans every image's tags; indices are the
+// images' positions in the module's list (nil: their positions in
+// spec.Images).
+func (p *promoter) plan(indices []int) error {
+	spec := p.spec
+	if err := checkJobs(spec.Jobs); err != nil {
+		return err
 	}
 	t, err := spec.Target.resolve(spec.HubURL)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	p.t = t
 	if spec.Sweep && spec.StaleAge <= 0 {
-		return nil, fmt.Errorf("the stale tag age must be positive, got %s", spec.StaleAge)
+		return fmt.Errorf("the stale tag age must be positive, got %s", spec.StaleAge)
 	}
 	p.pipelines = append([]string{spec.Zuul.Pipeline}, spec.Pipelines...)
 	pattern, warning, err := spec.Credentials.restriction()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if warning != "" {
 		p.warn("%s", warning)
 	}
 	var errs []error
 	owner := map[string]int{}
-	for i, img := range spec.Images {
-		repo, where, err := t.imageRepository(pattern, i, img)
+	for k, img := range spec.Images {
+		i := k
+		if indices != nil {
+			i = indices[k]
+		}
+		repo, where, err := t.imageRepository(p.param, pattern, i, img)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -205,7 +232,7 @@ func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
 		ip := &imagePlan{index: i, img: img, repo: repo}
 		for _, tag := range img.Tags {
 			if j, dup := owner[repo+":"+tag]; dup {
-				errs = append(errs, fmt.Errorf("%s: tag %q is also promoted by docker_images[%d]", where, tag, j))
+				errs = append(errs, fmt.Errorf("%s: tag %q is also promoted by %s[%d]", where, tag, p.param, j))
 				continue
 			}
 			owner[repo+":"+tag] = i
@@ -223,9 +250,9 @@ func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
 		p.images = append(p.images, ip)
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
+		return fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
 	}
-	return p, nil
+	return nil
 }
 
 func (p *promoter) connect() error {
@@ -233,15 +260,21 @@ func (p *promoter) connect() error {
 	if p.client, err = p.t.client(p.spec.Credentials, p.o); err != nil {
 		return err
 	}
+	if p.newAPI != nil {
+		p.api, err = p.newAPI(p.client)
+		return err
+	}
 	if p.t.hub {
 		rt, err := p.client.Transport(p.t.hubHost())
 		if err != nil {
 			return err
 		}
-		if p.hub, err = dockerhub.New(p.spec.Credentials.Username, p.spec.Credentials.Password,
-			dockerhub.WithURL(p.t.hubURL), dockerhub.WithTransport(rt), dockerhub.WithLogger(p.o.log)); err != nil {
+		hub, err := dockerhub.New(p.spec.Credentials.Username, p.spec.Credentials.Password,
+			dockerhub.WithURL(p.t.hubURL), dockerhub.WithTransport(rt), dockerhub.WithLogger(p.o.log))
+		if err != nil {
 			return err
 		}
+		p.api = hubAPI{hub}
 	}
 	return nil
 }
@@ -251,8 +284,8 @@ func (p *promoter) run(ctx context.Context) (*PromoteResult, error) {
 		return nil, err
 	}
 	defer p.client.Close()
-	if p.hub != nil {
-		if err := p.hub.Login(ctx); err != nil {
+	if p.api != nil {
+		if err := p.api.check(ctx); err != nil {
 			return nil, fmt.Errorf("nothing was promoted: %w", err)
 		}
 	}
