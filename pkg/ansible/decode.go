@@ -81,6 +81,16 @@ func (d *decoder) collectSecrets(opts []Option, args map[string]any) {
 			d.addSecret(val)
 			continue
 		}
+		if len(o.values) > 0 {
+			if x, ok := val.(map[string]any); ok {
+				for _, v := range x {
+					if m, ok := v.(map[string]any); ok {
+						d.collectSecrets(o.values, m)
+					}
+				}
+			}
+			continue
+		}
 		if len(o.Suboptions) == 0 {
 			continue
 		}
@@ -274,7 +284,11 @@ func (d *decoder) decodeValue(path string, o Option, val any, dst reflect.Value)
 		out := reflect.MakeMapWithSize(t, len(m))
 		for k, v := range m {
 			ev := reflect.New(t.Elem()).Elem()
-			if err := d.decodeValue(path+"."+k, Option{Name: k}, v, ev); err != nil {
+			eo := Option{Name: k}
+			if len(o.values) > 0 {
+				eo.Suboptions = o.values
+			}
+			if err := d.decodeValue(path+"."+k, eo, v, ev); err != nil {
 				return err
 			}
 			out.SetMapIndex(reflect.ValueOf(k).Convert(t.Key()), ev)

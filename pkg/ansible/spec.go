@@ -24,6 +24,12 @@ type Option struct {
 	// of a list.
 	Suboptions []Option
 
+	// values holds the options of each value of a dict of dicts (a map
+	// of structs keyed by name, like container_registry_credentials):
+	// they decode and redact each value; the documentation describes
+	// the dict by its keys' meaning, so they are not Suboptions.
+	values []Option
+
 	field   []int
 	goType  reflect.Type
 	raw     bool
@@ -198,6 +204,13 @@ func (o *Option) setType(seen []reflect.Type) error {
 			return fmt.Errorf("map keys must be strings")
 		}
 		o.Type = "dict"
+		if e := t.Elem(); e.Kind() == reflect.Struct {
+			sub, err := buildSpec(e, seen)
+			if err != nil {
+				return err
+			}
+			o.values = sub
+		}
 	case reflect.Struct:
 		o.Type = "dict"
 		sub, err := buildSpec(t, seen)

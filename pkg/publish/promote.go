@@ -147,6 +147,9 @@ type promoter struct {
 	// newAPI makes api once the client exists (the container family's
 	// quay); nil keeps Docker Hub's for Docker Hub.
 	newAPI func(*transfer.Client) (tagAPI, error)
+	// clientOpts are more options of the registry client (the endpoint
+	// of a web API's host).
+	clientOpts []transfer.Option
 
 	mu  sync.Mutex
 	res PromoteResult
@@ -257,7 +260,7 @@ func (p *promoter) plan(indices []int) error {
 
 func (p *promoter) connect() error {
 	var err error
-	if p.client, err = p.t.client(p.spec.Credentials, p.o); err != nil {
+	if p.client, err = p.t.client(p.spec.Credentials, p.o, p.clientOpts...); err != nil {
 		return err
 	}
 	if p.newAPI != nil {
@@ -280,30 +283,59 @@ func (p *promoter) connect() error {
 }
 
 func (p *promoter) run(ctx context.Context) (*PromoteResult, error) {
-	if err := p.connect(); err != nil {
-		return nil, err
-	}
-	defer p.client.Close()
-	if p.api != nil {
-		if err := p.api.check(ctx); err != nil {
-			return nil, fmt.Errorf("nothing was promoted: %w", err)
-		}
-	}
-	if err := p.resolve(ctx); err != nil {
-		return nil, fmt.Errorf("nothing was promoted: %w", err)
-	}
-	p.collect()
-	if !p.o.check {
-		if err := p.put(ctx); err != nil {
+	return runPromoters(ctx, []*promoter{p}, p.o)
+}
+
+// runPromoters runs the phases of Promote over promoters of several
+// registries at once: every registry is read before any is written, and
+// every final tag of every registry is written before any staging tag is
+// deleted.
+func runPromoters(ctx context.Context, ps []*promoter, o options) (*PromoteResult, error) {
+	for _, p := range ps {
+		if err := p.connect(); err != nil {
 			return nil, err
 		}
-		p.deleteStaging(ctx)
+		defer p.client.Close()
 	}
-	if p.spec.Sweep {
-		p.sweep(ctx)
+	var errs []error
+	for _, p := range ps {
+		if p.api != nil {
+			if err := p.api.check(ctx); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := p.resolve(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	p.finish()
-	return &p.res, nil
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
+	}
+	for _, p := range ps {
+		p.collect()
+	}
+	if !o.check {
+		for _, p := range ps {
+			if err := p.put(ctx); err != nil {
+				return nil, err
+			}
+		}
+		for _, p := range ps {
+			p.deleteStaging(ctx)
+		}
+	}
+	res := &PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}}
+	for _, p := range ps {
+		if p.spec.Sweep {
+			p.sweep(ctx)
+		}
+		res.Promoted = append(res.Promoted, p.res.Promoted...)
+		res.Deleted = append(res.Deleted, p.res.Deleted...)
+		res.Warnings = append(res.Warnings, p.res.Warnings...)
+	}
+	finishPromote(res, o)
+	return res, nil
 }
 
 // each runs f for every image, at most Jobs at once, and joins the errors.
@@ -346,31 +378,31 @@ func (p *promoter) collect() {
 	}
 }
 
-// finish computes changed and, when asked, the diff.
-func (p *promoter) finish() {
+// finishPromote computes changed and, when asked, the diff.
+func finishPromote(res *PromoteResult, o options) {
 	var before, after []string
-	for _, pr := range p.res.Promoted {
+	for _, pr := range res.Promoted {
 		if pr.Changed {
-			p.res.Changed = true
+			res.Changed = true
 		}
 		before = append(before, fmt.Sprintf("%s -> %s", pr.Reference, orAbsent(pr.PreviousDigest)))
 		after = append(after, fmt.Sprintf("%s -> %s", pr.Reference, pr.Digest))
 	}
-	for _, d := range p.res.Deleted {
-		if d.Deleted || p.o.check {
-			p.res.Changed = true
+	for _, d := range res.Deleted {
+		if d.Deleted || o.check {
+			res.Changed = true
 		}
 		before = append(before, fmt.Sprintf("%s -> %s", d.Reference, orAbsent(d.Digest)))
-		if d.Deleted || p.o.check {
+		if d.Deleted || o.check {
 			after = append(after, fmt.Sprintf("%s -> (deleted, %s)", d.Reference, d.Reason))
 		} else {
 			after = append(after, fmt.Sprintf("%s -> %s (not deleted)", d.Reference, orAbsent(d.Digest)))
 		}
 	}
-	if p.o.diff {
-		p.res.Diff = []ansible.Diff{{Before: joinLines(before), After: joinLines(after), BeforeHeader: "tags before", AfterHeader: "tags after"}}
+	if o.diff {
+		res.Diff = []ansible.Diff{{Before: joinLines(before), After: joinLines(after), BeforeHeader: "tags before", AfterHeader: "tags after"}}
 	}
-	sort.Slice(p.res.Promoted, func(i, j int) bool { return p.res.Promoted[i].Reference < p.res.Promoted[j].Reference })
+	sort.Slice(res.Promoted, func(i, j int) bool { return res.Promoted[i].Reference < res.Promoted[j].Reference })
 }
 
 // joinLines joins lines for a diff, each ending in a newline.
