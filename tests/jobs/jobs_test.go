@@ -23,6 +23,7 @@ var imagegateModules = []string{
 	"buildset_registry", "use_buildset_registry", "intermediate_registry_pull",
 	"intermediate_registry_push", "docker_image_build", "docker_image_upload", "docker_image_promote",
 	"buildkitd_service",
+	"container_image_promote",
 }
 
 // ownRoles are the roles of this tree that follow all of imagegate's rules;
@@ -31,6 +32,7 @@ var wantRoles = []string{
 	"imagegate-modules", "run-buildset-registry", "use-buildset-registry",
 	"pull-from-intermediate-registry", "push-to-intermediate-registry", "pause-buildset-registry",
 	"build-docker-image", "upload-docker-image", "promote-docker-image", "ensure-buildkit", "ensure-dockerd",
+	"promote-container-image",
 }
 
 var wantJobs = []string{
@@ -38,6 +40,7 @@ var wantJobs = []string{
 	"opendev-buildset-registry", "opendev-buildset-registry-consumer",
 	"opendev-build-docker-image-base", "opendev-build-docker-image",
 	"opendev-upload-docker-image", "opendev-promote-docker-image",
+	"promote-container-image", "opendev-promote-container-image",
 }
 
 func repoRoot(t *testing.T) string {
