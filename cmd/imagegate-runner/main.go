@@ -62,6 +62,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ansibleVerbose := fs.Int("ansible-verbosity", 0, "pass -v this many times to ansible-playbook")
 	report := fs.String("report", "", "write the report as JSON to `FILE`")
 	nodeAddr := fs.String("node-address", "", "ansible_host of nodes (default: this machine's first non-loopback IPv4)")
+	buildsAPI := fs.String("builds-api", "", "serve the finished builds as Zuul's builds API (https) on `ADDR` (host:port), at /api/tenant/<tenant>/builds")
+	buildsCert := fs.String("builds-api-cert", "", "the builds API's certificate `FILE` (PEM; default: one of a new CA)")
+	buildsKey := fs.String("builds-api-key", "", "the builds API's key `FILE` (PEM), with -builds-api-cert")
+	buildsCA := fs.String("builds-api-ca", "", "write the certificate to trust for the builds API to `FILE` (mode 0644)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: imagegate-runner [flags] queue.yaml\n\nRuns a queue of changes through Zuul jobs with ansible-playbook. See docs/runner.md.\n\n")
 		fs.PrintDefaults()
@@ -98,6 +102,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	r, err := runner.New(opts...)
 	if err != nil {
 		fmt.Fprintln(stderr, "imagegate-runner:", err)
+		return 2
+	}
+	if *buildsAPI != "" {
+		api, err := r.Builds().ServeBuildsAPI(*buildsAPI, q.Tenant, *buildsCert, *buildsKey)
+		if err != nil {
+			fmt.Fprintln(stderr, "imagegate-runner:", err)
+			return 2
+		}
+		defer api.Close()
+		if *buildsCA != "" {
+			if err := os.WriteFile(*buildsCA, api.CACert, 0o644); err != nil {
+				fmt.Fprintln(stderr, "imagegate-runner: writing the builds API's CA:", err)
+				return 2
+			}
+		}
+		fmt.Fprintf(stderr, "builds API: %s\n", api.URL)
+	} else if *buildsCert != "" || *buildsKey != "" || *buildsCA != "" {
+		fmt.Fprintln(stderr, "imagegate-runner: -builds-api-cert, -builds-api-key and -builds-api-ca need -builds-api")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -34,7 +34,7 @@ var layers = []layer{
 	{name: "storage", pkgs: []string{"pkg/registry/storage"}, may: []string{"foundation", "storage"}},
 	{name: "registry", pkgs: []string{"pkg/registry"}, may: []string{"foundation", "storage", "registry"}},
 	{name: "service", pkgs: []string{"pkg/server"}, may: []string{"foundation", "storage", "registry"}},
-	{name: "client", pkgs: []string{"pkg/transfer", "pkg/dockerhub"}, may: []string{"foundation", "client"}},
+	{name: "client", pkgs: []string{"pkg/transfer", "pkg/dockerhub", "pkg/quay"}, may: []string{"foundation", "client"}},
 	{name: "zuul", pkgs: []string{"pkg/zuul"}, may: []string{"foundation"}},
 	{name: "zuul-aware", pkgs: []string{"pkg/intermediate", "pkg/publish", "pkg/build", "pkg/buildkitd", "pkg/clientconf", "pkg/buildset"},
 		may: []string{"foundation", "module protocol", "storage", "registry", "client", "zuul"}, alone: true},

@@ -135,7 +135,21 @@ type promoter struct {
 	pipelines []string
 	images    []*imagePlan
 	client    *transfer.Client
-	hub       *dockerhub.Client
+	// api is the registry's web API for tags (Docker Hub's, quay's); nil
+	// where tags are listed and deleted with the distribution API.
+	api tagAPI
+	// param and credName name the image list and the credentials in
+	// messages: docker_images and docker_credentials, or the container
+	// family's.
+	param, credName string
+	// upload names the module that stages the images.
+	upload string
+	// newAPI makes api once the client exists (the container family's
+	// quay); nil keeps Docker Hub's for Docker Hub.
+	newAPI func(*transfer.Client) (tagAPI, error)
+	// clientOpts are more options of the registry client (the endpoint
+	// of a web API's host).
+	clientOpts []transfer.Option
 
 	mu  sync.Mutex
 	res PromoteResult
@@ -146,8 +160,8 @@ type imagePlan struct {
 	img   zuul.Image
 	repo  string // in the target registry
 	r     *transfer.Repository
-	// listing is Docker Hub's tag listing, by name (Docker Hub only).
-	listing map[string]dockerhub.Tag
+	// listing is the web API's tag listing, by name (nil without one).
+	listing map[string]apiTag
 	tags    []*tagPlan
 }
 
@@ -168,36 +182,52 @@ func (p *promoter) warn(format string, args ...any) {
 }
 
 func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
-	p := &promoter{spec: spec, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}}}
+	p := &promoter{spec: spec, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}},
+		param: "docker_images", credName: "docker_credentials", upload: "docker_image_upload"}
 	if len(spec.Images) == 0 {
 		return nil, errors.New("docker_images is empty: nothing to promote")
 	}
 	if err := spec.Credentials.check(); err != nil {
 		return nil, err
 	}
-	if err := checkJobs(spec.Jobs); err != nil {
+	if err := p.plan(nil); err != nil {
 		return nil, err
+	}
+	return p, nil
+}
+
+// plan checks the spec and plans every image's tags; indices are the
+// images' positions in the module's list (nil: their positions in
+// spec.Images).
+func (p *promoter) plan(indices []int) error {
+	spec := p.spec
+	if err := checkJobs(spec.Jobs); err != nil {
+		return err
 	}
 	t, err := spec.Target.resolve(spec.HubURL)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	p.t = t
 	if spec.Sweep && spec.StaleAge <= 0 {
-		return nil, fmt.Errorf("the stale tag age must be positive, got %s", spec.StaleAge)
+		return fmt.Errorf("the stale tag age must be positive, got %s", spec.StaleAge)
 	}
 	p.pipelines = append([]string{spec.Zuul.Pipeline}, spec.Pipelines...)
 	pattern, warning, err := spec.Credentials.restriction()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if warning != "" {
 		p.warn("%s", warning)
 	}
 	var errs []error
 	owner := map[string]int{}
-	for i, img := range spec.Images {
-		repo, where, err := t.imageRepository(pattern, i, img)
+	for k, img := range spec.Images {
+		i := k
+		if indices != nil {
+			i = indices[k]
+		}
+		repo, where, err := t.imageRepository(p.param, pattern, i, img)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -205,7 +235,7 @@ func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
 		ip := &imagePlan{index: i, img: img, repo: repo}
 		for _, tag := range img.Tags {
 			if j, dup := owner[repo+":"+tag]; dup {
-				errs = append(errs, fmt.Errorf("%s: tag %q is also promoted by docker_images[%d]", where, tag, j))
+				errs = append(errs, fmt.Errorf("%s: tag %q is also promoted by %s[%d]", where, tag, p.param, j))
 				continue
 			}
 			owner[repo+":"+tag] = i
@@ -223,14 +253,18 @@ func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
 		p.images = append(p.images, ip)
 	}
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
+		return fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
 	}
-	return p, nil
+	return nil
 }
 
 func (p *promoter) connect() error {
 	var err error
-	if p.client, err = p.t.client(p.spec.Credentials, p.o); err != nil {
+	if p.client, err = p.t.client(p.spec.Credentials, p.o, p.clientOpts...); err != nil {
+		return err
+	}
+	if p.newAPI != nil {
+		p.api, err = p.newAPI(p.client)
 		return err
 	}
 	if p.t.hub {
@@ -238,39 +272,70 @@ func (p *promoter) connect() error {
 		if err != nil {
 			return err
 		}
-		if p.hub, err = dockerhub.New(p.spec.Credentials.Username, p.spec.Credentials.Password,
-			dockerhub.WithURL(p.t.hubURL), dockerhub.WithTransport(rt), dockerhub.WithLogger(p.o.log)); err != nil {
+		hub, err := dockerhub.New(p.spec.Credentials.Username, p.spec.Credentials.Password,
+			dockerhub.WithURL(p.t.hubURL), dockerhub.WithTransport(rt), dockerhub.WithLogger(p.o.log))
+		if err != nil {
 			return err
 		}
+		p.api = hubAPI{hub}
 	}
 	return nil
 }
 
 func (p *promoter) run(ctx context.Context) (*PromoteResult, error) {
-	if err := p.connect(); err != nil {
-		return nil, err
-	}
-	defer p.client.Close()
-	if p.hub != nil {
-		if err := p.hub.Login(ctx); err != nil {
-			return nil, fmt.Errorf("nothing was promoted: %w", err)
-		}
-	}
-	if err := p.resolve(ctx); err != nil {
-		return nil, fmt.Errorf("nothing was promoted: %w", err)
-	}
-	p.collect()
-	if !p.o.check {
-		if err := p.put(ctx); err != nil {
+	return runPromoters(ctx, []*promoter{p}, p.o)
+}
+
+// runPromoters runs the phases of Promote over promoters of several
+// registries at once: every registry is read before any is written, and
+// every final tag of every registry is written before any staging tag is
+// deleted.
+func runPromoters(ctx context.Context, ps []*promoter, o options) (*PromoteResult, error) {
+	for _, p := range ps {
+		if err := p.connect(); err != nil {
 			return nil, err
 		}
-		p.deleteStaging(ctx)
+		defer p.client.Close()
 	}
-	if p.spec.Sweep {
-		p.sweep(ctx)
+	var errs []error
+	for _, p := range ps {
+		if p.api != nil {
+			if err := p.api.check(ctx); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := p.resolve(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	p.finish()
-	return &p.res, nil
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
+	}
+	for _, p := range ps {
+		p.collect()
+	}
+	if !o.check {
+		for _, p := range ps {
+			if err := p.put(ctx); err != nil {
+				return nil, err
+			}
+		}
+		for _, p := range ps {
+			p.deleteStaging(ctx)
+		}
+	}
+	res := &PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}}
+	for _, p := range ps {
+		if p.spec.Sweep {
+			p.sweep(ctx)
+		}
+		res.Promoted = append(res.Promoted, p.res.Promoted...)
+		res.Deleted = append(res.Deleted, p.res.Deleted...)
+		res.Warnings = append(res.Warnings, p.res.Warnings...)
+	}
+	finishPromote(res, o)
+	return res, nil
 }
 
 // each runs f for every image, at most Jobs at once, and joins the errors.
@@ -313,31 +378,31 @@ func (p *promoter) collect() {
 	}
 }
 
-// finish computes changed and, when asked, the diff.
-func (p *promoter) finish() {
+// finishPromote computes changed and, when asked, the diff.
+func finishPromote(res *PromoteResult, o options) {
 	var before, after []string
-	for _, pr := range p.res.Promoted {
+	for _, pr := range res.Promoted {
 		if pr.Changed {
-			p.res.Changed = true
+			res.Changed = true
 		}
 		before = append(before, fmt.Sprintf("%s -> %s", pr.Reference, orAbsent(pr.PreviousDigest)))
 		after = append(after, fmt.Sprintf("%s -> %s", pr.Reference, pr.Digest))
 	}
-	for _, d := range p.res.Deleted {
-		if d.Deleted || p.o.check {
-			p.res.Changed = true
+	for _, d := range res.Deleted {
+		if d.Deleted || o.check {
+			res.Changed = true
 		}
 		before = append(before, fmt.Sprintf("%s -> %s", d.Reference, orAbsent(d.Digest)))
-		if d.Deleted || p.o.check {
+		if d.Deleted || o.check {
 			after = append(after, fmt.Sprintf("%s -> (deleted, %s)", d.Reference, d.Reason))
 		} else {
 			after = append(after, fmt.Sprintf("%s -> %s (not deleted)", d.Reference, orAbsent(d.Digest)))
 		}
 	}
-	if p.o.diff {
-		p.res.Diff = []ansible.Diff{{Before: joinLines(before), After: joinLines(after), BeforeHeader: "tags before", AfterHeader: "tags after"}}
+	if o.diff {
+		res.Diff = []ansible.Diff{{Before: joinLines(before), After: joinLines(after), BeforeHeader: "tags before", AfterHeader: "tags after"}}
 	}
-	sort.Slice(p.res.Promoted, func(i, j int) bool { return p.res.Promoted[i].Reference < p.res.Promoted[j].Reference })
+	sort.Slice(res.Promoted, func(i, j int) bool { return res.Promoted[i].Reference < res.Promoted[j].Reference })
 }
 
 // joinLines joins lines for a diff, each ending in a newline.

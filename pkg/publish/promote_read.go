@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/imagegate/imagegate/pkg/dockerhub"
 	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/transfer"
 )
@@ -20,7 +19,7 @@ func (p *promoter) resolve(ctx context.Context) error {
 	}
 	repos, err := p.client.Repositories(ctx, p.t.host, names, true)
 	if errors.Is(err, oci.ErrDenied) {
-		return fmt.Errorf("docker_credentials (%s) were refused by %s: %w", p.spec.Credentials.Username, p.t.host, err)
+		return fmt.Errorf("%s (%s) were refused by %s: %w", p.credName, p.spec.Credentials.Username, p.t.host, err)
 	}
 	if err != nil {
 		return fmt.Errorf("reaching the registry %s at %s: %w", p.t.name, p.t.host, err)
@@ -32,20 +31,23 @@ func (p *promoter) resolve(ctx context.Context) error {
 }
 
 func (p *promoter) resolveImage(ctx context.Context, ip *imagePlan) error {
-	where := fmt.Sprintf("docker_images[%d] (%s)", ip.index, ip.img.Repository)
+	where := fmt.Sprintf("%s[%d] (%s)", p.param, ip.index, ip.img.Repository)
 	if granted, known := ip.r.PushGranted(); known && !granted {
-		return fmt.Errorf("%s: docker_credentials (%s) may not push to %s", where, p.spec.Credentials.Username, p.t.name+"/"+ip.repo)
+		return fmt.Errorf("%s: %s (%s) may not push to %s", where, p.credName, p.spec.Credentials.Username, p.t.name+"/"+ip.repo)
 	} else if !known {
 		if err := ip.r.CheckPush(ctx); err != nil {
-			return fmt.Errorf("%s: docker_credentials (%s) may not push: %w", where, p.spec.Credentials.Username, err)
+			return fmt.Errorf("%s: %s (%s) may not push: %w", where, p.credName, p.spec.Credentials.Username, err)
 		}
 	}
-	if p.hub != nil {
-		tags, err := p.hub.Tags(ctx, ip.repo)
+	if p.api != nil {
+		if err := p.api.checkRepository(ctx, ip.repo); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		tags, err := p.api.tags(ctx, ip.repo)
 		if err != nil && !errors.Is(err, oci.ErrNotFound) {
 			return fmt.Errorf("%s: %w", where, err)
 		}
-		ip.listing = map[string]dockerhub.Tag{}
+		ip.listing = map[string]apiTag{}
 		for _, t := range tags {
 			ip.listing[t.Name] = t
 		}
@@ -61,7 +63,7 @@ func (p *promoter) resolveImage(ctx context.Context, ip *imagePlan) error {
 }
 
 func (p *promoter) resolveTag(ctx context.Context, ip *imagePlan, tp *tagPlan, fetched map[string]*transfer.Manifest) error {
-	// The staged manifest: reuse the bytes when Docker Hub's listing says
+	// The staged manifest: reuse the bytes when the web API's listing says
 	// the staging tag points to a digest already fetched (the tags of one
 	// image are staged from one build).
 	if lt, ok := ip.listing[tp.staging]; ok && fetched[lt.Digest] != nil {
@@ -100,7 +102,7 @@ func (p *promoter) resolveTag(ctx context.Context, ip *imagePlan, tp *tagPlan, f
 func (p *promoter) recover(ctx context.Context, ip *imagePlan, tp *tagPlan) error {
 	staging := p.t.ref(ip.repo, tp.staging)
 	final := p.t.ref(ip.repo, tp.tag)
-	missing := fmt.Sprintf("staging tag %s does not exist (docker_image_upload stages it in the gate: did the upload job run for this change?)", staging)
+	missing := fmt.Sprintf("staging tag %s does not exist (%s stages it in the gate: did the upload job run for this change?)", staging, p.upload)
 	if p.spec.Zuul.Change == "" {
 		return fmt.Errorf("%s; without zuul.change an earlier promote cannot be recognised from %s", missing, final)
 	}

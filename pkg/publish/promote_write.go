@@ -17,7 +17,7 @@ func (p *promoter) put(ctx context.Context) error {
 				continue
 			}
 			if err := ip.r.Put(ctx, tp.tag, tp.manifest); err != nil {
-				return fmt.Errorf("docker_images[%d] (%s), tag %s: %w", ip.index, ip.img.Repository, tp.tag, err)
+				return fmt.Errorf("%s[%d] (%s), tag %s: %w", p.param, ip.index, ip.img.Repository, tp.tag, err)
 			}
 			p.o.log.Info("promoted", "reference", p.t.ref(ip.repo, tp.tag), "digest", tp.digest)
 		}
@@ -64,8 +64,8 @@ func (p *promoter) deleteStaging(ctx context.Context) {
 func (p *promoter) deleteTag(ctx context.Context, ip *imagePlan, tag, why string) bool {
 	ref := p.t.ref(ip.repo, tag)
 	var err error
-	if p.hub != nil {
-		err = p.hub.DeleteTag(ctx, ip.repo, tag)
+	if p.api != nil {
+		err = p.api.deleteTag(ctx, ip.repo, tag)
 		if errors.Is(err, oci.ErrNotFound) {
 			err = nil
 		}

@@ -36,6 +36,26 @@ type RegistryCredentials struct {
 	// Type selects the tag API; empty infers it from the registry's name
 	// (TypeOf).
 	Type RegistryType `ansible:"type" choices:"docker,quay,generic"`
+	// RegistryEndpoint says where the registry and its web API are
+	// reached, when not at their public addresses (imagegate's).
+	RegistryEndpoint
+}
+
+// RegistryEndpoint is where a registry of container_registry_credentials
+// is reached: its registry API, its web API (Docker Hub's, quay's) and the
+// CA to trust for both. Empty fields take the public addresses: the
+// registry at https://<registry>, Docker Hub's web API at
+// https://hub.docker.com, quay's at https://<registry>. A mirror, a proxy,
+// a private quay or a test emulation sets them.
+type RegistryEndpoint struct {
+	// RegistryURL is the registry API, https://host[:port].
+	RegistryURL string `ansible:"registry_url"`
+	// APIURL is the web API's base URL (upstream's
+	// remove_registry_tag_api_url, per registry).
+	APIURL string `ansible:"api_url"`
+	// Cert holds PEM certificates to trust for both, on top of the
+	// system roots.
+	Cert string `ansible:"cert"`
 }
 
 // ContainerCredentials is container_registry_credentials: registry host to

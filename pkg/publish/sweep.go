@@ -29,16 +29,16 @@ func (p *promoter) sweep(ctx context.Context) {
 			age         time.Duration
 		}
 		var cands []cand
-		if p.hub != nil {
+		if p.api != nil {
 			for _, t := range ip.listing {
 				if own[ip.repo+":"+t.Name] || !zuul.IsStagingTag(t.Name, p.pipelines...) {
 					continue
 				}
-				if t.LastUpdated.IsZero() {
-					p.warn("%s: Docker Hub gives no last_updated time; the sweep leaves it", p.t.ref(ip.repo, t.Name))
+				if t.Updated.IsZero() {
+					p.warn("%s: %s gives no modification time; the sweep leaves it", p.t.ref(ip.repo, t.Name), p.api.name())
 					continue
 				}
-				cands = append(cands, cand{t.Name, t.Digest, now.Sub(t.LastUpdated)})
+				cands = append(cands, cand{t.Name, t.Digest, now.Sub(t.Updated)})
 			}
 		} else {
 			tags, err := ip.r.Tags(ctx)

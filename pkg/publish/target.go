@@ -164,9 +164,9 @@ func (t *target) ref(repo, tag string) string { return t.name + "/" + repo + ":"
 // tags, that the credentials' restriction (pattern, nil for none) permits
 // its repository, and its repository's name on the target, which it
 // returns with how errors name the image.
-func (t *target) imageRepository(pattern *RepositoryPattern, i int, img zuul.Image) (repo, where string, err error) {
-	where = fmt.Sprintf("docker_images[%d] (%s)", i, img.Repository)
-	if err := img.CheckTags("docker_images", i); err != nil {
+func (t *target) imageRepository(param string, pattern *RepositoryPattern, i int, img zuul.Image) (repo, where string, err error) {
+	where = fmt.Sprintf("%s[%d] (%s)", param, i, img.Repository)
+	if err := img.CheckTags(param, i); err != nil {
 		return "", where, err
 	}
 	if pattern != nil && !pattern.Allows(img.Repository) {

@@ -115,7 +115,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	repos := map[string]bool{}
 	var errs []error
 	for i, img := range spec.Images {
-		repo, where, err := t.imageRepository(pattern, i, img)
+		repo, where, err := t.imageRepository("docker_images", pattern, i, img)
 		if err != nil {
 			errs = append(errs, err)
 			continue

@@ -37,7 +37,12 @@ type Runner struct {
 	nodeAddr        string
 	itemDone        func(*ItemReport)
 	outMu           sync.Mutex
+	history         BuildHistory
 }
+
+// Builds is the history of the builds of every item this Runner has
+// finished, which BuildHistory.BuildsHandler serves as Zuul's builds API.
+func (r *Runner) Builds() *BuildHistory { return &r.history }
 
 // Option configures a Runner.
 type Option func(*Runner) error
@@ -285,6 +290,7 @@ func (r *Runner) Run(ctx context.Context, q *Queue) (*Report, error) {
 			}
 		}
 		done = append(done, it)
+		r.history.record(it)
 		if r.itemDone != nil {
 			r.itemDone(it.report)
 		}

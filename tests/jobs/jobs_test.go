@@ -23,6 +23,7 @@ var imagegateModules = []string{
 	"buildset_registry", "use_buildset_registry", "intermediate_registry_pull",
 	"intermediate_registry_push", "docker_image_build", "docker_image_upload", "docker_image_promote",
 	"buildkitd_service", "container_image_build", "container_image_upload",
+	"container_image_promote",
 }
 
 // ownRoles are the roles of this tree that follow all of imagegate's rules;
@@ -32,6 +33,7 @@ var wantRoles = []string{
 	"pull-from-intermediate-registry", "push-to-intermediate-registry", "pause-buildset-registry",
 	"build-docker-image", "upload-docker-image", "promote-docker-image", "ensure-buildkit", "ensure-dockerd",
 	"build-container-image", "upload-container-image",
+	"promote-container-image",
 }
 
 var wantJobs = []string{
@@ -41,6 +43,7 @@ var wantJobs = []string{
 	"opendev-upload-docker-image", "opendev-promote-docker-image",
 	"build-container-image", "upload-container-image",
 	"opendev-build-container-image", "opendev-upload-container-image",
+	"promote-container-image", "opendev-promote-container-image",
 }
 
 func repoRoot(t *testing.T) string {
