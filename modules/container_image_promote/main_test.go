@@ -68,6 +68,8 @@ func TestBadInput(t *testing.T) {
 			a["promote_container_image_api"] = "http://zuul.invalid/api/tenant/t"
 			a["promote_container_image_pipeline"], a["promote_container_image_job"] = "gate", "upload"
 		}, "promote_container_image_api \"http://zuul.invalid/api/tenant/t\": must be https://"},
+		{"insecure registry with a scheme", func(a map[string]any) { a["insecure_registries"] = []any{"http://registry.invalid:5000"} },
+			`insecure_registries: insecure registry "http://registry.invalid:5000"`},
 		{"unreachable registry", func(a map[string]any) {}, "reaching the registry registry.invalid:5000"},
 	}
 	for _, tc := range tests {

@@ -62,13 +62,13 @@ func (e *env) args() map[string]any {
 			map[string]any{"context": ".", "registry": "registry.example.org", "repository": "registry.example.org/myorg/tool", "tags": []any{"latest", "1.0"}},
 		},
 		"container_registry_credentials": map[string]any{
-			"quay.io":              map[string]any{"username": e.quay.Username, "password": e.quay.Password, "repository": `^quay\.io/myorg/`, "api_token": "tok-" + e.quay.Password},
-			"registry.example.org": map[string]any{"username": e.other.Username, "password": e.other.Password, "repository": "^registry.example.org/myorg/"},
+			"quay.io": map[string]any{"username": e.quay.Username, "password": e.quay.Password, "repository": `^quay\.io/myorg/`, "api_token": "tok-" + e.quay.Password,
+				"registry_url": "https://" + e.quay.Host, "cert": string(e.quay.CA)},
+			"registry.example.org": map[string]any{"username": e.other.Username, "password": e.other.Password, "repository": "^registry.example.org/myorg/",
+				"registry_url": "https://" + e.other.Host, "cert": string(e.other.CA)},
 		},
-		"container_registry_urls": map[string]any{"quay.io": "https://" + e.quay.Host, "registry.example.org": "https://" + e.other.Host},
-		"container_registry_cert": string(e.quay.CA) + string(e.other.CA),
-		"buildset_registry":       map[string]any{"host": "127.0.0.1", "port": port(e.br.Host), "username": e.br.Username, "password": e.br.Password, "cert": string(e.br.CA)},
-		"zuul":                    map[string]any{"change": "42", "pipeline": "gate"},
+		"buildset_registry": map[string]any{"host": "127.0.0.1", "port": port(e.br.Host), "username": e.br.Username, "password": e.br.Password, "cert": string(e.br.CA)},
+		"zuul":              map[string]any{"change": "42", "pipeline": "gate"},
 	}
 }
 
@@ -217,6 +217,12 @@ func TestBadInput(t *testing.T) {
 			[]string{"promote_container_image_method", "retag"}},
 		{"wrong password", creds("registry.example.org", "password", "not-the-password"),
 			[]string{"container_images[1] (registry.example.org/myorg/tool), tag latest", "401 Unauthorized", "check the username and password"}},
+		{"registry_url not https", creds("quay.io", "registry_url", "http://127.0.0.1:5000"),
+			[]string{`container_images[0] (quay.io/myorg/app): container_registry_credentials["quay.io"]: registry_url "http://127.0.0.1:5000": must be https://`}},
+		{"cert not PEM", creds("registry.example.org", "cert", "not a certificate"),
+			[]string{`container_images[1] (registry.example.org/myorg/tool): container_registry_credentials["registry.example.org"]: cert`}},
+		{"insecure registry with a scheme", func(a map[string]any) { a["insecure_registries"] = []any{"http://registry.example.org"} },
+			[]string{"insecure_registries", "http://registry.example.org"}},
 		{"missing in the buildset registry", image(0, "tags", []any{"latest", "2.0"}),
 			[]string{"container_images[0] (quay.io/myorg/app), tag 2.0", "not in the buildset registry"}},
 	}

@@ -43,6 +43,9 @@ type ContainerPromoteSpec struct {
 	StaleAge  time.Duration `ansible:"stale_tag_age,seconds" default:"86400"`
 	Pipelines []string      `ansible:"stale_tag_pipelines"`
 	Jobs      int           `ansible:"jobs" default:"8"`
+	// InsecureRegistries may be reached over plain HTTP, as
+	// docker_image_promote's (Target.InsecureRegistries).
+	InsecureRegistries []string `ansible:"insecure_registries"`
 }
 
 // ContainerPromotion is one final tag and what happened to it.
@@ -106,6 +109,9 @@ func ContainerPromote(ctx context.Context, spec ContainerPromoteSpec, opts ...Op
 	if len(spec.Images) == 0 {
 		return nil, errors.New("container_images is empty: nothing to promote")
 	}
+	if err := transfer.CheckInsecureRegistries(spec.InsecureRegistries); err != nil {
+		return nil, fmt.Errorf("insecure_registries: %w", err)
+	}
 	res := &ContainerPromoteResult{Method: spec.Method, Promoted: []ContainerPromotion{}, Deleted: []Deletion{}}
 	var errs []error
 	for i, im := range spec.Images {
@@ -166,7 +172,7 @@ func promoteByTag(ctx context.Context, spec ContainerPromoteSpec, o options, res
 		}
 		typ := c.TypeOf(reg)
 		ps1 := PromoteSpec{Images: images, Credentials: Credentials{Username: c.Username, Password: c.Password}, Zuul: spec.Zuul,
-			Target: Target{Registry: reg, URL: c.RegistryURL, Cert: c.Cert}, Sweep: spec.Sweep, StaleAge: spec.StaleAge,
+			Target: Target{Registry: reg, URL: c.RegistryURL, Cert: c.Cert, InsecureRegistries: spec.InsecureRegistries}, Sweep: spec.Sweep, StaleAge: spec.StaleAge,
 			Pipelines: spec.Pipelines, Jobs: spec.Jobs}
 		p := &promoter{spec: ps1, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}},
 			param: "container_images", credName: cred, upload: "upload-container-image"}
@@ -315,7 +321,8 @@ func promoteFromIntermediate(ctx context.Context, spec ContainerPromoteSpec, o o
 	if spec.APICert != "" {
 		eps.add(transfer.Endpoint{Host: apiU.Host, CA: []byte(spec.APICert)})
 	}
-	topts := append(eps.options(), transfer.WithLogger(o.log), transfer.WithJobs(spec.Jobs))
+	topts := append(eps.options(), transfer.WithLogger(o.log), transfer.WithJobs(spec.Jobs),
+		transfer.WithInsecureRegistries(spec.InsecureRegistries...))
 	if o.wrap != nil {
 		topts = append(topts, transfer.WithTransportWrapper(o.wrap))
 	}

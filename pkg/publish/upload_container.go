@@ -11,7 +11,6 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/oci"
-	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
@@ -45,13 +44,9 @@ type ContainerUploadSpec struct {
 	// the intermediate registry, and the upload skips itself, as
 	// upstream's does.
 	Method string `ansible:"promote_container_image_method" default:"tag" choices:"tag,intermediate-registry"`
-	// URLs maps a registry (as the images' registry names it) to where
-	// its API is reached, https://host[:port], when that is not
-	// https://<registry>: a mirror, a proxy or a test emulation.
-	URLs map[string]string `ansible:"container_registry_urls"`
-	// Cert holds PEM certificates to trust for the target registries, on
-	// top of the system roots.
-	Cert string `ansible:"container_registry_cert"`
+	// InsecureRegistries may be reached over plain HTTP, as
+	// docker_image_upload's (Target.InsecureRegistries).
+	InsecureRegistries []string `ansible:"insecure_registries"`
 	// BuildsetRegistry is where the images were built to; when nil, the
 	// job's result data file names it (zuul.ResolveBuildsetRegistry).
 	BuildsetRegistry *zuul.BuildsetRegistry `ansible:"buildset_registry"`
@@ -113,10 +108,8 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	if err := checkJobs(spec.Jobs); err != nil {
 		return nil, err
 	}
-	if spec.Cert != "" {
-		if _, err := pki.CertPool([]byte(spec.Cert)); err != nil {
-			return nil, fmt.Errorf("container_registry_cert: %w: give the PEM of the CA that signed the registries' certificates", err)
-		}
+	if err := transfer.CheckInsecureRegistries(spec.InsecureRegistries); err != nil {
+		return nil, fmt.Errorf("insecure_registries: %w", err)
 	}
 
 	// Every image, statically: credentials, expression, registry, tags.
@@ -174,7 +167,8 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	defer cancel()
 	topts := []transfer.Option{
 		transfer.WithEndpoint(transfer.Endpoint{Host: br.Address(), Username: br.Username, Password: br.Password, CA: []byte(br.Cert), NoSystemRoots: true}),
-		transfer.WithImageJobs(spec.Jobs), transfer.WithLogger(o.log), transfer.WithPageSize(tagsPageSize)}
+		transfer.WithImageJobs(spec.Jobs), transfer.WithLogger(o.log), transfer.WithPageSize(tagsPageSize),
+		transfer.WithInsecureRegistries(spec.InsecureRegistries...)}
 	for _, key := range sortedKeys(targets) {
 		ct := targets[key]
 		topts = append(topts, transfer.WithEndpoint(transfer.Endpoint{Host: ct.t.host, Username: ct.creds.Username,
@@ -267,20 +261,6 @@ func (spec *ContainerUploadSpec) imageTarget(targets map[string]*containerTarget
 	if creds.Username == "" || creds.Password == "" {
 		return nil, "", fmt.Errorf("%s: container_registry_credentials[%q] needs username and password to upload", where, img.Registry)
 	}
-	ct, ok := targets[img.Registry]
-	if !ok {
-		if u := spec.URLs[img.Registry]; u != "" {
-			if _, err := httpsHost(fmt.Sprintf("container_registry_urls[%q]", img.Registry), u); err != nil {
-				return nil, "", err
-			}
-		}
-		t, err := Target{Registry: img.Registry, URL: spec.URLs[img.Registry], Cert: spec.Cert}.resolve("")
-		if err != nil {
-			return nil, "", fmt.Errorf("%s: registry %q is not a registry host[:port] such as quay.io or registry.example.org:5000 (%v)", where, img.Registry, err)
-		}
-		ct = &containerTarget{key: img.Registry, t: t, creds: creds, repos: map[string]bool{}}
-		targets[img.Registry] = ct
-	}
 	ref, err := name.NewRepository(img.Repository, name.StrictValidation)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: repository %q is not a valid repository name: %v", where, img.Repository, err)
@@ -288,6 +268,15 @@ func (spec *ContainerUploadSpec) imageTarget(targets map[string]*containerTarget
 	if !sameRegistry(ref.RegistryStr(), img.Registry) {
 		return nil, "", fmt.Errorf("%s: repository %s is in registry %s, not in %s (its registry): container_images repositories include their registry",
 			where, img.Repository, ref.RegistryStr(), img.Registry)
+	}
+	ct, ok := targets[img.Registry]
+	if !ok {
+		t, err := containerImageTarget("container_images", i, img, creds)
+		if err != nil {
+			return nil, "", err
+		}
+		ct = &containerTarget{key: img.Registry, t: t, creds: creds, repos: map[string]bool{}}
+		targets[img.Registry] = ct
 	}
 	repo, err := ct.t.repository(ref.RepositoryStr())
 	if err != nil {
