@@ -125,6 +125,17 @@ func newQuayAPI(client *transfer.Client, registry string, c RegistryCredentials,
 	if c.APIToken == "" {
 		return nil, fmt.Errorf("%s is not set: quay removes tags through its API, with the token of an application with the repo:write scope", what)
 	}
+	qc, err := newQuayClient(client, registry, c, o)
+	if err != nil {
+		return nil, err
+	}
+	return quayAPI{c: qc, what: what}, nil
+}
+
+// newQuayClient returns a client of quay's web API for registry (its
+// api_url, else https://<registry>) with the entry's api_token, over the
+// transport the client gives the API's host.
+func newQuayClient(client *transfer.Client, registry string, c RegistryCredentials, o options) (*quay.Client, error) {
 	u, err := apiURL(registry, c, RegistryQuay)
 	if err != nil {
 		return nil, err
@@ -133,9 +144,5 @@ func newQuayAPI(client *transfer.Client, registry string, c RegistryCredentials,
 	if err != nil {
 		return nil, err
 	}
-	qc, err := quay.New(u, c.APIToken, quay.WithTransport(rt), quay.WithLogger(o.log))
-	if err != nil {
-		return nil, err
-	}
-	return quayAPI{c: qc, what: what}, nil
+	return quay.New(u, c.APIToken, quay.WithTransport(rt), quay.WithLogger(o.log))
 }

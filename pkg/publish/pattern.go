@@ -39,9 +39,25 @@ func CompileRepositoryPattern(pattern string) (p *RepositoryPattern, warning str
 // compileRepositoryPattern is CompileRepositoryPattern for the parameter
 // param, which its messages name.
 func compileRepositoryPattern(param, pattern string) (p *RepositoryPattern, warning string, err error) {
+	re, err := compilePython(param, pattern)
+	if err != nil {
+		return nil, "", err
+	}
+	if !anchored(pattern) {
+		warning = fmt.Sprintf("%s %q is not anchored with ^: like upstream's re.search it matches "+
+			"anywhere in a repository name, so another organisation's repository that merely contains a match passes too; "+
+			"anchor it: %q", param, pattern, "^"+pattern)
+	}
+	return &RepositoryPattern{source: pattern, re: re}, warning, nil
+}
+
+// compilePython compiles a regular expression written for Python's re
+// (upstream's roles apply theirs with re.search), as RepositoryPattern
+// describes; errors name the parameter param.
+func compilePython(param, pattern string) (*regexp.Regexp, error) {
 	translated, err := translatePython(pattern)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s %q: %w", param, pattern, err)
+		return nil, fmt.Errorf("%s %q: %w", param, pattern, err)
 	}
 	re, err := regexp.Compile(translated)
 	if err != nil {
@@ -50,14 +66,9 @@ func compileRepositoryPattern(param, pattern string) (p *RepositoryPattern, warn
 			strings.Contains(err.Error(), "invalid named capture: `(?<!") || strings.Contains(err.Error(), "invalid named capture: `(?<=") {
 			hint = " (lookarounds, backreferences, atomic groups and (?x) are not supported: Go's RE2 syntax, see https://github.com/google/re2/wiki/Syntax)"
 		}
-		return nil, "", fmt.Errorf("%s %q is not a valid regular expression: %v%s", param, pattern, err, hint)
+		return nil, fmt.Errorf("%s %q is not a valid regular expression: %v%s", param, pattern, err, hint)
 	}
-	if !anchored(pattern) {
-		warning = fmt.Sprintf("%s %q is not anchored with ^: like upstream's re.search it matches "+
-			"anywhere in a repository name, so another organisation's repository that merely contains a match passes too; "+
-			"anchor it: %q", param, pattern, "^"+pattern)
-	}
-	return &RepositoryPattern{source: pattern, re: re}, warning, nil
+	return re, nil
 }
 
 // Allows reports whether repository may be written, with re.search

@@ -85,6 +85,12 @@ var minCreated = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // created is a tag's age reference on a registry without tag timestamps:
 // the creation time in its image's configuration.
 func (p *promoter) created(ctx context.Context, r *transfer.Repository, tag string) (time.Time, string, error) {
+	return imageCreated(ctx, r, tag)
+}
+
+// imageCreated is the creation time in the configuration of the image tag
+// of r (the first platform's, for an index), and the tag's digest.
+func imageCreated(ctx context.Context, r *transfer.Repository, tag string) (time.Time, string, error) {
 	m, err := r.Get(ctx, tag)
 	if err != nil {
 		return time.Time{}, "", err

@@ -23,7 +23,7 @@ var imagegateModules = []string{
 	"buildset_registry", "use_buildset_registry", "intermediate_registry_pull",
 	"intermediate_registry_push", "docker_image_build", "docker_image_upload", "docker_image_promote",
 	"buildkitd_service", "container_image_build", "container_image_upload",
-	"container_image_promote",
+	"container_image_promote", "registry_tag_remove", "container_image_mirror", "quay_repository",
 }
 
 // ownRoles are the roles of this tree that follow all of imagegate's rules;
@@ -33,7 +33,7 @@ var wantRoles = []string{
 	"pull-from-intermediate-registry", "push-to-intermediate-registry", "pause-buildset-registry",
 	"build-docker-image", "upload-docker-image", "promote-docker-image", "ensure-buildkit", "ensure-dockerd",
 	"build-container-image", "upload-container-image",
-	"promote-container-image",
+	"promote-container-image", "remove-registry-tag", "mirror-container-images", "ensure-quay-repo",
 }
 
 var wantJobs = []string{
@@ -43,7 +43,7 @@ var wantJobs = []string{
 	"opendev-upload-docker-image", "opendev-promote-docker-image",
 	"build-container-image", "upload-container-image",
 	"opendev-build-container-image", "opendev-upload-container-image",
-	"promote-container-image", "opendev-promote-container-image",
+	"promote-container-image", "opendev-promote-container-image", "mirror-container-images",
 }
 
 func repoRoot(t *testing.T) string {
@@ -604,5 +604,16 @@ func TestContainerJobs(t *testing.T) {
 		"post-run playbooks/container-image/upload.yaml|post-run playbooks/container-image/post.yaml"
 	if got := strings.Join(generic.Phases(), "|"); got != want {
 		t.Errorf("upload-container-image phases:\n got %s\nwant %s", got, want)
+	}
+	// mirror-container-images as upstream wires it: a pre-run (upstream's
+	// installs skopeo; ours checks the image list) and the run on the
+	// job's nodes.
+	mirror, err := l.Freeze("mirror-container-images", anySecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = "pre-run playbooks/container-image/mirror-pre.yaml|run playbooks/container-image/mirror.yaml"
+	if got := strings.Join(mirror.Phases(), "|"); got != want {
+		t.Errorf("mirror-container-images phases:\n got %s\nwant %s", got, want)
 	}
 }

@@ -1,0 +1,1 @@
+imagegate_module.py
