@@ -517,9 +517,14 @@ template_file = %[1]s/catalog.templates
 }
 
 // issue asks Keystone for a token (POST /v3/auth/tokens) and returns it
-// (the X-Subject-Token header) with the response body.
+// (the X-Subject-Token header) with the response body. A nil scope asks
+// for the token without one (an application credential carries its own).
 func (k *Keystone) issue(identity, scope map[string]any) (string, []byte, error) {
-	body := map[string]any{"auth": map[string]any{"identity": identity, "scope": scope}}
+	auth := map[string]any{"identity": identity}
+	if scope != nil {
+		auth["scope"] = scope
+	}
+	body := map[string]any{"auth": auth}
 	b, _ := json.Marshal(body)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
