@@ -61,6 +61,25 @@ type Swift struct {
 	t     testing.TB
 	proxy *daemon.Process
 	cmd   func() *exec.Cmd
+	// others are memcached and the account, container and object servers.
+	others []*daemon.Process
+}
+
+// SwiftFullEnv is the environment variable that turns on the full Swift
+// suite: IMAGEGATE_SWIFT_FULL=1, as make test-swift sets it.
+const SwiftFullEnv = "IMAGEGATE_SWIFT_FULL"
+
+// RequireSwiftFull skips a test of the full Swift suite unless
+// IMAGEGATE_SWIFT_FULL=1 (make test-swift). Each such test starts its own
+// Swift, and together they take about 15 minutes on 2 cores, so make
+// test runs a smoke test of Swift instead: the storage conformance suite,
+// bad settings, an outage during a push, and zuul-registry's
+// configuration behind Keystone.
+func RequireSwiftFull(t testing.TB) {
+	t.Helper()
+	if os.Getenv(SwiftFullEnv) != "1" {
+		t.Skip("part of the full Swift suite: make test-swift (" + SwiftFullEnv + "=1)")
+	}
 }
 
 // SwiftOptions configure StartSwift.
@@ -152,8 +171,10 @@ use = egg:swift#%s
 	memcached := StartProcess(t, "memcached", exec.Command(Tool(t, "", "memcached"), mcArgs...), dir)
 	// The servers start in parallel: each takes seconds to import.
 	servers := map[string]*daemon.Process{}
+	s.others = append(s.others, memcached)
 	for _, kind := range []string{"account", "container", "object"} {
 		servers[kind] = StartProcess(t, "swift-"+kind, exec.Command(Tool(t, "", "swift-"+kind+"-server"), filepath.Join(dir, kind+"-server.conf"), "-v"), dir)
+		s.others = append(s.others, servers[kind])
 	}
 
 	auth := ""
@@ -389,6 +410,17 @@ func (s *Swift) CreateContainer(t testing.TB, header map[string]string) string {
 		t.Fatalf("creating container %s: %d %s", name, status, b)
 	}
 	return name
+}
+
+// Pids returns the process IDs of the proxy (whose workers are its
+// children), the account, container and object servers and memcached, for
+// benchmarks measuring Swift's memory.
+func (s *Swift) Pids() []int {
+	pids := []int{s.proxy.Cmd.Process.Pid}
+	for _, p := range s.others {
+		pids = append(pids, p.Cmd.Process.Pid)
+	}
+	return pids
 }
 
 // StopProxy stops the proxy (an outage: the storage servers keep their
