@@ -70,7 +70,8 @@ func (s *stoppingReader) Read(p []byte) (int, error) {
 func TestS3OutageDuringPush(t *testing.T) {
 	s3 := testenv.StartVersitygw(t)
 	r := start(t, t.TempDir(), s3Storage(s3, s3.NewBucket(t)), map[string]string{"TEST_S3_SECRET": s3.SecretKey})
-	testOutageDuringPush(t, r, s3.Process.Stop, s3.Restart)
+	// Restart replaces s3.Process: stop the current one.
+	testOutageDuringPush(t, r, func() { s3.Process.Stop() }, s3.Restart)
 }
 
 // TestSwiftOutageDuringPush stops the Swift proxy in the middle of a
