@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -73,4 +74,32 @@ func PeakRSS(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
+
+// TreePeakRSS returns the sum of the peak resident set sizes (VmHWM) of
+// process pid and of its descendants: an upper bound of the tree's peak,
+// for servers that fork workers.
+func TreePeakRSS(pid int) (int64, error) {
+	total, err := PeakRSS(pid)
+	if err != nil {
+		return 0, err
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, c := range strings.Fields(string(b)) {
+			var child int
+			if _, err := fmt.Sscan(c, &child); err != nil {
+				continue
+			}
+			// A child that exited in between is not counted.
+			if n, err := TreePeakRSS(child); err == nil {
+				total += n
+			}
+		}
+	}
+	return total, nil
 }

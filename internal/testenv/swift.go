@@ -61,6 +61,25 @@ type Swift struct {
 	t     testing.TB
 	proxy *daemon.Process
 	cmd   func() *exec.Cmd
+	// others are memcached and the account, container and object servers.
+	others []*daemon.Process
+}
+
+// SwiftFullEnv is the environment variable that turns on the full Swift
+// suite: IMAGEGATE_SWIFT_FULL=1, as make test-swift sets it.
+const SwiftFullEnv = "IMAGEGATE_SWIFT_FULL"
+
+// RequireSwiftFull skips a test of the full Swift suite unless
+// IMAGEGATE_SWIFT_FULL=1 (make test-swift). Each such test starts its own
+// Swift, and together they take about 15 minutes on 2 cores, so make
+// test runs a smoke test of Swift instead: the storage conformance suite,
+// bad settings, an outage during a push, and zuul-registry's
+// configuration behind Keystone.
+func RequireSwiftFull(t testing.TB) {
+	t.Helper()
+	if os.Getenv(SwiftFullEnv) != "1" {
+		t.Skip("part of the full Swift suite: make test-swift (" + SwiftFullEnv + "=1)")
+	}
 }
 
 // SwiftOptions configure StartSwift.
@@ -152,8 +171,10 @@ use = egg:swift#%s
 	memcached := StartProcess(t, "memcached", exec.Command(Tool(t, "", "memcached"), mcArgs...), dir)
 	// The servers start in parallel: each takes seconds to import.
 	servers := map[string]*daemon.Process{}
+	s.others = append(s.others, memcached)
 	for _, kind := range []string{"account", "container", "object"} {
 		servers[kind] = StartProcess(t, "swift-"+kind, exec.Command(Tool(t, "", "swift-"+kind+"-server"), filepath.Join(dir, kind+"-server.conf"), "-v"), dir)
+		s.others = append(s.others, servers[kind])
 	}
 
 	auth := ""
@@ -391,6 +412,17 @@ func (s *Swift) CreateContainer(t testing.TB, header map[string]string) string {
 	return name
 }
 
+// Pids returns the process IDs of the proxy (whose workers are its
+// children), the account, container and object servers and memcached, for
+// benchmarks measuring Swift's memory.
+func (s *Swift) Pids() []int {
+	pids := []int{s.proxy.Cmd.Process.Pid}
+	for _, p := range s.others {
+		pids = append(pids, p.Cmd.Process.Pid)
+	}
+	return pids
+}
+
 // StopProxy stops the proxy (an outage: the storage servers keep their
 // data); RestartProxy starts it again on the same port.
 func (s *Swift) StopProxy() { s.proxy.Stop() }
@@ -517,9 +549,14 @@ template_file = %[1]s/catalog.templates
 }
 
 // issue asks Keystone for a token (POST /v3/auth/tokens) and returns it
-// (the X-Subject-Token header) with the response body.
+// (the X-Subject-Token header) with the response body. A nil scope asks
+// for the token without one (an application credential carries its own).
 func (k *Keystone) issue(identity, scope map[string]any) (string, []byte, error) {
-	body := map[string]any{"auth": map[string]any{"identity": identity, "scope": scope}}
+	auth := map[string]any{"identity": identity}
+	if scope != nil {
+		auth["scope"] = scope
+	}
+	body := map[string]any{"auth": auth}
 	b, _ := json.Marshal(body)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

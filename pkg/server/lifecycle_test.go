@@ -46,7 +46,7 @@ func expectRetryable(t *testing.T, resp *http.Response, body []byte) {
 }
 
 // stoppingReader yields content, calling stop once after the first after
-// bytes, as an S3 outage in the middle of a push.
+// bytes, as a store's outage in the middle of a push.
 type stoppingReader struct {
 	r     io.Reader
 	n     int
@@ -66,12 +66,29 @@ func (s *stoppingReader) Read(p []byte) (int, error) {
 }
 
 // TestS3OutageDuringPush stops the S3 server in the middle of a chunked
-// and of a monolithic blob push: the client gets a spec error it can
-// retry, no blob becomes visible, the upload session is unchanged, and the
-// pushes succeed once the store is back.
+// and of a monolithic blob push (testOutageDuringPush).
 func TestS3OutageDuringPush(t *testing.T) {
 	s3 := testenv.StartVersitygw(t)
 	r := start(t, t.TempDir(), s3Storage(s3, s3.NewBucket(t)), map[string]string{"TEST_S3_SECRET": s3.SecretKey})
+	// Restart replaces s3.Process: stop the current one.
+	testOutageDuringPush(t, r, func() { s3.Process.Stop() }, s3.Restart)
+}
+
+// TestSwiftOutageDuringPush stops the Swift proxy in the middle of a
+// chunked and of a monolithic blob push (testOutageDuringPush); with
+// segments of 4 MiB both are written as segments of a large object.
+func TestSwiftOutageDuringPush(t *testing.T) {
+	sw := testenv.StartSwift(t, testenv.SwiftOptions{})
+	r := start(t, t.TempDir(), swiftStorage(sw, sw.NewContainerName(t)), map[string]string{"TEST_SWIFT_KEY": sw.Key})
+	testOutageDuringPush(t, r, sw.StopProxy, sw.RestartProxy)
+}
+
+// testOutageDuringPush stops the store (stop) in the middle of a chunked
+// and of a monolithic blob push to r: the client gets a spec error it can
+// retry, no blob becomes visible, the upload session is unchanged, and the
+// pushes succeed once the store is back (restart); the failures are
+// counted as storage errors.
+func testOutageDuringPush(t *testing.T, r *running, stop, restart func()) {
 	content := randomBytes(t, 24<<20)
 	dg := digest.FromBytes(content)
 	blobPath := "/v2/team/app/blobs/" + dg.String()
@@ -82,7 +99,7 @@ func TestS3OutageDuringPush(t *testing.T) {
 			t.Fatalf("POST: %d %s", resp.StatusCode, body)
 		}
 		loc := resp.Header.Get("Location")
-		body2 := &stoppingReader{r: bytes.NewReader(content), after: 10 << 20, stop: s3.Process.Stop}
+		body2 := &stoppingReader{r: bytes.NewReader(content), after: 10 << 20, stop: stop}
 		req, _ := http.NewRequest("PATCH", r.url(loc), body2)
 		req.ContentLength = int64(len(content))
 		req.Header.Set("Content-Type", "application/octet-stream")
@@ -95,7 +112,7 @@ func TestS3OutageDuringPush(t *testing.T) {
 		resp.Body.Close()
 		expectRetryable(t, resp, b)
 
-		s3.Restart()
+		restart()
 		if resp, _ := r.do(t, "HEAD", blobPath, nil); resp.StatusCode != http.StatusNotFound {
 			t.Fatalf("HEAD of the blob after the failed push: %d, want 404", resp.StatusCode)
 		}
@@ -125,7 +142,7 @@ func TestS3OutageDuringPush(t *testing.T) {
 	})
 
 	t.Run("monolithic", func(t *testing.T) {
-		body := &stoppingReader{r: bytes.NewReader(content), after: 10 << 20, stop: s3.Process.Stop}
+		body := &stoppingReader{r: bytes.NewReader(content), after: 10 << 20, stop: stop}
 		req, _ := http.NewRequest("POST", r.url("/v2/team/mono/blobs/uploads/?digest="+dg.String()), body)
 		req.ContentLength = int64(len(content))
 		req.Header.Set("Content-Type", "application/octet-stream")
@@ -137,7 +154,7 @@ func TestS3OutageDuringPush(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		expectRetryable(t, resp, b)
-		s3.Restart()
+		restart()
 		if _, err := r.srv.Driver().StatBlob(t.Context(), dg); !errors.Is(err, storage.ErrNotFound) {
 			t.Fatalf("a half-written blob is visible: %v", err)
 		}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,7 @@ func swiftStorage(sw *testenv.Swift, container string) string {
 // against the registry service on a real Swift (tempauth), with segments
 // of 4 MiB so that the suite's larger blobs are static large objects.
 func TestConformanceSwift(t *testing.T) {
+	testenv.RequireSwiftFull(t)
 	sw := testenv.StartSwift(t, testenv.SwiftOptions{})
 	r := start(t, t.TempDir(), swiftStorage(sw, sw.NewContainerName(t)), map[string]string{"TEST_SWIFT_KEY": sw.Key})
 	runConformance(t, r)
@@ -43,6 +45,7 @@ func TestConformanceSwift(t *testing.T) {
 
 // TestReplicasShareAContainer runs two servers on one Swift container.
 func TestReplicasShareAContainer(t *testing.T) {
+	testenv.RequireSwiftFull(t)
 	sw := testenv.StartSwift(t, testenv.SwiftOptions{})
 	testReplicas(t, swiftStorage(sw, sw.NewContainerName(t)), map[string]string{"TEST_SWIFT_KEY": sw.Key}, "")
 }
@@ -52,7 +55,7 @@ func TestReplicasShareAContainer(t *testing.T) {
 // clouds.yaml (OS_CLIENT_CONFIG_FILE) as zuul-registry reads it: with a
 // password and with an application credential an image is pushed and
 // pulled back; a wrong password and a missing cloud refuse the start,
-// naming the cause, and no log or error carries a secret.
+// naming the cause, and no error or debug log carries a secret.
 func TestZuulRegistryConfigKeystone(t *testing.T) {
 	sw := testenv.StartSwift(t, testenv.SwiftOptions{Keystone: true})
 	k := sw.Keystone
@@ -163,13 +166,17 @@ func TestZuulRegistryConfigKeystone(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg.StateDir = t.TempDir()
-			_, err = server.New(t.Context(), cfg)
+			logs := &testenv.SyncBuffer{}
+			_, err = server.New(t.Context(), cfg, server.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "storage.swift") {
 				t.Fatalf("server.New: %v, want an error naming storage.swift and %q", err, tc.want)
 			}
 			for _, s := range secrets {
 				if strings.Contains(err.Error(), s) {
 					t.Errorf("error %q carries a secret", err)
+				}
+				if strings.Contains(logs.String(), s) {
+					t.Error("the debug log carries a secret")
 				}
 			}
 		})

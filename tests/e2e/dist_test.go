@@ -20,7 +20,9 @@ import (
 // linux/amd64, arm64, ppc64le and s390x (built for the architecture its
 // name says), with its action plugin link and documentation that
 // ansible-doc renders from the role's library, and ensure-buildkit carries
-// a static buildkitd for each of those architectures.
+// a static buildkitd for each of those architectures, and the registry's
+// container image is there as an index for amd64 and arm64 of the shape of
+// zuul-registry's (checkRegistryImage).
 func TestReleaseTree(t *testing.T) {
 	t.Parallel()
 	dist := distDir(t)
@@ -112,6 +114,7 @@ func TestReleaseTree(t *testing.T) {
 			t.Errorf("%s is not a static linux/%s buildkitd:\n%.600s", bin, arch, out)
 		}
 	}
+	checkRegistryImage(t, dist)
 	for _, f := range []string{"zuul.d/jobs.yaml", "playbooks/docker-image/run.yaml", "roles/build-docker-image/README.rst",
 		"docs/runner.md", "docs/jobs.md", "VERSION", "bin/linux_amd64/imagegate-runner", "bin/linux_arm64/imagegate-runner",
 		"bin/linux_ppc64le/imagegate-runner", "bin/linux_s390x/imagegate-runner"} {

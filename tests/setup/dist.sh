@@ -124,10 +124,13 @@ done
 # runtime (internal/registryimage): images/imagegate-registry/oci is an
 # OCI layout holding one index for every architecture, and
 # images/imagegate-registry/linux_<arch>.tar a tarball per architecture
-# for `docker load`.
+# for `docker load`. The image is for amd64 and arm64, as zuul-registry's
+# is published (REGISTRY_IMAGE_ARCHES, each one of DIST_ARCHES).
+read -r -a IMAGE_ARCHES <<< "${REGISTRY_IMAGE_ARCHES:-amd64 arm64}"
 image_mtime=$(git log -1 --format=%cI 2>/dev/null | sed 's/+00:00$/Z/' || true)
 image_args=()
-for a in "${ARCHES[@]}"; do
+for a in "${IMAGE_ARCHES[@]}"; do
+	[[ " ${ARCHES[*]} " == *" $a "* ]] || die "REGISTRY_IMAGE_ARCHES has $a, which DIST_ARCHES (${ARCHES[*]}) does not build"
 	image_args+=("linux/$a=$TREE/bin/linux_$a/imagegate-registry")
 done
 $GO run ./internal/registryimage -out "$TREE/images/imagegate-registry" \

@@ -85,6 +85,7 @@ func (l *laggingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 // TestLaggingListings runs the driver on listings that keep deleted
 // objects: tags, the catalog and prune must not resurrect them.
 func TestLaggingListings(t *testing.T) {
+	testenv.RequireSwiftFull(t)
 	sw := testenv.StartSwift(t, testenv.SwiftOptions{})
 	lag := &laggingTransport{base: sw.HTTPClient().Transport, deleted: map[string]bool{}}
 	d := newDriver(t, v1Config(t, sw), WithTransport(lag))
@@ -154,6 +155,7 @@ func keysOf(es []storage.Entry) []string {
 // edited URL is refused, and so is an expired one. The temp URL key is
 // set on the container from the configuration.
 func TestBlobURL(t *testing.T) {
+	testenv.RequireSwiftFull(t)
 	sw := testenv.StartSwift(t, testenv.SwiftOptions{})
 	cfg := v1Config(t, sw)
 	if _, err := New(t.Context(), Config{Container: cfg.Container, Auth: cfg.Auth, CAFile: cfg.CAFile, Redirect: true}); err == nil ||

@@ -128,6 +128,7 @@ func TestNewRefusesBadSettings(t *testing.T) {
 // segment size stream to one object; larger or unknown sizes become a
 // static large object whose segments go when the blob is deleted.
 func TestLargeBlobs(t *testing.T) {
+	testenv.RequireSwiftFull(t)
 	sw := testenv.StartSwift(t, testenv.SwiftOptions{})
 	d := newDriver(t, v1Config(t, sw))
 	ctx := t.Context()
@@ -202,6 +203,7 @@ func countObjects(t *testing.T, d *Driver, prefix string) int {
 // and once the proxy is back no blob is visible and the session is as it
 // was.
 func TestOutageLeavesNothing(t *testing.T) {
+	testenv.RequireSwiftFull(t)
 	sw := testenv.StartSwift(t, testenv.SwiftOptions{})
 	cfg := v1Config(t, sw)
 	cfg.SegmentSize = 64 << 20
@@ -268,6 +270,7 @@ func (h *hookReader) Read(p []byte) (int, error) {
 // them once older than its cutoff, and keeps a committed blob's segments
 // and a live session's.
 func TestRemoveOrphans(t *testing.T) {
+	testenv.RequireSwiftFull(t)
 	sw := testenv.StartSwift(t, testenv.SwiftOptions{})
 	d := newDriver(t, v1Config(t, sw))
 	ctx := t.Context()

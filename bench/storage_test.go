@@ -80,23 +80,26 @@ users:
 	return rp
 }
 
-// BenchmarkS3Registry pushes and pulls the image of BenchmarkRegistry (8
-// layers, 512 MiB) through imagegate-registry on the S3 driver (versitygw
-// on loopback, over TLS, posix backend on the same disk) and on the
-// filesystem driver, both as separate processes over TLS with the same
+// BenchmarkRegistryStorage pushes and pulls the image of
+// BenchmarkRegistry (8 layers, 512 MiB) through imagegate-registry on the
+// filesystem driver, the S3 driver (versitygw on loopback, over TLS, posix
+// backend on the same disk) and the Swift driver (Debian's all-in-one
+// Swift on loopback, the proxy over TLS, tempauth, one replica on the
+// same disk), each registry a separate process over TLS driven by the same
 // client (go-containerregistry, 4 parallel layer transfers). It prints
-// throughput both ways, the S3 driver's ratios against the filesystem
-// driver, and the peak RSS (VmHWM) of each registry process and of
-// versitygw. Each direction runs three times per driver, alternating, each
-// push to a new repository; the best run counts.
-func BenchmarkS3Registry(b *testing.B) {
+// throughput both ways, each object store driver's ratios against the
+// filesystem driver, the peak RSS (VmHWM) of each registry process and of
+// the store (versitygw; Swift's proxy with its workers, account, container
+// and object servers and memcached, summed). Each direction runs three
+// times per driver, alternating, each push to a new repository; the best
+// run counts.
+func BenchmarkRegistryStorage(b *testing.B) {
 	dir := b.TempDir()
 	img := benchImage(b, dir)
 	total := int64(registryBenchLayers * registryBenchLayerSize)
 	bin := buildRegistryCommand(b)
 
 	s3 := testenv.StartVersitygw(b)
-	bucket := s3.NewBucket(b)
 	s3Storage := fmt.Sprintf(`storage:
   driver: s3
   s3:
@@ -106,22 +109,52 @@ func BenchmarkS3Registry(b *testing.B) {
     access_key_id: %s
     secret_access_key_env: BENCH_S3_SECRET
     ca_file: %s
-`, bucket, s3.Endpoint, s3.AccessKey, s3.CAFile)
+`, s3.NewBucket(b), s3.Endpoint, s3.AccessKey, s3.CAFile)
+	sw := testenv.StartSwift(b, testenv.SwiftOptions{})
+	swiftStorage := fmt.Sprintf(`storage:
+  driver: swift
+  swift:
+    container: %s
+    auth_url: %s
+    user: "%s"
+    key_env: BENCH_SWIFT_KEY
+    ca_file: %s
+`, sw.NewContainerName(b), sw.AuthURL, sw.User, sw.CAFile)
 	onS3 := startRegistryProcess(b, bin, s3Storage, []string{"BENCH_S3_SECRET=" + s3.SecretKey})
+	onSwift := startRegistryProcess(b, bin, swiftStorage, []string{"BENCH_SWIFT_KEY=" + sw.Key})
 	onFS := startRegistryProcess(b, bin, "", nil)
 
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(onS3.caPEM)
-	pool.AppendCertsFromPEM(onFS.caPEM)
+	for _, rp := range []*registryProcess{onFS, onS3, onSwift} {
+		pool.AppendCertsFromPEM(rp.caPEM)
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
 
 	type target struct {
-		name       string
+		name, unit string
 		rp         *registryProcess
+		store      func() string
 		push, pull []time.Duration
 	}
-	targets := []*target{{name: "filesystem", rp: onFS}, {name: "s3 (versitygw)", rp: onS3}}
+	sumPeaks := func(what string, pids ...int) func() string {
+		return func() string {
+			var sum int64
+			for _, pid := range pids {
+				p, err := TreePeakRSS(pid)
+				if err != nil {
+					return "-"
+				}
+				sum += p
+			}
+			return MiB(sum) + " (" + what + ")"
+		}
+	}
+	targets := []*target{
+		{name: "filesystem", unit: "fs", rp: onFS, store: func() string { return "-" }},
+		{name: "s3 (versitygw)", unit: "s3", rp: onS3, store: sumPeaks("versitygw", s3.Cmd.Process.Pid)},
+		{name: "swift (all-in-one)", unit: "swift", rp: onSwift, store: sumPeaks("swift servers", sw.Pids()...)},
+	}
 	b.ResetTimer()
 	for round := range registryBenchRounds {
 		for _, tg := range targets {
@@ -146,28 +179,24 @@ func BenchmarkS3Registry(b *testing.B) {
 	b.StopTimer()
 
 	rows := [][]string{{"driver", "push", "push MB/s", "pull", "pull MB/s", "registry peak RSS", "store peak RSS"}}
-	var best [2][2]time.Duration
-	for i, tg := range targets {
+	fsPush, fsPull := minDuration(targets[0].push), minDuration(targets[0].pull)
+	var ratios [][]string
+	for _, tg := range targets {
 		push, pull := minDuration(tg.push), minDuration(tg.pull)
-		best[i] = [2]time.Duration{push, pull}
 		peak, err := PeakRSS(tg.rp.Cmd.Process.Pid)
 		if err != nil {
 			b.Fatal(err)
 		}
-		store := "-"
-		if tg.rp == onS3 {
-			if p, err := PeakRSS(s3.Cmd.Process.Pid); err == nil {
-				store = MiB(p) + " (versitygw)"
-			}
+		rows = append(rows, []string{tg.name, Seconds(push), MBps(total, push), Seconds(pull), MBps(total, pull), MiB(peak), tg.store()})
+		b.ReportMetric(float64(total)/1e6/push.Seconds(), tg.unit+"-push-MB/s")
+		b.ReportMetric(float64(total)/1e6/pull.Seconds(), tg.unit+"-pull-MB/s")
+		b.ReportMetric(float64(peak)/(1<<20), tg.unit+"-registry-peak-RSS-MiB")
+		if tg.rp != onFS {
+			ratios = append(ratios, []string{tg.unit + " / filesystem",
+				"", Ratio(fsPush.Seconds(), push.Seconds()) + " of its speed",
+				"", Ratio(fsPull.Seconds(), pull.Seconds()) + " of its speed", "", ""})
 		}
-		rows = append(rows, []string{tg.name, Seconds(push), MBps(total, push), Seconds(pull), MBps(total, pull), MiB(peak), store})
-		b.ReportMetric(float64(total)/1e6/push.Seconds(), tg.name[:2]+"-push-MB/s")
-		b.ReportMetric(float64(total)/1e6/pull.Seconds(), tg.name[:2]+"-pull-MB/s")
-		b.ReportMetric(float64(peak)/(1<<20), tg.name[:2]+"-registry-peak-RSS-MiB")
 	}
-	rows = append(rows, []string{"s3 / filesystem",
-		"", Ratio(best[0][0].Seconds(), best[1][0].Seconds()) + " of its speed",
-		"", Ratio(best[0][1].Seconds(), best[1][1].Seconds()) + " of its speed", "", ""})
-	Table(fmt.Sprintf("Intermediate registry: push and pull of %d layers, %s in all, on the S3 driver (versitygw) beside the filesystem driver, TLS (best of %d)",
-		registryBenchLayers, MiB(total), registryBenchRounds), rows)
+	Table(fmt.Sprintf("Intermediate registry: push and pull of %d layers, %s in all, on the filesystem, S3 (versitygw) and Swift drivers, TLS (best of %d)",
+		registryBenchLayers, MiB(total), registryBenchRounds), append(rows, ratios...))
 }
