@@ -100,13 +100,15 @@ type Namespace struct {
 	Upstream string
 }
 
-// DefaultNamespaces are upstream's defaults for buildset_registry_namespaces.
-var DefaultNamespaces = []Namespace{
-	{"docker.io", "https://registry-1.docker.io"},
-	{"quay.io", "https://quay.io"},
-	{"gcr.io", "https://gcr.io"},
-	{"registry.k8s.io", "https://registry.k8s.io"},
-}
+// DefaultNamespaces are upstream's defaults for buildset_registry_namespaces
+// (zuul.DefaultNamespaces).
+var DefaultNamespaces = func() []Namespace {
+	out := make([]Namespace, len(zuul.DefaultNamespaces))
+	for i, ns := range zuul.DefaultNamespaces {
+		out[i] = Namespace{Host: ns.Registry, Upstream: ns.Upstream}
+	}
+	return out
+}()
 
 // Paths are the files and directories Apply edits, and the docker daemon
 // it reloads: the module's parameters, with the locations on a real node as

@@ -289,7 +289,9 @@ func TestPullThroughRefusesCorruptContent(t *testing.T) {
 	push := newClient(t, up)
 	m := push.image("library/base")
 	push.putManifest("library/base", "v1", m)
-	var doc struct{ Layers []struct{ Digest digest.Digest } }
+	var doc struct {
+		Layers []struct{ Digest digest.Digest }
+	}
 	_ = json.Unmarshal(m, &doc)
 	layer := doc.Layers[0].Digest
 	mdg := digest.FromBytes(m)
