@@ -42,6 +42,11 @@ type Config struct {
 	// Counts says which requests count against the quota; nil counts GETs
 	// of manifests and blobs.
 	Counts func(*http.Request) bool
+	// Latency delays every answer, and Bandwidth (bytes per second, 0 for
+	// no limit) paces response bodies: a registry across the internet
+	// rather than on loopback, for benchmarks.
+	Latency   time.Duration
+	Bandwidth int64
 }
 
 // Options are where the proxy listens and what it trusts.
@@ -156,7 +161,49 @@ func (p *Proxy) handle(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: https://www.docker.com/increase-rate-limit"}]}`)
 		return
 	}
+	if p.cfg.Latency > 0 {
+		select {
+		case <-time.After(p.cfg.Latency):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if p.cfg.Bandwidth > 0 {
+		w = &pacedWriter{ResponseWriter: w, rate: p.cfg.Bandwidth, start: time.Now()}
+	}
 	p.rp.ServeHTTP(w, r)
+}
+
+// pacedWriter sends a body no faster than rate bytes per second.
+type pacedWriter struct {
+	http.ResponseWriter
+	rate  int64
+	start time.Time
+	sent  int64
+}
+
+func (w *pacedWriter) Write(b []byte) (int, error) {
+	total := 0
+	for len(b) > 0 {
+		n := min(len(b), 64<<10)
+		k, err := w.ResponseWriter.Write(b[:n])
+		total += k
+		w.sent += int64(k)
+		if err != nil {
+			return total, err
+		}
+		b = b[n:]
+		if due := time.Duration(float64(w.sent) / float64(w.rate) * float64(time.Second)); due > time.Since(w.start) {
+			time.Sleep(due - time.Since(w.start))
+		}
+	}
+	return total, nil
+}
+
+func (w *pacedWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // Host is the proxy's host:port.
