@@ -50,10 +50,10 @@ type Site struct {
 	// LimitCA is the PEM CA of the proxy's certificate, for clients
 	// pulling from the upstream directly.
 	LimitCA []byte
-	IRHost string
-	IRCA   []byte
-	Images []Image
-	IRLogs *testenv.SyncBuffer
+	IRHost  string
+	IRCA    []byte
+	Images  []Image
+	IRLogs  *testenv.SyncBuffer
 }
 
 // Options size the scenario.

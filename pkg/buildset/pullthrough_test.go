@@ -46,4 +46,3 @@ func TestFiveBuildsetsShareOneFill(t *testing.T) {
 		}
 	}
 }
-
