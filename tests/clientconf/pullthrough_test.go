@@ -1,6 +1,7 @@
 package clientconf_test
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,8 +19,9 @@ import (
 // TestClientsPullThroughTheCache: the buildset registry is a pull-through
 // cache of an upstream registry holding images no change provides. With
 // only the client configuration use_buildset_registry writes, dockerd
-// (registry-mirrors, docker.io), podman (registries.conf, quay.io) and
-// containerd (hosts.toml, quay.io) pull them through it: the real
+// (registry-mirrors, docker.io), podman (registries.conf, quay.io),
+// containerd (hosts.toml, docker.io) and buildkitd (buildkitd.toml, a FROM
+// of quay.io) pull them through it: the real
 // registries are unreachable here, so a pull that works came through the
 // cache, and the cache fetched from the upstream.
 func TestClientsPullThroughTheCache(t *testing.T) {
@@ -74,6 +76,32 @@ func TestClientsPullThroughTheCache(t *testing.T) {
 	if got := d.Docker("image", "inspect", "--format", "{{json .RepoDigests}}", "upbase/img:1"); !strings.Contains(got, digests["upbase/img"]) {
 		t.Errorf("dockerd pulled %s, want the upstream's %s", got, digests["upbase/img"])
 	}
+	// buildkitd, through buildkitd.toml: FROM an image only the upstream
+	// holds.
+	toml := filepath.Join(dir, "buildkitd.toml")
+	f.run(t, sb, f.args([]string{"buildkit"}, map[string]any{"buildkitd_toml": toml, "buildkit_certs_dir": filepath.Join(dir, "certs.d")}), true)
+	bkconf, err := os.ReadFile(toml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BUILDKITD", sb.Wrap(t, testenv.Tool(t, "BUILDKITD", "buildkitd")))
+	bk := testenv.StartBuildkitd(t, string(bkconf))
+	bctx := filepath.Join(dir, "context")
+	os.MkdirAll(bctx, 0o755)
+	os.WriteFile(filepath.Join(bctx, "Dockerfile"), []byte("FROM quay.io/uporg/img:1\nCOPY hello /hello\n"), 0o644)
+	os.WriteFile(filepath.Join(bctx, "hello"), []byte("built on a cached base\n"), 0o644)
+	ociTar := filepath.Join(dir, "image.tar")
+	testenv.Run(t, nil, testenv.Tool(t, "BUILDCTL", "buildctl"), "--addr", bk.Addr, "build",
+		"--frontend", "dockerfile.v0", "--local", "context="+bctx, "--local", "dockerfile="+bctx,
+		"--output", "type=oci,dest="+ociTar)
+	built, err := readOCITar(t, ociTar, filepath.Join(dir, "oci")).Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(built) != 3 { // busybox, the upstream file, COPY
+		t.Errorf("the image built FROM the cached base has %d layers, want 3", len(built))
+	}
+
 	// The cache holds what it served.
 	for _, repo := range []string{"upbase/img", "quay.io/uporg/img"} {
 		if _, err := f.head(repo + "@" + digests[strings.TrimPrefix(repo, "quay.io/")]); err != nil {
