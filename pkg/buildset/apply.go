@@ -356,5 +356,13 @@ func describe(c *config, running bool) string {
 	if len(c.Listen) > 0 {
 		listen = strings.Join(c.Listen, ", ")
 	}
-	return "state: " + state + "\nhost: " + c.Host + "\nport: " + strconv.Itoa(c.Port) + "\nlisten: " + listen + "\n"
+	out := "state: " + state + "\nhost: " + c.Host + "\nport: " + strconv.Itoa(c.Port) + "\nlisten: " + listen + "\n"
+	if len(c.Upstreams) > 0 {
+		var ups []string
+		for _, u := range c.Upstreams {
+			ups = append(ups, u.Registry+" from "+u.URL)
+		}
+		out += "pull-through: " + strings.Join(ups, ", ") + " (tag TTL " + strconv.FormatInt(c.UpstreamTagTTL, 10) + "s)\n"
+	}
+	return out
 }

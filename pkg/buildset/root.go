@@ -44,6 +44,20 @@ type config struct {
 	Listen   []string `json:"listen,omitempty"`
 	Username string   `json:"username"`
 	Password string   `json:"password"`
+	// Upstreams are the namespaces cached from upstreams (pull-through),
+	// none when it is off; UpstreamCA is trusted for them and
+	// UpstreamTagTTL (seconds) is how long an upstream tag is served
+	// before it is revalidated.
+	Upstreams      []upstreamConfig `json:"upstreams,omitempty"`
+	UpstreamCA     string           `json:"upstream_ca,omitempty"`
+	UpstreamTagTTL int64            `json:"upstream_tag_ttl,omitempty"`
+}
+
+// upstreamConfig is a namespace the registry caches: the registry's name
+// in image references and its upstream's URL.
+type upstreamConfig struct {
+	Registry string `json:"registry"`
+	URL      string `json:"url"`
 }
 
 const configVersion = 1
@@ -52,7 +66,8 @@ const configVersion = 1
 // for.
 func (c *config) sameServing(d *config) bool {
 	return c.Host == d.Host && c.Port == d.Port && slices.Equal(c.Listen, d.Listen) &&
-		c.Username == d.Username && c.Password == d.Password
+		c.Username == d.Username && c.Password == d.Password &&
+		slices.Equal(c.Upstreams, d.Upstreams) && c.UpstreamCA == d.UpstreamCA && c.UpstreamTagTTL == d.UpstreamTagTTL
 }
 
 // passwordBytes is the password's randomness: 192 bits, more than the 128
@@ -73,6 +88,13 @@ func newPassword() (string, error) {
 // credentials so that clients configured earlier keep working.
 func desiredConfig(old *config, spec Spec) (*config, error) {
 	c := &config{Version: configVersion, Host: spec.Host, Port: spec.Port, Listen: spec.Listen, Username: Username}
+	ups, err := spec.upstreams()
+	if err != nil {
+		return nil, err
+	}
+	if len(ups) > 0 {
+		c.Upstreams, c.UpstreamCA, c.UpstreamTagTTL = ups, spec.UpstreamCA, int64(spec.UpstreamTagTTL/time.Second)
+	}
 	if old != nil && old.Password != "" {
 		c.Password = old.Password
 		return c, nil

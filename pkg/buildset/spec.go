@@ -7,8 +7,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/imagegate/imagegate/pkg/ansible"
+	"github.com/imagegate/imagegate/pkg/pki"
+	"github.com/imagegate/imagegate/pkg/registry/storage"
+	"github.com/imagegate/imagegate/pkg/registry/upstream"
+	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
 // State is the desired state of the registry daemon.
@@ -60,6 +65,68 @@ type Spec struct {
 	// Listen are the IP addresses to listen on; empty means every address,
 	// IPv4 and IPv6.
 	Listen []string `ansible:"buildset_registry_listen"`
+	// PullThrough makes the registry a pull-through cache: a pull of an
+	// image nobody pushed, in a repository of one of Namespaces, is
+	// fetched from that namespace's upstream, stored and served
+	// (registry.WithUpstreams).
+	PullThrough bool `ansible:"buildset_registry_pull_through" default:"false"`
+	// Namespaces are [registry host, upstream URL] pairs, as
+	// use_buildset_registry takes them; zuul.DefaultNamespaces when nil.
+	// Only PullThrough uses them. An upstream URL may carry a repository
+	// prefix as its path (https://ir.example.org:5000/quay.io), to read an
+	// intermediate registry's cache of that namespace.
+	Namespaces [][]string `ansible:"buildset_registry_namespaces"`
+	// UpstreamCA is a PEM CA trusted for the upstreams besides the
+	// system's roots (the intermediate registry's).
+	UpstreamCA string `ansible:"buildset_registry_upstream_ca"`
+	// UpstreamTagTTL is how long a tag fetched from an upstream is served
+	// before the upstream is asked again (0: at every pull).
+	UpstreamTagTTL time.Duration `ansible:"buildset_registry_upstream_tag_ttl,seconds" default:"300"`
+}
+
+// upstreams checks the pull-through settings and returns the namespaces
+// to cache, nil when pull-through is off.
+func (s Spec) upstreams() ([]upstreamConfig, error) {
+	if !s.PullThrough {
+		return nil, nil
+	}
+	if s.UpstreamTagTTL < 0 {
+		return nil, fmt.Errorf("buildset_registry_upstream_tag_ttl %s is negative", s.UpstreamTagTTL)
+	}
+	if s.UpstreamCA != "" {
+		if _, err := pki.CertPool([]byte(s.UpstreamCA)); err != nil {
+			return nil, fmt.Errorf("buildset_registry_upstream_ca: %w: give the PEM of the CA that signed the upstream's certificate", err)
+		}
+	}
+	var out []upstreamConfig
+	if s.Namespaces == nil {
+		for _, ns := range zuul.DefaultNamespaces {
+			out = append(out, upstreamConfig{Registry: ns.Registry, URL: ns.Upstream})
+		}
+	}
+	seen := map[string]int{}
+	for i, e := range s.Namespaces {
+		if len(e) != 2 {
+			return nil, fmt.Errorf("buildset_registry_namespaces[%d]: must be a [registry-host, upstream-url] pair such as [quay.io, https://quay.io], got %d item(s)", i, len(e))
+		}
+		reg, u := strings.TrimSpace(e[0]), strings.TrimSpace(e[1])
+		if j, dup := seen[reg]; dup {
+			return nil, fmt.Errorf("buildset_registry_namespaces[%d]: %s is already listed at index %d", i, reg, j)
+		}
+		seen[reg] = i
+		out = append(out, upstreamConfig{Registry: reg, URL: u})
+	}
+	// The registry and the client check the rest (names usable as a
+	// repository component, https URLs); their errors name the entry.
+	for i, u := range out {
+		if _, err := upstream.New(u.URL); err != nil {
+			return nil, fmt.Errorf("buildset_registry_namespaces[%d]: %w", i, err)
+		}
+		if u.Registry != "docker.io" && (strings.ContainsAny(u.Registry, "/:") || storage.ValidateRepository(u.Registry) != nil) {
+			return nil, fmt.Errorf("buildset_registry_namespaces[%d]: registry %q must be a lower-case registry host name without port, such as quay.io (the buildset registry stores its images under <registry>/)", i, u.Registry)
+		}
+	}
+	return out, nil
 }
 
 // hostRE matches a DNS name: dot-separated labels of letters, digits,
@@ -127,6 +194,9 @@ func (s Spec) normalize() (Spec, error) {
 		}
 	}
 	s.Listen = listen
+	if _, err := s.upstreams(); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 

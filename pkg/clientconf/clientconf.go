@@ -100,13 +100,15 @@ type Namespace struct {
 	Upstream string
 }
 
-// DefaultNamespaces are upstream's defaults for buildset_registry_namespaces.
-var DefaultNamespaces = []Namespace{
-	{"docker.io", "https://registry-1.docker.io"},
-	{"quay.io", "https://quay.io"},
-	{"gcr.io", "https://gcr.io"},
-	{"registry.k8s.io", "https://registry.k8s.io"},
-}
+// DefaultNamespaces are upstream's defaults for buildset_registry_namespaces
+// (zuul.DefaultNamespaces).
+var DefaultNamespaces = func() []Namespace {
+	out := make([]Namespace, len(zuul.DefaultNamespaces))
+	for i, ns := range zuul.DefaultNamespaces {
+		out[i] = Namespace{Host: ns.Registry, Upstream: ns.Upstream}
+	}
+	return out
+}()
 
 // Paths are the files and directories Apply edits, and the docker daemon
 // it reloads: the module's parameters, with the locations on a real node as
@@ -192,6 +194,10 @@ type Spec struct {
 	// DockerReload sends SIGHUP to a running dockerd whose live registry
 	// mirrors differ from daemon.json, and waits until it reports them.
 	DockerReload bool `ansible:"docker_reload" default:"true"`
+	// DockerLoad loads the buildset's speculative images of the
+	// namespaces other than docker.io into a running dockerd under their
+	// real names (dockerload.go): dockerd's mirrors cover docker.io only.
+	DockerLoad bool `ansible:"docker_load" default:"true"`
 }
 
 // Option configures Apply.
@@ -322,6 +328,10 @@ type Result struct {
 	// Restarted lists the services restarted (or that would be) because
 	// their configuration changed: crio, microk8s.
 	Restarted []string `json:"restarted"`
+	// DockerImages are the speculative images of other namespaces than
+	// docker.io loaded into dockerd under their real names (docker_load),
+	// with whether each was (or would be) tagged anew.
+	DockerImages []DockerImage `json:"docker_images"`
 }
 
 // Mirror returns the mirror location of namespace host under the namespace
@@ -346,14 +356,15 @@ func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
 	}
 	reg := s.reg
 	res := &Result{
-		Alias:      reg.Alias(),
-		Location:   reg.Location(),
-		Mirrors:    map[string]string{},
-		Configured: []Client{},
-		Skipped:    map[Client]string{},
-		Files:      []FileChange{},
-		FileNames:  []string{},
-		Restarted:  []string{},
+		Alias:        reg.Alias(),
+		Location:     reg.Location(),
+		Mirrors:      map[string]string{},
+		Configured:   []Client{},
+		Skipped:      map[Client]string{},
+		Files:        []FileChange{},
+		FileNames:    []string{},
+		Restarted:    []string{},
+		DockerImages: []DockerImage{},
 	}
 	for _, ns := range s.namespaces {
 		res.Mirrors[ns.Host] = Mirror(res.Location, ns.Host)
@@ -465,6 +476,14 @@ func Apply(ctx context.Context, spec Spec, opts ...Option) (*Result, error) {
 			res.Changed = true
 		}
 	}
+	if slices.Contains(res.Configured, Docker) && s.DockerLoad {
+		images, changed, err := loadDockerImages(ctx, s, res.Location)
+		if err != nil {
+			return nil, err
+		}
+		res.DockerImages = images
+		res.Changed = res.Changed || changed
+	}
 	sort.Strings(res.Warnings)
 	res.outcome(s)
 	return res, nil
@@ -478,6 +497,15 @@ func (res *Result) outcome(s *apply) {
 		verb = "already configured"
 	}
 	res.Msg = fmt.Sprintf("%s %v for the buildset registry at %s (%d file(s) changed)", verb, res.Configured, res.Location, len(res.Files))
+	var loaded []string
+	for _, im := range res.DockerImages {
+		if im.Changed {
+			loaded = append(loaded, im.Name)
+		}
+	}
+	if len(loaded) > 0 {
+		res.Msg += fmt.Sprintf("; loaded %d speculative image(s) into dockerd", len(loaded))
+	}
 	if !s.o.diff {
 		return
 	}
@@ -491,6 +519,10 @@ func (res *Result) outcome(s *apply) {
 	if res.DockerReloaded {
 		res.Diff = append(res.Diff, ansible.Diff{BeforeHeader: "dockerd (live configuration)", AfterHeader: "dockerd (live configuration)",
 			Before: "", After: "reloaded: registry mirrors differed from " + s.Paths.DockerDaemonJSON + "\n"})
+	}
+	if len(loaded) > 0 {
+		res.Diff = append(res.Diff, ansible.Diff{BeforeHeader: "dockerd (images)", AfterHeader: "dockerd (images)",
+			After: "loaded from the buildset registry: " + strings.Join(loaded, ", ") + "\n"})
 	}
 }
 

@@ -27,10 +27,22 @@ func (rg *Registry) getBlob(w http.ResponseWriter, r *http.Request, rt route) er
 		return err
 	}
 	ctx := r.Context()
-	if err := rg.requireBlob(ctx, rt.name, dg, true); err != nil {
-		return err
+	err = rg.requireBlob(ctx, rt.name, dg, true)
+	size := int64(0)
+	if err == nil {
+		size, err = rg.driver.StatBlob(ctx, dg)
+		if errors.Is(err, storage.ErrNotFound) {
+			err = blobUnknown(dg)
+		}
 	}
-	size, err := rg.driver.StatBlob(ctx, dg)
+	// In a repository of an upstream namespace, a missing blob is pulled
+	// through (proxy.go): HEAD too, since a client that finds a blob by
+	// HEAD then refers to it (a push's manifest) or GETs it.
+	if ns, upRepo := rg.proxy.lookup(rt.name); ns != nil && oci.HasCode(err, oci.CodeBlobUnknown) {
+		if err = rg.pullBlob(ctx, ns, upRepo, rt.name, dg); err == nil {
+			size, err = rg.driver.StatBlob(ctx, dg)
+		}
+	}
 	if errors.Is(err, storage.ErrNotFound) {
 		return blobUnknown(dg)
 	} else if err != nil {

@@ -66,12 +66,33 @@ func (rg *Registry) resolve(ctx context.Context, name, ref string) (digest.Diges
 // "Pulling manifests"): the manifest as pushed, with the media type it was
 // pushed with, whatever the Accept header (a tag names one manifest), and
 // Docker-Content-Digest on both methods.
+//
+// In a repository of an upstream namespace (WithUpstreams), a manifest the
+// registry does not hold is pulled through from the upstream (proxy.go).
 func (rg *Registry) getManifest(w http.ResponseWriter, r *http.Request, rt route) error {
 	ctx := r.Context()
 	dg, err := rg.resolve(ctx, rt.name, rt.ref)
+	if err == nil {
+		err = rg.serveManifest(w, r, rt, dg)
+	}
+	ns, upRepo := rg.proxy.lookup(rt.name)
+	if ns == nil || !oci.HasCode(err, oci.CodeManifestUnknown) {
+		return err
+	}
+	dg, warn, err := rg.pullManifest(ctx, ns, upRepo, rt.name, rt.ref)
 	if err != nil {
 		return err
 	}
+	if warn != "" {
+		// RFC 7234 §5.5: 110 Response is Stale (agent "imagegate").
+		w.Header().Set("Warning", `110 imagegate "`+strings.ReplaceAll(warn, `"`, `'`)+`"`)
+	}
+	return rg.serveManifest(w, r, rt, dg)
+}
+
+// serveManifest sends stored manifest dg of repository rt.name.
+func (rg *Registry) serveManifest(w http.ResponseWriter, r *http.Request, rt route, dg digest.Digest) error {
+	ctx := r.Context()
 	mt, err := rg.driver.GetEntry(ctx, rt.name, storage.Manifests, dg.String())
 	if errors.Is(err, storage.ErrNotFound) {
 		return manifestUnknown(rt.name, rt.ref)

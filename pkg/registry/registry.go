@@ -96,6 +96,7 @@ type Registry struct {
 	realm       string
 	now         func() time.Time
 	blobURLs    storage.BlobURLer // nil unless blob GETs redirect
+	proxy       *proxy            // nil unless pulls go through to upstreams
 }
 
 // credential is a configured user, with the SHA-256 of the password.
@@ -115,6 +116,9 @@ type config struct {
 	realm       string
 	now         func() time.Time
 	redirect    bool
+	upstreams   []UpstreamNamespace
+	tagTTL      time.Duration
+	fetchTO     time.Duration
 }
 
 // Option configures a Registry.
@@ -183,6 +187,31 @@ func WithBlobRedirect(enabled bool) Option {
 	return func(c *config) { c.redirect = enabled }
 }
 
+// WithUpstreams makes the registry a pull-through cache of the namespaces'
+// upstream registries (proxy.go): a pull of a manifest or blob it does not
+// hold, in a repository of one of those namespaces, is fetched from the
+// upstream, verified, stored and served. docker.io content lives without a
+// prefix, every other registry's under its name (quay.io/org/app). Pushed
+// images always win over the upstream's. Calls accumulate; New refuses a
+// namespace configured twice. Default: none (a miss is a 404, as
+// zuul-registry answers).
+func WithUpstreams(nss ...UpstreamNamespace) Option {
+	return func(c *config) { c.upstreams = append(c.upstreams, nss...) }
+}
+
+// WithUpstreamTagTTL sets how long a tag fetched from an upstream is served
+// without asking the upstream again; 0 revalidates at every pull. Default:
+// DefaultUpstreamTagTTL.
+func WithUpstreamTagTTL(d time.Duration) Option {
+	return func(c *config) { c.tagTTL = d }
+}
+
+// WithUpstreamFetchTimeout bounds one upstream fetch, a blob's body
+// included. Default: DefaultUpstreamFetchTimeout.
+func WithUpstreamFetchTimeout(d time.Duration) Option {
+	return func(c *config) { c.fetchTO = d }
+}
+
 // withClock sets the time source (tests).
 func withClock(now func() time.Time) Option {
 	return func(c *config) { c.now = now }
@@ -203,6 +232,8 @@ func New(driver storage.Driver, opts ...Option) (*Registry, error) {
 		maxManifest: DefaultMaxManifestSize,
 		service:     DefaultService,
 		now:         time.Now,
+		tagTTL:      DefaultUpstreamTagTTL,
+		fetchTO:     DefaultUpstreamFetchTimeout,
 	}
 	for _, o := range opts {
 		o(&c)
@@ -222,6 +253,11 @@ func New(driver storage.Driver, opts ...Option) (*Registry, error) {
 	if rg.log == nil {
 		rg.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	p, err := newProxy(c.upstreams, c.tagTTL, c.fetchTO)
+	if err != nil {
+		return nil, err
+	}
+	rg.proxy = p
 	if c.redirect {
 		u, ok := driver.(storage.BlobURLer)
 		if !ok {

@@ -47,6 +47,7 @@ import (
 	"github.com/imagegate/imagegate/pkg/registry/storage/filesystem"
 	"github.com/imagegate/imagegate/pkg/registry/storage/s3"
 	"github.com/imagegate/imagegate/pkg/registry/storage/swift"
+	"github.com/imagegate/imagegate/pkg/registry/upstream"
 )
 
 // Server is a configured registry service. Create it with New, run it
@@ -150,6 +151,16 @@ func New(ctx context.Context, cfg *Config, opts ...Option) (*Server, error) {
 		ropts = append(ropts, registry.WithBlobRedirect(true))
 		s.log.Info("blob GETs redirect to temp URLs of the container: clients must reach and trust Swift",
 			"storage_url", sd.StorageURL(), "expiry", time.Duration(cfg.Storage.Swift.RedirectExpiry))
+	}
+	if len(cfg.PullThrough.Upstreams) > 0 {
+		popts, err := pullThroughOptions(cfg.PullThrough)
+		if err != nil {
+			return nil, err
+		}
+		ropts = append(ropts, popts...)
+		for _, u := range cfg.PullThrough.Upstreams {
+			s.log.Info("pull-through cache", "registry", u.Registry, "upstream", u.URL, "account", u.Username != "")
+		}
 	}
 	reg, err := registry.New(s.metrics.Driver(s.driver), ropts...)
 	if err != nil {
@@ -419,4 +430,38 @@ func RunPrune(ctx context.Context, cfg *Config, driver storage.Driver, dryRun bo
 		DryRun:       dryRun,
 	}
 	return prune.Run(ctx, driver, pol, prune.WithLogger(log))
+}
+
+// pullThroughOptions builds the registry's upstream namespaces: one
+// client per upstream, with its account and CA. Upstream credentials live
+// here only, in the intermediate registry's configuration: buildset
+// registries read its cache anonymously.
+func pullThroughOptions(pc PullThroughConfig) ([]registry.Option, error) {
+	var nss []registry.UpstreamNamespace
+	for i, u := range pc.Upstreams {
+		var opts []upstream.Option
+		if u.Username != "" {
+			opts = append(opts, upstream.WithCredentials(u.Username, u.Password))
+		}
+		if u.CAFile != "" {
+			pem, err := os.ReadFile(u.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("pull_through.upstreams[%d] (%s): ca_file: %w", i, u.Registry, err)
+			}
+			opts = append(opts, upstream.WithCA(pem))
+		}
+		c, err := upstream.New(u.URL, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("pull_through.upstreams[%d] (%s): %w", i, u.Registry, err)
+		}
+		nss = append(nss, registry.UpstreamNamespace{Registry: u.Registry, Upstream: c})
+	}
+	out := []registry.Option{registry.WithUpstreams(nss...)}
+	if pc.TagTTL != nil {
+		out = append(out, registry.WithUpstreamTagTTL(time.Duration(*pc.TagTTL)))
+	}
+	if pc.FetchTimeout > 0 {
+		out = append(out, registry.WithUpstreamFetchTimeout(time.Duration(pc.FetchTimeout)))
+	}
+	return out, nil
 }

@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
+	"github.com/imagegate/imagegate/internal/ansibletest"
 	"github.com/imagegate/imagegate/internal/testenv"
 )
 
@@ -250,4 +251,80 @@ func TestCtrPullsThroughHostsTOML(t *testing.T) {
 			t.Errorf("ctr pulled %s:\n%s\nwant the speculative %s", ref, got, f.digest[stored])
 		}
 	}
+}
+
+// TestDockerLoadsSpeculativeImagesOfOtherRegistries: dockerd mirrors only
+// docker.io, so the module loads the speculative quay.io images into it
+// under their real names; `docker run quay.io/myorg/app` then runs the
+// change's image (quay.io is unreachable here), and myorg/app still comes
+// through the mirror. A second run changes nothing.
+func TestDockerLoadsSpeculativeImagesOfOtherRegistries(t *testing.T) {
+	f := newFixture(t, localAddr(t, "ipv4"))
+	sb := testenv.NewSandbox(t, "/etc/hosts", "/etc/docker/certs.d", "/etc/containers/certs.d")
+	// The alias first: dockerd's resolver caches /etc/hosts.
+	f.run(t, sb, f.args([]string{"containers"}, map[string]any{
+		"registries_conf": filepath.Join(sb.Dir, "registries.conf")}), true)
+	t.Setenv("DOCKERD", sb.Wrap(t, testenv.Tool(t, "DOCKERD", "dockerd")))
+	d := testenv.StartDockerd(t, testenv.DockerdOptions{})
+	args := f.args([]string{"docker"}, map[string]any{
+		"docker_daemon_json": d.ConfigFile,
+		"docker_host":        d.Host,
+		"docker_pidfile":     filepath.Join(d.Dir, "docker.pid"),
+	})
+
+	// Check mode names what would be loaded and loads nothing.
+	check := ansibletest.RunBinary(t, sb.Wrap(t, f.module), withCheckMode(args))
+	if check.Failed() || !check.Changed() {
+		t.Fatalf("check mode: %s\n%s", check.Stdout, check.Stderr)
+	}
+	if got := d.Docker("images", "--format", "{{.Repository}}"); strings.Contains(got, "quay.io") {
+		t.Errorf("check mode loaded images: %s", got)
+	}
+
+	out := f.run(t, sb, args, true)
+	loaded := map[string]bool{}
+	images, _ := out.Result["docker_images"].([]any)
+	for _, im := range images {
+		m, _ := im.(map[string]any)
+		name, _ := m["name"].(string)
+		loaded[name] = m["changed"] == true
+	}
+	want := map[string]bool{quayApp + ":latest": true, quayBase + ":latest": true}
+	if len(loaded) != len(want) || !loaded[quayApp+":latest"] || !loaded[quayBase+":latest"] {
+		t.Fatalf("docker_images %v, want %v (and no docker.io image: the mirror serves those)", out.Result["docker_images"], want)
+	}
+	for _, repo := range []string{quayApp, quayBase} {
+		got := d.Docker("image", "inspect", "--format", "{{json .RepoDigests}}", repo+":latest")
+		if !strings.Contains(got, "@"+f.digest[repo]) {
+			t.Errorf("%s:latest in dockerd has digests %s, want the speculative %s", repo, got, f.digest[repo])
+		}
+	}
+	if got := d.Docker("run", "--rm", "--network", "none", quayBase+":latest", "ls", "/speculative"); strings.TrimSpace(got) != "base" {
+		t.Errorf("docker run %s: %q, want the speculative image's file", quayBase, got)
+	}
+	d.Docker("run", "--rm", "--network", "none", quayApp+":latest", "true")
+	// docker.io content still comes through the mirror.
+	d.Docker("pull", dockerApp+":latest")
+	if got := d.Docker("image", "inspect", "--format", "{{json .RepoDigests}}", dockerApp+":latest"); !strings.Contains(got, "@"+f.digest[dockerApp]) {
+		t.Errorf("pulled %s, want the speculative %s", got, f.digest[dockerApp])
+	}
+
+	again := f.run(t, sb, args, false)
+	if imgs, _ := again.Result["docker_images"].([]any); len(imgs) != 2 {
+		t.Errorf("second run: docker_images %v", again.Result["docker_images"])
+	}
+	// Turned off: nothing is listed or loaded.
+	args["docker_load"] = false
+	off := f.run(t, sb, args, false)
+	if imgs, _ := off.Result["docker_images"].([]any); len(imgs) != 0 {
+		t.Errorf("docker_load false: docker_images %v", off.Result["docker_images"])
+	}
+}
+
+func withCheckMode(args map[string]any) map[string]any {
+	out := map[string]any{"_ansible_check_mode": true}
+	for k, v := range args {
+		out[k] = v
+	}
+	return out
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/internal/testenv"
 	"github.com/imagegate/imagegate/pkg/pki"
+	"github.com/imagegate/imagegate/pkg/registry"
 )
 
 // Images in the buildset registry, by repository as stored there (the
@@ -80,7 +81,14 @@ func TestMain(m *testing.M) { ansibletest.Main(m, &lib, "use_buildset_registry")
 // speculative image per repository and builds the module.
 func newFixture(t *testing.T, host string) *fixture {
 	t.Helper()
-	rg := registrytest.New(t)
+	return newFixtureWith(t, host)
+}
+
+// newFixtureWith is newFixture with options for the registry (a
+// pull-through cache).
+func newFixtureWith(t *testing.T, host string, opts ...registry.Option) *fixture {
+	t.Helper()
+	rg := registrytest.New(t, opts...)
 	ca, err := pki.NewCA("clientconf test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)

@@ -48,7 +48,7 @@ func ValidateKey(key string) error {
 // table.
 func ValidateTable(t Table) error {
 	switch t {
-	case Blobs, Manifests, Tags:
+	case Blobs, Manifests, Tags, UpstreamTags:
 		return nil
 	}
 	rest, ok := strings.CutPrefix(string(t), "referrers/")

@@ -150,6 +150,12 @@ const (
 	Manifests Table = "manifests"
 	// Tags maps tags to manifests: key a tag, value a digest.
 	Tags Table = "tags"
+	// UpstreamTags maps the tags a pull-through registry fetched from an
+	// upstream registry to what it learned: key a tag, value a small JSON
+	// record (the digest and when the upstream last confirmed it). Kept
+	// apart from Tags, so that pushed (speculative) tags always win and
+	// tag listings show only what was pushed.
+	UpstreamTags Table = "upstream-tags"
 )
 
 // Referrers returns the table of the manifests whose subject is subject:
