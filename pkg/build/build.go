@@ -491,7 +491,9 @@ func (b *builder) buildOne(ctx context.Context, c *client.Client, native string,
 	resp, prog, err := b.solve(ctx, c, &spec, creds, logw)
 	if err != nil && retryWithoutCache(&spec, err) {
 		b.warn("%s: the build failed with the imported cache (%s): %v; building again without it", p.name, strings.Join(spec.CacheImports, ", "), err)
-		spec.CacheImports = nil
+		// buildkitd keeps what it imported for the steps' keys: the
+		// second build ignores every cache, and so does a later load.
+		spec.CacheImports, spec.NoCache, p.spec.NoCache = nil, true, true
 		resp, prog, err = b.solve(ctx, c, &spec, creds, logw)
 	}
 	res.CacheFrom = nonNil(spec.CacheImports)

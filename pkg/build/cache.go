@@ -198,11 +198,15 @@ func (r *registry) checkCache(ctx context.Context, ref string) error {
 		if l.ParentIndex >= len(cfg.Layers) {
 			return fmt.Errorf("the cache configuration of %s names parent %d of layer %d, out of range", ref, l.ParentIndex, i)
 		}
+		// The fetcher opens the blob on the first read: read one byte.
 		rc, err := f.Fetch(ctx, d)
-		if err != nil {
+		if err == nil {
+			_, err = rc.Read(make([]byte, 1))
+			rc.Close()
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("layer %s of cache %s: %w", d.Digest, ref, err)
 		}
-		rc.Close()
 	}
 	return nil
 }
