@@ -67,6 +67,10 @@ type Request struct {
 	LayoutDir string `ansible:"oci_layout_dir,path" default:"~/.imagegate/oci-layout"`
 	// LogFile receives the build log (appended); empty writes none.
 	LogFile string `ansible:"log_file,path" default:"~/zuul-output/logs/docker_image_build.log"`
+	// Cache imports the BuildKit cache of merged code and of the changes
+	// ahead from the buildset registry and exports this build's there
+	// (cache.go, docs/cache.md). Go callers get false unless they ask.
+	Cache bool `ansible:"cache" default:"true"`
 	// Home is the user's home directory (default: $HOME), the base of
 	// relative paths and of ~/src for siblings. It is not a parameter.
 	Home string
@@ -140,6 +144,15 @@ type builder struct {
 	options
 	// layout receives the images when there is no buildset registry.
 	layout *ocilayout.Layout
+	// warnings are the result's warnings (a cache not used, say).
+	warnings []string
+}
+
+// warn adds a warning to the result and logs it.
+func (b *builder) warn(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	b.warnings = append(b.warnings, msg)
+	b.log.Warn(msg)
 }
 
 // Build validates every image, then builds and pushes them one by one to
@@ -197,6 +210,10 @@ type ImageResult struct {
 	Platforms   []string `json:"platforms"`
 	// BuildTime is the build and push time in seconds.
 	BuildTime float64 `json:"build_time"`
+	// CacheFrom are the BuildKit caches the build imported; CacheTo is
+	// where it exported its own (empty when it did not).
+	CacheFrom []string `json:"cache_from"`
+	CacheTo   string   `json:"cache_to"`
 	// CacheHits counts the build steps served from BuildKit's cache, of
 	// Steps steps.
 	CacheHits int  `json:"cache_hits"`
@@ -236,6 +253,7 @@ func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 			errs = append(errs, err)
 			continue
 		}
+		b.planCache(req, pushHost, p)
 		plans = append(plans, p)
 	}
 	if len(errs) > 0 {
@@ -251,9 +269,24 @@ func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 	}
 
 	rep := &Result{LogFile: req.LogFile, Images: []ImageResult{}}
+	for _, p := range plans {
+		if p.cache != nil {
+			for _, n := range p.cache.notes {
+				b.warn("%s", n)
+			}
+		}
+	}
+	defer func() { rep.Warnings = append(rep.Warnings, b.warnings...) }()
 	if b.check {
 		for _, p := range plans {
-			r := ImageResult{Repository: p.image.Repository, References: nonNil(p.push), Platforms: nonNil(p.spec.Platforms)}
+			r := ImageResult{Repository: p.image.Repository, References: nonNil(p.push), Platforms: nonNil(p.spec.Platforms),
+				CacheFrom: []string{}}
+			if p.cache != nil {
+				for _, s := range p.cache.imports {
+					r.CacheFrom = append(r.CacheFrom, s.ref)
+				}
+				r.CacheTo = p.cache.export
+			}
 			if eng != nil {
 				r.DockerNames = p.dockerNames
 			}
@@ -399,7 +432,7 @@ func (b *builder) buildOne(ctx context.Context, c *client.Client, native string,
 	start := time.Now()
 	fmt.Fprintf(logw, "\n==== %s %s: building %s\n", start.UTC().Format(time.RFC3339), p.name, strings.Join(p.push, ", "))
 	res := &ImageResult{Repository: p.image.Repository, References: nonNil(p.push), DockerNames: []string{},
-		Platforms: nonNil(p.spec.Platforms)}
+		Platforms: nonNil(p.spec.Platforms), CacheFrom: []string{}}
 	if len(res.Platforms) == 0 {
 		res.Platforms = []string{native}
 	}
@@ -451,7 +484,19 @@ func (b *builder) buildOne(ctx context.Context, c *client.Client, native string,
 		}
 		spec.DockerNames, spec.Docker = eng.archiveNames(p.dockerNames), load.output(ctx)
 	}
+	if reg != nil && p.cache != nil {
+		spec.CacheImports = b.usableCaches(ctx, reg, p, logw)
+		spec.CacheExport = p.cache.export
+	}
 	resp, prog, err := b.solve(ctx, c, &spec, creds, logw)
+	if err != nil && retryWithoutCache(&spec, err) {
+		b.warn("%s: the build failed with the imported cache (%s): %v; building again without it", p.name, strings.Join(spec.CacheImports, ", "), err)
+		// buildkitd keeps what it imported for the steps' keys: the
+		// second build ignores every cache, and so does a later load.
+		spec.CacheImports, spec.NoCache, p.spec.NoCache = nil, true, true
+		resp, prog, err = b.solve(ctx, c, &spec, creds, logw)
+	}
+	res.CacheFrom = nonNil(spec.CacheImports)
 	res.BuildTime = time.Since(start).Seconds()
 	if prog != nil {
 		res.CacheHits, res.Steps = prog.cacheHits(), len(prog.steps)
@@ -469,6 +514,7 @@ func (b *builder) buildOne(ctx context.Context, c *client.Client, native string,
 				res.Changed = true
 			}
 		}
+		res.CacheTo = b.checkExport(ctx, reg, p)
 		if eng != nil {
 			load, err = b.loadAfterPush(ctx, c, native, eng, creds, logw, p, resp.ExporterResponse[respConfigDigest])
 			if err != nil {

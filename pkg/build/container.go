@@ -55,6 +55,9 @@ type ContainerRequest struct {
 	DockerHost string `ansible:"docker_host"`
 	// LogFile receives the build log (appended); empty writes none.
 	LogFile string `ansible:"log_file,path" default:"~/zuul-output/logs/container_image_build.log"`
+	// Cache is Request's: the BuildKit cache through the buildset
+	// registry (docs/cache.md).
+	Cache bool `ansible:"cache" default:"true"`
 	// Home is the user's home directory, as Request's. Not a parameter.
 	Home string
 }
@@ -81,6 +84,8 @@ type ContainerImageResult struct {
 	LocalNames []string `json:"local_names"`
 	Platforms  []string `json:"platforms"`
 	BuildTime  float64  `json:"build_time"`
+	CacheFrom  []string `json:"cache_from"`
+	CacheTo    string   `json:"cache_to"`
 	CacheHits  int      `json:"cache_hits"`
 	Steps      int      `json:"steps"`
 	Changed    bool     `json:"changed"`
@@ -120,7 +125,7 @@ func BuildContainer(ctx context.Context, req ContainerRequest, opts ...Option) (
 		images[i] = im
 	}
 	dr := Request{Images: images, Zuul: req.Zuul, WorkDir: req.WorkDir, Registry: req.Registry,
-		BuildkitAddr: req.BuildkitAddr, DockerHost: req.DockerHost, LogFile: req.LogFile, Home: req.Home,
+		BuildkitAddr: req.BuildkitAddr, DockerHost: req.DockerHost, LogFile: req.LogFile, Home: req.Home, Cache: req.Cache,
 		family: family{container: true, command: req.Command}}
 	if req.Command == CommandPodman {
 		dr.DockerHost = "none"
@@ -146,7 +151,7 @@ func BuildContainer(ctx context.Context, req ContainerRequest, opts ...Option) (
 	for _, r := range res.Images {
 		out.Images = append(out.Images, ContainerImageResult{Repository: r.Repository, Digest: r.Digest,
 			References: r.References, LocalNames: r.DockerNames, Platforms: r.Platforms, BuildTime: r.BuildTime,
-			CacheHits: r.CacheHits, Steps: r.Steps, Changed: r.Changed})
+			CacheFrom: r.CacheFrom, CacheTo: r.CacheTo, CacheHits: r.CacheHits, Steps: r.Steps, Changed: r.Changed})
 	}
 	return out, err
 }

@@ -39,6 +39,9 @@ type plan struct {
 	siblings    []sibling
 	push        []string
 	dockerNames []string
+	// cache is what the build imports and exports (cache.go); nil for
+	// none.
+	cache *cachePlan
 }
 
 type sibling struct {

@@ -48,6 +48,10 @@ type Spec struct {
 	// CompressionLevel is the gzip level of new layers (0 for BuildKit's
 	// default).
 	CompressionLevel int
+	// CacheImports are registry cache references to import; CacheExport
+	// the one to export this build's cache to (cache.go).
+	CacheImports []string
+	CacheExport  string
 }
 
 // BuildKit attribute names, in one place.
@@ -129,11 +133,14 @@ func (s *Spec) solveOpt(attachables []session.Attachable) (client.SolveOpt, erro
 		exports = append(exports, client.ExportEntry{Type: client.ExporterOCI,
 			Output: func(map[string]string) (io.WriteCloser, error) { return out() }})
 	}
+	imports, cacheExports := s.cacheOptions()
 	return client.SolveOpt{
 		Frontend:      frontendDockerfile,
 		FrontendAttrs: attrs,
 		LocalMounts:   map[string]fsutil.FS{localContext: ctxFS, localDockerfile: dfFS},
 		Exports:       exports,
+		CacheImports:  imports,
+		CacheExports:  cacheExports,
 		Session:       attachables,
 	}, nil
 }

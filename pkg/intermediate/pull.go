@@ -24,6 +24,14 @@ type PullSpec struct {
 	// Artifacts are the artifacts of the changes ahead; zuul.artifacts
 	// when nil.
 	Artifacts []zuul.Artifact `ansible:"zuul_artifacts,raw"`
+	// DockerImages (else ContainerImages) are the job's images, whose
+	// cache of merged code is copied (cache.go); none is copied without
+	// them.
+	DockerImages    []zuul.Image `ansible:"docker_images"`
+	ContainerImages []zuul.Image `ansible:"container_images"`
+	// Cache copies BuildKit caches: those of changes ahead and of merged
+	// code (cache.go). Go callers get false unless they ask.
+	Cache bool `ansible:"cache" default:"true"`
 }
 
 // PullResult is what Pull did.
@@ -31,6 +39,8 @@ type PullResult struct {
 	ansible.Outcome
 	Images  []Image   `json:"images"`
 	Ignored []Ignored `json:"ignored"`
+	// Caches are the BuildKit caches copied, or why not.
+	Caches []Cache `json:"caches"`
 }
 
 // Pull copies every container_image artifact into the buildset registry
@@ -54,7 +64,7 @@ func Pull(ctx context.Context, spec PullSpec, opts ...Option) (*PullResult, erro
 	if artifacts == nil {
 		artifacts = spec.Zuul.Artifacts
 	}
-	res := &PullResult{Images: []Image{}, Ignored: []Ignored{}}
+	res := &PullResult{Images: []Image{}, Ignored: []Ignored{}, Caches: []Cache{}}
 	type entry struct {
 		idx int
 		art zuul.Artifact
@@ -73,7 +83,9 @@ func Pull(ctx context.Context, spec PullSpec, opts ...Option) (*PullResult, erro
 			return nil, err // it names the artifact
 		}
 		if !ok {
-			res.Ignored = append(res.Ignored, Ignored{Name: a.Name, Reason: "not a container_image artifact"})
+			if _, cache, _ := a.BuildkitCache(); !cache {
+				res.Ignored = append(res.Ignored, Ignored{Name: a.Name, Reason: "not a container_image artifact"})
+			}
 			continue
 		}
 		src, err := transfer.ParseReference(ci.Ref)
@@ -96,8 +108,12 @@ func Pull(ctx context.Context, spec PullSpec, opts ...Option) (*PullResult, erro
 		byTarget[dst] = len(entries)
 		entries = append(entries, e)
 	}
+	caches := spec.pullCaches(br, artifacts, &res.Outcome)
 	if len(entries) == 0 {
+		res.Changed = spec.copyCaches(ctx, br, o, &res.Outcome, caches)
+		res.Caches = append(res.Caches, caches...)
 		outcome(&res.Outcome, res.Images, o, "image(s) into the buildset registry at "+br.Address())
+		cacheOutcome(&res.Outcome, caches, o)
 		return res, nil
 	}
 	jobs := make([]transfer.Job, len(entries))
@@ -111,7 +127,10 @@ func Pull(ctx context.Context, spec PullSpec, opts ...Option) (*PullResult, erro
 		"the intermediate registry does not have it: pruned, or the artifact's url is wrong")
 	res.Changed = changed
 	if err == nil {
+		res.Changed = spec.copyCaches(ctx, br, o, &res.Outcome, caches) || res.Changed
+		res.Caches = append(res.Caches, caches...)
 		outcome(&res.Outcome, res.Images, o, "image(s) into the buildset registry at "+br.Address())
+		cacheOutcome(&res.Outcome, caches, o)
 	}
 	return res, err
 }

@@ -23,6 +23,10 @@ type PushSpec struct {
 	// upstream).
 	DockerImages    []zuul.Image `ansible:"docker_images"`
 	ContainerImages []zuul.Image `ansible:"container_images"`
+	// Cache copies each image's BuildKit cache, when its build exported
+	// one, and returns a buildkit_cache artifact for it (cache.go). Go
+	// callers get false unless they ask.
+	Cache bool `ansible:"cache" default:"true"`
 }
 
 // PushResult is what Push did.
@@ -30,8 +34,11 @@ type PushResult struct {
 	ansible.Outcome
 	Images []Image `json:"images"`
 	// Artifacts are the zuul.artifacts entries for the images copied (or
-	// to be copied, in check mode), in upstream's shape, for zuul_return.
+	// to be copied, in check mode), in upstream's shape, for zuul_return,
+	// then one buildkit_cache artifact per cache copied.
 	Artifacts []zuul.Artifact `json:"artifacts"`
+	// Caches are the BuildKit caches copied, or why not.
+	Caches []Cache `json:"caches"`
 }
 
 // Push copies each tag of each image from the buildset registry
@@ -55,7 +62,7 @@ func Push(ctx context.Context, spec PushSpec, opts ...Option) (*PushResult, erro
 		param, images = "container_images", spec.ContainerImages
 	}
 	ir := spec.IntermediateRegistry
-	res := &PushResult{Images: []Image{}, Artifacts: []zuul.Artifact{}}
+	res := &PushResult{Images: []Image{}, Artifacts: []zuul.Artifact{}, Caches: []Cache{}}
 	var jobs []transfer.Job
 	var labels []string
 	var arts []zuul.Artifact
@@ -107,6 +114,16 @@ func Push(ctx context.Context, spec PushSpec, opts ...Option) (*PushResult, erro
 	}
 	if err == nil {
 		outcome(&res.Outcome, res.Images, o, what)
+		caches := spec.pushCaches(br, images, &res.Outcome)
+		res.Changed = spec.copyCaches(ctx, br, o, &res.Outcome, caches) || res.Changed
+		for _, c := range caches {
+			if c.Kind == cacheBuild && c.Copied {
+				tag, _ := vars.CacheTag()
+				res.Artifacts = append(res.Artifacts, zuul.NewBuildkitCacheArtifact(ir.Host, ir.Port, c.Repository, tag))
+			}
+		}
+		res.Caches = append(res.Caches, caches...)
+		cacheOutcome(&res.Outcome, caches, o)
 	}
 	return res, err
 }

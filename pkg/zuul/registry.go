@@ -134,6 +134,12 @@ type IntermediateRegistry struct {
 	// Cert optionally holds a PEM CA to trust for this registry, for sites
 	// whose intermediate registry uses a private CA.
 	Cert string `ansible:"cert" json:"cert"`
+	// CachePipelines are the pipelines whose builds may write the BuildKit
+	// cache of merged code (DefaultCachePipelines when empty). It is part
+	// of the secret, which only the site's config project defines, because
+	// a change can rewrite its own job's variables in check: no variable
+	// can widen it.
+	CachePipelines []string `ansible:"cache_pipelines" json:"cache_pipelines,omitempty"`
 }
 
 // Address is <host>:<port>, bracketed if IPv6.
