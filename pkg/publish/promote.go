@@ -88,6 +88,8 @@ type PromoteResult struct {
 	ansible.Outcome
 	Promoted []Promotion `json:"promoted"`
 	Deleted  []Deletion  `json:"deleted"`
+	// Verified lists the images checked (WithVerification).
+	Verified []Verified `json:"verified"`
 }
 
 // Promote moves every image's final tags to the manifest staged under its
@@ -136,6 +138,7 @@ type promoter struct {
 	images    []*imagePlan
 	client    *transfer.Client
 	hub       *dockerhub.Client
+	verifier  *verifier // nil: no checks (WithVerification)
 
 	mu  sync.Mutex
 	res PromoteResult
@@ -168,7 +171,7 @@ func (p *promoter) warn(format string, args ...any) {
 }
 
 func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
-	p := &promoter{spec: spec, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}}}
+	p := &promoter{spec: spec, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}, Verified: []Verified{}}}
 	if len(spec.Images) == 0 {
 		return nil, errors.New("docker_images is empty: nothing to promote")
 	}
@@ -222,6 +225,9 @@ func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
 		}
 		p.images = append(p.images, ip)
 	}
+	if p.verifier, err = newVerifier(o.verify, spec.Zuul, spec.Images); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
 	}
@@ -258,6 +264,11 @@ func (p *promoter) run(ctx context.Context) (*PromoteResult, error) {
 	}
 	if err := p.resolve(ctx); err != nil {
 		return nil, fmt.Errorf("nothing was promoted: %w", err)
+	}
+	if p.verifier != nil {
+		if err := p.verify(ctx); err != nil {
+			return nil, fmt.Errorf("nothing was promoted: %w", err)
+		}
 	}
 	p.collect()
 	if !p.o.check {
