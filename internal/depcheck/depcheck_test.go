@@ -29,7 +29,7 @@ type layer struct {
 // know nothing of Zuul or of Ansible; Zuul-aware ones sit on them; modules
 // and commands on top.
 var layers = []layer{
-	{name: "foundation", pkgs: []string{"pkg/oci", "pkg/atomicfile", "pkg/pki", "pkg/redact"}, may: []string{"foundation"}},
+	{name: "foundation", pkgs: []string{"pkg/oci", "pkg/atomicfile", "pkg/pki", "pkg/redact", "pkg/sign"}, may: []string{"foundation"}},
 	{name: "module protocol", pkgs: []string{"pkg/ansible"}, may: []string{"foundation", "module protocol"}},
 	{name: "storage", pkgs: []string{"pkg/registry/storage"}, may: []string{"foundation", "storage"}},
 	{name: "registry", pkgs: []string{"pkg/registry"}, may: []string{"foundation", "storage", "registry"}},
@@ -174,7 +174,8 @@ func TestModulesCallOnePackage(t *testing.T) {
 // with why. None does: keep it that way.
 var knownTesting = map[string]string{}
 
-// TestBinaries checks what each shipped binary links: BuildKit only in
+// TestBinaries checks what each shipped binary links: no sigstore or
+// cosign module in any (package sign speaks their formats), BuildKit only in
 // docker_image_build (the other modules are copied to the node on every
 // task), no go-containerregistry remote client (pkg/v1/remote and below)
 // in buildset_registry (the registry daemon and its module), and no package
@@ -186,7 +187,7 @@ func TestBinaries(t *testing.T) {
 		t.Fatalf("go list found %d binaries", len(deps))
 	}
 	for bin, ds := range deps {
-		var buildkit, remote []string
+		var buildkit, remote, sigstore []string
 		linksTesting := false
 		for _, d := range ds {
 			switch {
@@ -197,6 +198,8 @@ func TestBinaries(t *testing.T) {
 				remote = append(remote, d)
 			case d == "testing":
 				linksTesting = true
+			case strings.HasPrefix(d, "github.com/sigstore/"):
+				sigstore = append(sigstore, d)
 			}
 		}
 		if bin == "modules/docker_image_build" {
@@ -205,6 +208,11 @@ func TestBinaries(t *testing.T) {
 			}
 		} else if len(buildkit) > 0 {
 			t.Errorf("%s links BuildKit (%s ...): only docker_image_build may", bin, buildkit[0])
+		}
+		if len(sigstore) > 0 {
+			// cosign's formats are package sign's, on the standard library
+			// and go-securesystemslib: cosign and sigstore are a test peer.
+			t.Errorf("%s links sigstore (%s ...): signing stays in package sign", bin, sigstore[0])
 		}
 		if bin == "modules/buildset_registry" && len(remote) > 0 {
 			t.Errorf("%s links go-containerregistry's remote client (%v)", bin, remote)

@@ -252,17 +252,22 @@ func signOne(ctx context.Context, st *store, signer *sign.Signer, desc transfer.
 	if err != nil {
 		return "", false, err
 	}
+	var refErr error
 	if form == FormReferrer {
 		ok, err := putReferrer(ctx, st, desc, sig)
-		if err != nil {
-			return "", false, fmt.Errorf("storing the signature as a referrer: %w", err)
-		}
-		if ok {
+		if err == nil && ok {
 			return FormReferrer, true, nil
 		}
+		// A registry that refuses the referrer (or stores it without
+		// indexing it) may still take cosign's tag.
+		refErr = err
 	}
-	if err := putSigTag(ctx, st, sig.Blob(), sign.SignatureTag(desc.Digest)); err != nil {
-		return "", false, fmt.Errorf("storing the signature under %s: %w", sign.SignatureTag(desc.Digest), err)
+	tag := sign.SignatureTag(desc.Digest)
+	if err := putSigTag(ctx, st, sig.Blob(), tag); err != nil {
+		if refErr != nil {
+			return "", false, fmt.Errorf("the registry refused the signature both as an OCI 1.1 referrer (%w) and under cosign's tag %s (%w)", refErr, tag, err)
+		}
+		return "", false, fmt.Errorf("storing the signature under cosign's tag %s: %w", tag, err)
 	}
 	return FormTag, true, nil
 }
