@@ -245,7 +245,9 @@ func TestPromoteRefusesTampered(t *testing.T) {
 	if _, err := publish.Upload(ctx, bad, publish.WithSigning(publish.Signing{Key: otherPEM})); err != nil {
 		t.Fatal(err)
 	}
-	t.Run("another key", func(t *testing.T) { refused(t, false, "signature check failed", "none of the 1 signatures", "verifies with key") })
+	t.Run("another key", func(t *testing.T) {
+		refused(t, false, "signature check failed", "none of the 1 signatures", "verifies with key")
+	})
 
 	// Signed with the right key, but the provenance names another change,
 	// or is about another image.
@@ -258,7 +260,9 @@ func TestPromoteRefusesTampered(t *testing.T) {
 	attach(t, target, "myorg/bad", badDigest, signer, provenance(t, badDigest, "8", "1", "gate", "b1"), true)
 	t.Run("another change", func(t *testing.T) { refused(t, true, "provenance check failed", `names change "8", patchset "1"`) })
 	attach(t, target, "myorg/bad", badDigest, signer, provenance(t, goodDigest, "7", "1", "gate", "b1"), false)
-	t.Run("another subject", func(t *testing.T) { refused(t, true, "provenance check failed", "signed for another image", "its subjects are") })
+	t.Run("another subject", func(t *testing.T) {
+		refused(t, true, "provenance check failed", "signed for another image", "its subjects are")
+	})
 	attach(t, target, "myorg/bad", badDigest, otherSigner, provenance(t, badDigest, "7", "1", "gate", "b1"), true)
 	t.Run("provenance by another key", func(t *testing.T) { refused(t, true, "provenance check failed", "does not verify with the key") })
 
