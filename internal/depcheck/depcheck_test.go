@@ -29,7 +29,7 @@ type layer struct {
 // know nothing of Zuul or of Ansible; Zuul-aware ones sit on them; modules
 // and commands on top.
 var layers = []layer{
-	{name: "foundation", pkgs: []string{"pkg/oci", "pkg/ocilayout", "pkg/atomicfile", "pkg/pki", "pkg/redact"}, may: []string{"foundation"}},
+	{name: "foundation", pkgs: []string{"pkg/oci", "pkg/ocilayout", "pkg/atomicfile", "pkg/pki", "pkg/redact", "pkg/sign"}, may: []string{"foundation"}},
 	{name: "module protocol", pkgs: []string{"pkg/ansible"}, may: []string{"foundation", "module protocol"}},
 	{name: "storage", pkgs: []string{"pkg/registry/storage"}, may: []string{"foundation", "storage"}},
 	{name: "registry", pkgs: []string{"pkg/registry"}, may: []string{"foundation", "storage", "registry"}},
@@ -178,7 +178,8 @@ var knownTesting = map[string]string{}
 // modules of the docker and container-image families.
 var buildkitAllowed = map[string]bool{"modules/docker_image_build": true, "modules/container_image_build": true}
 
-// TestBinaries checks what each shipped binary links: BuildKit only in
+// TestBinaries checks what each shipped binary links: no sigstore or
+// cosign module in any (package sign speaks their formats), BuildKit only in
 // the build modules (the other modules are copied to the node on every
 // task), no go-containerregistry remote client (pkg/v1/remote and below)
 // in buildset_registry (the registry daemon and its module), and no package
@@ -190,7 +191,7 @@ func TestBinaries(t *testing.T) {
 		t.Fatalf("go list found %d binaries", len(deps))
 	}
 	for bin, ds := range deps {
-		var buildkit, remote []string
+		var buildkit, remote, sigstore []string
 		linksTesting := false
 		for _, d := range ds {
 			switch {
@@ -201,6 +202,8 @@ func TestBinaries(t *testing.T) {
 				remote = append(remote, d)
 			case d == "testing":
 				linksTesting = true
+			case strings.HasPrefix(d, "github.com/sigstore/"):
+				sigstore = append(sigstore, d)
 			}
 		}
 		if buildkitAllowed[bin] {
@@ -209,6 +212,11 @@ func TestBinaries(t *testing.T) {
 			}
 		} else if len(buildkit) > 0 {
 			t.Errorf("%s links BuildKit (%s ...): only the build modules (docker_image_build, container_image_build) may", bin, buildkit[0])
+		}
+		if len(sigstore) > 0 {
+			// cosign's formats are package sign's, on the standard library
+			// and go-securesystemslib: cosign and sigstore are a test peer.
+			t.Errorf("%s links sigstore (%s ...): signing stays in package sign", bin, sigstore[0])
 		}
 		if bin == "modules/buildset_registry" && len(remote) > 0 {
 			t.Errorf("%s links go-containerregistry's remote client (%v)", bin, remote)

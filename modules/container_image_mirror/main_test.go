@@ -39,7 +39,9 @@ func TestBadInput(t *testing.T) {
 				"quay.io": map[string]any{"username": "u", "password": password, "repository": "^quay.io/myorg/"}},
 		}
 	}
-	image := func(a map[string]any) map[string]any { return a["mirror_container_images_images"].([]any)[0].(map[string]any) }
+	image := func(a map[string]any) map[string]any {
+		return a["mirror_container_images_images"].([]any)[0].(map[string]any)
+	}
 	tests := []struct {
 		name   string
 		modify func(a map[string]any)

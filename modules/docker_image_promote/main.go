@@ -17,6 +17,7 @@ import (
 
 type params struct {
 	publish.PromoteSpec
+	publish.DockerVerification
 	Timeout time.Duration `ansible:"timeout,seconds" default:"1800"`
 }
 
@@ -24,5 +25,6 @@ func main() { ansible.Main(run) }
 
 func run(ctx context.Context, m *ansible.Module, p *params) (*publish.PromoteResult, error) {
 	return publish.Promote(ctx, p.PromoteSpec, publish.WithCheckMode(m.CheckMode), publish.WithDiff(m.Diff),
-		publish.WithLogger(m.Log), publish.WithTimeout(p.Timeout), publish.WithRedact(m.AddSecret))
+		publish.WithLogger(m.Log), publish.WithTimeout(p.Timeout), publish.WithRedact(m.AddSecret),
+		publish.WithVerification(p.DockerVerification.Verification()))
 }

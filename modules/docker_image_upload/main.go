@@ -15,6 +15,7 @@ import (
 
 type params struct {
 	publish.UploadSpec
+	publish.DockerSigning
 	Timeout time.Duration `ansible:"timeout,seconds" default:"3600"`
 }
 
@@ -22,5 +23,6 @@ func main() { ansible.Main(run) }
 
 func run(ctx context.Context, m *ansible.Module, p *params) (*publish.UploadResult, error) {
 	return publish.Upload(ctx, p.UploadSpec, publish.WithCheckMode(m.CheckMode), publish.WithDiff(m.Diff),
-		publish.WithLogger(m.Log), publish.WithTimeout(p.Timeout), publish.WithRedact(m.AddSecret))
+		publish.WithLogger(m.Log), publish.WithTimeout(p.Timeout), publish.WithRedact(m.AddSecret),
+		publish.WithSigning(p.DockerSigning.Signing()))
 }

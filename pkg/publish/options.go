@@ -58,6 +58,9 @@ type options struct {
 	redact func(string)
 	now    func() time.Time
 	wrap   func(http.RoundTripper) http.RoundTripper
+	// signing and verify: WithSigning and WithVerification (signing.go).
+	signing Signing
+	verify  Verification
 }
 
 func newOptions(opts []Option) (options, error) {

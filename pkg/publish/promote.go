@@ -88,6 +88,8 @@ type PromoteResult struct {
 	ansible.Outcome
 	Promoted []Promotion `json:"promoted"`
 	Deleted  []Deletion  `json:"deleted"`
+	// Verified lists the images checked (WithVerification).
+	Verified []Verified `json:"verified"`
 }
 
 // Promote moves every image's final tags to the manifest staged under its
@@ -150,6 +152,7 @@ type promoter struct {
 	// clientOpts are more options of the registry client (the endpoint
 	// of a web API's host).
 	clientOpts []transfer.Option
+	verifier   *verifier // nil: no checks (WithVerification)
 
 	mu  sync.Mutex
 	res PromoteResult
@@ -182,7 +185,7 @@ func (p *promoter) warn(format string, args ...any) {
 }
 
 func newPromoter(spec PromoteSpec, o options) (*promoter, error) {
-	p := &promoter{spec: spec, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}},
+	p := &promoter{spec: spec, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}, Verified: []Verified{}},
 		param: "docker_images", credName: "docker_credentials", upload: "docker_image_upload"}
 	if len(spec.Images) == 0 {
 		return nil, errors.New("docker_images is empty: nothing to promote")
@@ -252,6 +255,9 @@ func (p *promoter) plan(indices []int) error {
 		}
 		p.images = append(p.images, ip)
 	}
+	if p.verifier, err = newVerifier(p.o.verify, spec.Zuul, spec.Images); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
 	}
@@ -313,6 +319,16 @@ func runPromoters(ctx context.Context, ps []*promoter, o options) (*PromoteResul
 		return nil, fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
 	}
 	for _, p := range ps {
+		if p.verifier != nil {
+			if err := p.verify(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("nothing was promoted: %w", errors.Join(errs...))
+	}
+	for _, p := range ps {
 		p.collect()
 	}
 	if !o.check {
@@ -325,13 +341,14 @@ func runPromoters(ctx context.Context, ps []*promoter, o options) (*PromoteResul
 			p.deleteStaging(ctx)
 		}
 	}
-	res := &PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}}
+	res := &PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}, Verified: []Verified{}}
 	for _, p := range ps {
 		if p.spec.Sweep {
 			p.sweep(ctx)
 		}
 		res.Promoted = append(res.Promoted, p.res.Promoted...)
 		res.Deleted = append(res.Deleted, p.res.Deleted...)
+		res.Verified = append(res.Verified, p.res.Verified...)
 		res.Warnings = append(res.Warnings, p.res.Warnings...)
 	}
 	finishPromote(res, o)

@@ -1,6 +1,7 @@
 package publish
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -87,4 +88,19 @@ func (s *uploadSource) name() string {
 		return "the image layout " + s.layout
 	}
 	return "the buildset registry"
+}
+
+// manifest reads the manifest or index dgst of the image an upload's
+// source names (as job returned it), from the buildset registry or the
+// image layout.
+func (s *uploadSource) manifest(ctx context.Context, client *transfer.Client, source, dgst string) (*transfer.Manifest, error) {
+	if s.br != nil {
+		host := s.br.Address()
+		r, err := client.Repository(ctx, host, sourceRepo(source, host), false)
+		if err != nil {
+			return nil, err
+		}
+		return r.Get(ctx, dgst)
+	}
+	return transfer.LayoutManifest(ctx, s.layout, dgst)
 }

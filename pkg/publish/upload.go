@@ -66,6 +66,8 @@ func (u UploadedTag) where() string {
 type UploadResult struct {
 	ansible.Outcome
 	Uploads []UploadedTag `json:"uploads"`
+	// Signed lists the manifests signed (WithSigning); empty otherwise.
+	Signed []SignedImage `json:"signed"`
 }
 
 // Upload copies every image and tag from the buildset registry to the
@@ -83,7 +85,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	if err != nil {
 		return nil, err
 	}
-	res := &UploadResult{Uploads: []UploadedTag{}}
+	res := &UploadResult{Uploads: []UploadedTag{}, Signed: []SignedImage{}}
 	if len(spec.Images) == 0 {
 		return nil, errors.New("docker_images is empty: nothing to upload")
 	}
@@ -107,6 +109,10 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	}
 	if warning != "" {
 		res.Warn("%s", warning)
+	}
+	signer, err := o.signing.signer(o.redact)
+	if err != nil {
+		return nil, fmt.Errorf("nothing was uploaded: %w", err)
 	}
 
 	// Every image, statically.
@@ -169,6 +175,15 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	}
 	if err := checkPush(ctx, client, t, spec.Credentials, repos); err != nil {
 		return nil, fmt.Errorf("nothing was uploaded: %w", err)
+	}
+	if signer != nil {
+		// Signatures first: a tag is never visible unsigned.
+		if res.Signed, err = signUploads(ctx, client, t, source, signer, plan, results, spec.Jobs, o.check); err != nil {
+			return nil, fmt.Errorf("nothing was uploaded (no tag was written): %w", err)
+		}
+		for _, si := range res.Signed {
+			res.Changed = res.Changed || si.Changed
+		}
 	}
 	if !o.check {
 		results, err = client.CopyAll(ctx, jobs)

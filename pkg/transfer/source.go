@@ -115,3 +115,18 @@ func parseLayoutJob(j Job, dst name.Reference) (*parsedJob, error) {
 		dstHost: dst.Context().RegistryStr(), dstRepo: dst.Context().RepositoryStr(), dstName: dst.String()}
 	return p, nil
 }
+
+// LayoutManifest reads the manifest or index ref (a digest, or a name of
+// the layout's index.json) from the image layout dir, checked against its
+// digest.
+func LayoutManifest(ctx context.Context, dir, ref string) (*Manifest, error) {
+	l, err := ocilayout.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := layoutSource{l: l}.getManifest(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return &Manifest{MediaType: m.mediaType, Digest: m.digest.String(), Body: m.raw}, nil
+}

@@ -16,6 +16,12 @@ STATICCHECK_VERSION=v0.8.2
 GGCR_VERSION=v0.22.1
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 SEAWEEDFS_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+# cosign, the peer that checks imagegate's signatures (and signs for the
+# interop tests). v2: its `sign --key` writes the simple-signing payload
+# under cosign's tag or, with COSIGN_EXPERIMENTAL=1
+# --registry-referrers-mode=oci-1-1, as an OCI 1.1 referrer, and `verify
+# --experimental-oci11` reads both. Cold build about 6 minutes on 2 cores.
+COSIGN_VERSION=v2.6.5
 
 APT_PACKAGES=(docker.io runc skopeo podman docker-registry ansible-core
 	busybox-static containerd openssl ca-certificates iproute2 uidmap
@@ -164,6 +170,7 @@ main() {
 		echo "STATICCHECK=$TOOLS/staticcheck-$STATICCHECK_VERSION/staticcheck"
 		echo "CRANE=$TOOLS/crane-$GGCR_VERSION/crane"
 		echo "SEAWEEDFS=$TOOLS/seaweedfs-$SEAWEEDFS_VERSION/weed"
+		echo "COSIGN=$TOOLS/cosign-$COSIGN_VERSION/cosign"
 		return 0 ;;
 	apt) install_apt; return ;;
 	seaweedfs) build_seaweedfs; return ;;
@@ -173,7 +180,8 @@ main() {
 	# The Go builds and apt run side by side: neither needs the other.
 	local pids=()
 	install_apt & pids+=($!)
-	( build_buildkit && build_conformance ) & pids+=($!)
+	( build_buildkit && build_conformance &&
+		build_go_tool cosign "$COSIGN_VERSION" github.com/sigstore/cosign/v2/cmd/cosign ) & pids+=($!)
 	( build_versitygw && build_go_tool staticcheck "$STATICCHECK_VERSION" honnef.co/go/tools/cmd/staticcheck &&
 		build_go_tool crane "$GGCR_VERSION" github.com/google/go-containerregistry/cmd/crane ) & pids+=($!)
 	local rc=0
