@@ -19,7 +19,6 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/registry"
 	"github.com/imagegate/imagegate/pkg/registry/storage/s3"
-	"github.com/imagegate/imagegate/pkg/registry/storage/swift"
 )
 
 // DefaultListen is the listen address unless the configuration says
@@ -117,31 +116,6 @@ type StorageConfig struct {
 	Swift      SwiftConfig      `yaml:"swift"`
 }
 
-// SwiftConfig configures the OpenStack Swift driver (storage/swift). The
-// credentials come from a clouds.yaml cloud (Cloud, as zuul-registry
-// takes it), from Swift's v1 auth (AuthURL, User, Key), or, when neither
-// is set, from the OS_* (or ST_*) environment variables. Redirect sends
-// blob GETs to temp URLs of the container, signed with TempURLKey (or the
-// container's or account's key), valid for RedirectExpiry.
-type SwiftConfig struct {
-	Container         string   `yaml:"container"`
-	Cloud             string   `yaml:"cloud"`
-	CloudsFile        string   `yaml:"clouds_file"`
-	Region            string   `yaml:"region"`
-	Interface         string   `yaml:"interface"`
-	AuthURL           string   `yaml:"auth_url"`
-	User              string   `yaml:"user"`
-	Key               string   `yaml:"key"`
-	KeyEnv            string   `yaml:"key_env"`
-	CAFile            string   `yaml:"ca_file"`
-	SegmentSize       Size     `yaml:"segment_size"`
-	ConsistentListing bool     `yaml:"consistent_listing"`
-	Redirect          bool     `yaml:"redirect"`
-	RedirectExpiry    Duration `yaml:"redirect_expiry"`
-	TempURLKey        string   `yaml:"temp_url_key"`
-	TempURLKeyEnv     string   `yaml:"temp_url_key_env"`
-}
-
 // FilesystemConfig configures the filesystem driver.
 type FilesystemConfig struct {
 	// Root is the data directory (default <state_dir>/storage).
@@ -183,28 +157,6 @@ type PruneConfig struct {
 	// Schedule runs prune in the server every interval (0: only the
 	// prune command).
 	Schedule Duration `yaml:"schedule"`
-}
-
-// PullThroughConfig lists the upstream registries the registry caches,
-// and how long an upstream tag is served before it is revalidated
-// (default registry.DefaultUpstreamTagTTL).
-type PullThroughConfig struct {
-	Upstreams    []UpstreamConfig `yaml:"upstreams"`
-	TagTTL       *Duration        `yaml:"tag_ttl"`
-	FetchTimeout Duration         `yaml:"fetch_timeout"`
-}
-
-// UpstreamConfig is one cached namespace: Registry as image references
-// name it (docker.io content is stored without a prefix, others under
-// <registry>/), URL the upstream's (https://registry-1.docker.io), and
-// optionally an account (for a higher rate limit) and a CA file.
-type UpstreamConfig struct {
-	Registry    string `yaml:"registry"`
-	URL         string `yaml:"url"`
-	Username    string `yaml:"username"`
-	Password    string `yaml:"password"`
-	PasswordEnv string `yaml:"password_env"`
-	CAFile      string `yaml:"ca_file"`
 }
 
 // MonitoringConfig is the plain-HTTP listener for /metrics and /healthz.
@@ -574,83 +526,6 @@ func (c *Config) resolve(getenv func(string) (string, bool)) error {
 	case "", "text", "json":
 	default:
 		return fmt.Errorf("log.format %q: use text or json", c.Log.Format)
-	}
-	return nil
-}
-
-// resolve reads the *_env keys of the Swift settings and checks them.
-func (s *SwiftConfig) resolve(getenv func(string) (string, bool)) error {
-	var err error
-	if s.Container == "" {
-		return errors.New("storage.swift.container is not set")
-	}
-	if s.Key, err = fromEnv(getenv, "storage.swift.key", s.Key, s.KeyEnv); err != nil {
-		return err
-	}
-	if s.TempURLKey, err = fromEnv(getenv, "storage.swift.temp_url_key", s.TempURLKey, s.TempURLKeyEnv); err != nil {
-		return err
-	}
-	if s.Cloud != "" && s.AuthURL != "" {
-		return errors.New("storage.swift.cloud and storage.swift.auth_url are both set: use a clouds.yaml cloud (Keystone) or v1 auth, not both")
-	}
-	if s.AuthURL != "" {
-		if !strings.HasPrefix(s.AuthURL, "https://") && !strings.HasPrefix(s.AuthURL, "http://") {
-			return fmt.Errorf("storage.swift.auth_url %q: must be an http(s):// URL", s.AuthURL)
-		}
-		if s.User == "" || s.Key == "" {
-			return errors.New("storage.swift.auth_url (v1 auth) needs storage.swift.user (account:user) and storage.swift.key (or key_env)")
-		}
-	} else if s.User != "" || s.Key != "" {
-		return errors.New("storage.swift.user and storage.swift.key are for v1 auth: set storage.swift.auth_url too (Keystone credentials go in clouds.yaml)")
-	}
-	switch s.Interface {
-	case "", "public", "internal", "admin":
-	default:
-		return fmt.Errorf("storage.swift.interface %q: use public, internal or admin", s.Interface)
-	}
-	if s.SegmentSize != 0 && (s.SegmentSize < swift.MinSegmentSize || s.SegmentSize > swift.MaxSegmentSize) {
-		return fmt.Errorf("storage.swift.segment_size %d: must be between 1MiB and 5GiB (Swift's largest object)", s.SegmentSize)
-	}
-	if s.RedirectExpiry == 0 {
-		s.RedirectExpiry = Duration(swift.DefaultURLExpiry)
-	}
-	if e := time.Duration(s.RedirectExpiry); e < time.Second || e > swift.MaxURLExpiry {
-		return fmt.Errorf("storage.swift.redirect_expiry %s: must be between 1s and 7d", e)
-	}
-	return nil
-}
-
-// resolve reads the upstreams' secrets and checks them; the registry
-// checks the namespaces again when it starts (names, duplicates).
-func (p *PullThroughConfig) resolve(getenv func(string) (string, bool)) error {
-	if p.TagTTL != nil && *p.TagTTL < 0 {
-		return fmt.Errorf("pull_through.tag_ttl: %s is negative", time.Duration(*p.TagTTL))
-	}
-	if p.FetchTimeout < 0 {
-		return fmt.Errorf("pull_through.fetch_timeout: %s is negative", time.Duration(p.FetchTimeout))
-	}
-	seen := map[string]int{}
-	for i := range p.Upstreams {
-		u := &p.Upstreams[i]
-		where := fmt.Sprintf("pull_through.upstreams[%d]", i)
-		if u.Registry == "" {
-			return fmt.Errorf("%s: registry is not set (docker.io, quay.io, ...)", where)
-		}
-		where += " (" + u.Registry + ")"
-		if j, dup := seen[u.Registry]; dup {
-			return fmt.Errorf("%s: the registry is already listed at index %d", where, j)
-		}
-		seen[u.Registry] = i
-		if !strings.HasPrefix(u.URL, "https://") {
-			return fmt.Errorf("%s: url %q: must be an https:// URL such as https://registry-1.docker.io", where, u.URL)
-		}
-		var err error
-		if u.Password, err = fromEnv(getenv, where+": password", u.Password, u.PasswordEnv); err != nil {
-			return err
-		}
-		if (u.Username == "") != (u.Password == "") {
-			return fmt.Errorf("%s: username and password (or password_env) must be set together", where)
-		}
 	}
 	return nil
 }
