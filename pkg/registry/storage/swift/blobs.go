@@ -184,6 +184,14 @@ func (d *Driver) putStream(ctx context.Context, key string, r io.Reader) (segmen
 	}
 	closeBody(resp)
 	sum := hex.EncodeToString(tr.h.Sum(nil))
+	if resp.StatusCode == http.StatusAccepted {
+		// 202: the object servers hold a newer write of this key (a
+		// concurrent PutBlob of the same digest won), so this one was not
+		// stored and there is no ETag. Keys under blobs/ are digests:
+		// the object stands if it has what was sent. Deleting here would
+		// delete the other writer's blob.
+		return d.acceptNewer(ctx, key, sum, tr.n)
+	}
 	if etag := strings.Trim(resp.Header.Get("Etag"), `"`); etag != sum {
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
@@ -191,6 +199,23 @@ func (d *Driver) putStream(ctx context.Context, key string, r io.Reader) (segmen
 		return segment{}, fmt.Errorf("%w: object %s: Swift stored ETag %s, %d bytes sent with MD5 %s", storage.ErrUnavailable, key, etag, tr.n, sum)
 	}
 	return segment{Key: key, Size: tr.n, ETag: sum}, nil
+}
+
+// acceptNewer checks the newer write that superseded a PUT of key (Swift
+// answered 202 Accepted): it must hold the size and, unless it is a large
+// object whose ETag is its manifest's, the MD5 of what was sent.
+func (d *Driver) acceptNewer(ctx context.Context, key, sum string, size int64) (segment, error) {
+	h, err := d.head(ctx, key, true)
+	if err != nil {
+		return segment{}, fmt.Errorf("%w: object %s: Swift kept a newer write (202) that cannot be read: %v", storage.ErrUnavailable, key, err)
+	}
+	etag := strings.Trim(h.Get("Etag"), `"`)
+	slo := strings.EqualFold(h.Get("X-Static-Large-Object"), "true")
+	if h.Get("Content-Length") != strconv.FormatInt(size, 10) || (!slo && etag != sum) {
+		return segment{}, fmt.Errorf("%w: object %s: Swift kept a newer write (202) with ETag %s and %s bytes, not the %d bytes sent with MD5 %s",
+			storage.ErrUnavailable, key, etag, h.Get("Content-Length"), size, sum)
+	}
+	return segment{Key: key, Size: size, ETag: sum}, nil
 }
 
 // segment is one object holding content: bytes [Offset, Offset+Size) of
