@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -23,8 +26,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	gtypes "github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/imagegate/imagegate/internal/faultproxy"
 	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/internal/transfertest"
 	"github.com/imagegate/imagegate/pkg/build"
 	"github.com/imagegate/imagegate/pkg/intermediate"
 	"github.com/imagegate/imagegate/pkg/zuul"
@@ -519,4 +524,72 @@ func TestBadCache(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCacheRepositoryThrottled builds with a good cache of merged code in a
+// buildset registry that answers 429 for every request of the cache's
+// repository (a rate-limiting proxy in front of it): the build imports
+// nothing, exports nothing, and still builds and pushes the image, with a
+// warning naming the cache for each.
+func TestCacheRepositoryThrottled(t *testing.T) {
+	t.Parallel()
+	s := newCacheSite(t)
+	b := newBuildsetReg(t)
+	if err := os.WriteFile(filepath.Join(s.work, "changed.txt"), []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vars := zuul.Vars{Build: "good", Pipeline: "post", Branch: "master",
+		Project: zuul.Project{CanonicalName: "example.org/org/project", SrcDir: s.work}}
+	node := testenv.StartBuildkitd(t, buildkitdConfig(b.Host, b.CAFile))
+	ctx := context.Background()
+	res, err := build.Build(ctx, build.Request{Images: cacheImages, Zuul: vars, WorkDir: s.work, Home: s.home,
+		Registry: b.br, BuildkitAddr: node.Addr, DockerHost: "none", Cache: true})
+	if err != nil || res.Images[0].CacheTo == "" {
+		t.Fatalf("first build: %v %+v", err, res)
+	}
+	mergedTag, _ := vars.MergedCacheTag()
+	writeCache(t, b, "imagegate-cache/myorg/app:"+mergedTag, readCache(t, b, "imagegate-cache/myorg/app:good_cache"))
+
+	_, proxied := transfertest.Proxy(t, transfertest.Registry{Host: b.Host, Username: b.Username, Password: b.Password, CA: b.CAPEM}, "",
+		faultproxy.Config{Throttle: 1, RetryAfter: time.Second, Match: func(r *http.Request) bool {
+			return strings.HasPrefix(r.URL.Path, "/v2/imagegate-cache/")
+		}})
+	caFile := filepath.Join(t.TempDir(), "proxy-ca.crt")
+	if err := os.WriteFile(caFile, proxied.CA, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host, port := splitHostPort(t, proxied.Host)
+	br := &zuul.BuildsetRegistry{Host: host, Port: port, Username: b.Username, Password: b.Password, Cert: string(proxied.CA)}
+	if err := os.WriteFile(filepath.Join(s.work, "changed.txt"), []byte("y\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fresh := testenv.StartBuildkitd(t, buildkitdConfig(proxied.Host, caFile))
+	vars.Build, vars.Pipeline, vars.Change = "throttled", "check", "7"
+	res, err = build.Build(ctx, build.Request{Images: cacheImages, Zuul: vars, WorkDir: s.work, Home: s.home,
+		Registry: br, BuildkitAddr: fresh.Addr, DockerHost: "none", Cache: true})
+	if err != nil {
+		t.Fatalf("the build failed because the cache's repository answers 429: %v", err)
+	}
+	if res.Images[0].Digest == "" || len(res.Images[0].CacheFrom) != 0 {
+		t.Errorf("image %+v: want one built and pushed without any cache imported", res.Images[0])
+	}
+	for _, want := range []string{"not importing the cache of merged code", "the build cache was not exported"} {
+		if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, want) }) {
+			t.Errorf("warnings %q: want one containing %q", res.Warnings, want)
+		}
+	}
+	t.Logf("warnings: %q", res.Warnings)
+}
+
+func splitHostPort(t *testing.T, hostport string) (string, int) {
+	t.Helper()
+	h, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, n
 }
