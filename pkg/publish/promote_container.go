@@ -321,8 +321,11 @@ func promoteFromIntermediate(ctx context.Context, spec ContainerPromoteSpec, o o
 	if spec.APICert != "" {
 		eps.add(transfer.Endpoint{Host: apiU.Host, CA: []byte(spec.APICert)})
 	}
+	// A promote from the intermediate registry carries the image's
+	// signatures and attestations (a promote within a repository keeps
+	// them: they are keyed by the digest the tag keeps).
 	topts := append(eps.options(), transfer.WithLogger(o.log), transfer.WithJobs(spec.Jobs),
-		transfer.WithInsecureRegistries(spec.InsecureRegistries...))
+		transfer.WithInsecureRegistries(spec.InsecureRegistries...), transfer.WithReferrers())
 	if o.wrap != nil {
 		topts = append(topts, transfer.WithTransportWrapper(o.wrap))
 	}

@@ -168,7 +168,9 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	topts := []transfer.Option{
 		transfer.WithEndpoint(transfer.Endpoint{Host: br.Address(), Username: br.Username, Password: br.Password, CA: []byte(br.Cert), NoSystemRoots: true}),
 		transfer.WithImageJobs(spec.Jobs), transfer.WithLogger(o.log), transfer.WithPageSize(tagsPageSize),
-		transfer.WithInsecureRegistries(spec.InsecureRegistries...)}
+		transfer.WithInsecureRegistries(spec.InsecureRegistries...),
+		// Signatures and attestations on the buildset registry travel with the images.
+		transfer.WithReferrers()}
 	for _, key := range sortedKeys(targets) {
 		ct := targets[key]
 		topts = append(topts, transfer.WithEndpoint(transfer.Endpoint{Host: ct.t.host, Username: ct.creds.Username,
