@@ -37,7 +37,7 @@ func TestUploadCarriesAttestations(t *testing.T) {
 			images := []zuul.Image{{Repository: repo, Tags: []string{"latest"}}}
 			spec := publish.UploadSpec{Images: images, Target: publish.Target{Registry: tc.target.Host, Cert: string(tc.target.CA)},
 				Credentials: publish.Credentials{Username: tc.target.Username, Password: tc.target.Password},
-				Zuul: z, Promote: true, BuildsetRegistry: br, Jobs: 8}
+				Zuul:        z, Promote: true, BuildsetRegistry: br, Jobs: 8}
 			if _, err := publish.Upload(ctx, spec, publish.WithSigning(publish.Signing{Key: keyPEM})); err != nil {
 				t.Fatal(err)
 			}

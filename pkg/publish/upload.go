@@ -180,7 +180,10 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	}
 	if signer != nil {
 		// Signatures first: a tag is never visible unsigned.
-		if res.Signed, err = signUploads(ctx, client, t, source, signer, plan, results, spec.Jobs, o.check); err != nil {
+		if res.Signed, err = signUploads(ctx, client, func(u UploadedTag) (*target, string) {
+			repo, _ := t.repository(u.Repository)
+			return t, repo
+		}, source, signer, plan, results, spec.Jobs, o.check); err != nil {
 			return nil, fmt.Errorf("nothing was uploaded (no tag was written): %w", err)
 		}
 		for _, si := range res.Signed {
