@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"github.com/imagegate/imagegate/internal/transfertest"
+	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/publish"
+	"github.com/imagegate/imagegate/pkg/sign"
+	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
@@ -139,4 +142,94 @@ func TestContainerSigning(t *testing.T) {
 		_, err = promote("21", publish.ContainerVerification{Key: "not a key"})
 		checkError(t, err, "", "nothing was promoted", "container_image_verify_key")
 	})
+}
+
+// signReferrer stores a signature of dgst with s as an OCI 1.1 referrer in
+// reg's repo.
+func signReferrer(t *testing.T, reg registry, repo, dgst string, s *sign.Signer) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := transfer.New(transfer.WithEndpoint(reg.Endpoint()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err := c.Repository(ctx, reg.Host, repo, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := r.Head(ctx, dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := s.SignImage(reg.Host+"/"+repo, dgst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := sign.ReferrerManifest(sign.ArtifactTypeSignature, sign.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}, []sign.Blob{sig.Blob()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range enc.Blobs {
+		if _, err := r.PushBlob(ctx, b.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := r.PutSubject(ctx, enc.Digest, &transfer.Manifest{MediaType: oci.MediaTypeOCIManifest, Digest: enc.Digest, Body: enc.Body}); err != nil || got != dgst {
+		t.Fatalf("storing the signature: OCI-Subject %q, %v", got, err)
+	}
+}
+
+// TestContainerPromoteIntermediateVerified: the intermediate-registry
+// method checks the gate build's image where it lies, in the intermediate
+// registry (signature and provenance, as referrers there), before copying
+// anything; the copy carries both to a target without the referrers API,
+// as cosign's .sig and .att tags.
+func TestContainerPromoteIntermediateVerified(t *testing.T) {
+	t.Parallel()
+	ir, dst := transfertest.Ours(t), transfertest.Distribution(t)
+	api := newBuildsAPI(t)
+	_, signer, pub := signingKey(t)
+	_, _, otherPub := signingKey(t)
+	d := ir.Push(t, "quay.io/myorg/app:gateuuid_latest", index(t, "12", "gated", time.Now()))
+	signReferrer(t, ir, "quay.io/myorg/app", d, signer)
+	attach(t, ir, "quay.io/myorg/app", d, signer, provenance(t, d, "12", "3", "gate", "gateuuid"), true)
+	irHost, irPort := splitHostPort(t, ir.Host)
+	api.set(gateBuild("gateuuid", "2026-01-01T11:00:00", "SUCCESS",
+		zuul.NewContainerImageArtifact(irHost, irPort, "quay.io/myorg/app", "latest", "gateuuid_latest")))
+	spec := publish.ContainerPromoteSpec{
+		Images: []zuul.Image{{Repository: "quay.io/myorg/app", Registry: "quay.io", Tags: []string{"latest"}}},
+		Credentials: publish.ContainerCredentials{
+			"quay.io": {Username: dst.Username, Password: dst.Password, Repository: "^quay.io/myorg/",
+				RegistryEndpoint: publish.RegistryEndpoint{RegistryURL: "https://" + dst.Host, Cert: string(dst.CA)}},
+			ir.Host: {Username: ir.Username, Password: ir.Password, RegistryEndpoint: publish.RegistryEndpoint{Cert: string(ir.CA)}},
+		},
+		Zuul:   zuul.Vars{Change: "12", Patchset: "3", Pipeline: "promote"},
+		Method: publish.MethodIntermediateRegistry, API: api.srv.URL + "/api/tenant/example", APICert: api.cert(),
+		Pipeline: "gate", Job: "app-upload", Jobs: 8,
+	}
+	ctx := context.Background()
+	verify := func(key string) publish.Option {
+		return publish.WithVerification(publish.ContainerVerification{Key: key, Provenance: true, GatePipeline: "gate"}.Verification())
+	}
+	_, err := publish.ContainerPromote(ctx, spec, verify(otherPub))
+	checkError(t, err, "", "nothing was promoted", "container_images[0] (quay.io/myorg/app)", ir.Host+"/quay.io/myorg/app", "signature check failed")
+	if dst.Digest(t, "myorg/app:latest") != "" {
+		t.Fatal("promoted with a failed check")
+	}
+	res, err := publish.ContainerPromote(ctx, spec, verify(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Verified) != 1 || res.Verified[0].ProvenanceBuilds[0] != "gateuuid" || res.Verified[0].SignatureForm != publish.FormReferrer {
+		t.Errorf("verified %+v", res.Verified)
+	}
+	if dst.Digest(t, "myorg/app:latest") != d {
+		t.Fatal("not promoted")
+	}
+	for _, tag := range []string{sign.SignatureTag(d), sign.AttestationTag(d)} {
+		if dst.Digest(t, "myorg/app:"+tag) == "" {
+			t.Errorf("%s was not carried to the target", tag)
+		}
+	}
 }
