@@ -29,8 +29,8 @@ import (
 // schema's index under sha256-<hex> (distribution-spec v1.1). A cosign tag
 // the target lacks is copied byte for byte; one it has with other content
 // gets the union of both sides' layers. Nothing is carried in Plan or
-// from an image layout. A source without the referrers API (404) has no
-// referrers to carry; any other failure fails the copy (StepReferrers).
+// from an image layout. A source without the referrers API (404, or 405)
+// has no referrers to carry; any other failure fails the copy (StepReferrers).
 func WithReferrers() Option {
 	return func(c *Client) error {
 		c.referrers = true
@@ -73,7 +73,7 @@ func (s *session) carryDigest(ctx context.Context, sc, dc *Repository, d digest.
 	n := 0
 	refs, err := sc.Referrers(ctx, d.String(), "")
 	switch {
-	case errors.Is(err, oci.ErrNotFound):
+	case noReferrersAPI(err):
 	case err != nil:
 		return n, s.fail(sc.Ref(d.String()), StepReferrers, d.String(), err)
 	}
@@ -99,6 +99,13 @@ func (s *session) carryDigest(ctx context.Context, sc, dc *Repository, d digest.
 	return n, nil
 }
 
+// noReferrersAPI is the answer of a registry without the referrers API:
+// 404 as the distribution spec says, or 405 (UNSUPPORTED) as some
+// registries answer an unknown route.
+func noReferrersAPI(err error) bool {
+	return errors.Is(err, oci.ErrNotFound) || errors.Is(err, oci.ErrUnsupported)
+}
+
 // referrersAPI reports whether dc's registry serves the referrers API,
 // asked once per target repository.
 func (s *session) referrersAPI(ctx context.Context, dc *Repository, d digest.Digest) (bool, error) {
@@ -107,7 +114,7 @@ func (s *session) referrersAPI(ctx context.Context, dc *Repository, d digest.Dig
 		switch {
 		case err == nil:
 			return "yes", nil
-		case errors.Is(err, oci.ErrNotFound):
+		case noReferrersAPI(err):
 			return "no", nil
 		default:
 			return "", fmt.Errorf("probing the referrers API of the target: %w", err)
