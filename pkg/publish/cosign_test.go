@@ -2,7 +2,6 @@ package publish_test
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,91 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imagegate/imagegate/internal/testenv"
+	"github.com/imagegate/imagegate/internal/cosigntest"
 	"github.com/imagegate/imagegate/internal/transfertest"
-	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/publish"
 	"github.com/imagegate/imagegate/pkg/sign"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
-
-// cosignPeer runs the real cosign CLI (tests/setup/deps.sh builds it)
-// against test registries. go-containerregistry, which cosign is built on,
-// speaks plain http to 127.0.0.1, so cosign runs in a sandbox whose
-// /etc/hosts maps the buildset alias (in every test certificate) to
-// 127.0.0.1, trusting the registries' CAs (SSL_CERT_FILE) and logged in
-// through a private DOCKER_CONFIG.
-type cosignPeer struct {
-	bin string
-	env []string
-	dir string
-}
-
-func newCosign(t *testing.T, regs ...registry) *cosignPeer {
-	t.Helper()
-	real := testenv.Tool(t, "COSIGN", "cosign")
-	sb := testenv.NewSandbox(t, "/etc/hosts")
-	f, err := os.OpenFile(sb.Path("/etc/hosts"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString("\n127.0.0.1 " + pki.BuildsetAlias + "\n"); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	dir := t.TempDir()
-	auths := map[string]any{}
-	var cas []byte
-	for _, r := range regs {
-		auths[alias(r)] = map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(r.Username + ":" + r.Password))}
-		cas = append(cas, r.CA...)
-	}
-	cfg, _ := json.Marshal(map[string]any{"auths": auths})
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), cas, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &cosignPeer{bin: sb.Wrap(t, real), dir: dir,
-		env: []string{"DOCKER_CONFIG=" + dir, "SSL_CERT_FILE=" + filepath.Join(dir, "ca.pem"), "HOME=" + dir,
-			"COSIGN_PASSWORD=" + cosignPassword, "TUF_ROOT=" + filepath.Join(dir, "tuf")}}
-}
-
-const cosignPassword = "cosign-test-password"
-
-// alias is the registry's address through the sandbox's alias.
-func alias(r registry) string {
-	return pki.BuildsetAlias + ":" + r.Host[strings.LastIndex(r.Host, ":")+1:]
-}
-
-func (c *cosignPeer) run(t *testing.T, extra []string, args ...string) string {
-	t.Helper()
-	return testenv.Run(t, append(c.env, extra...), c.bin, args...)
-}
-
-func (c *cosignPeer) fails(t *testing.T, args ...string) string {
-	t.Helper()
-	return testenv.RunFails(t, c.env, c.bin, args...)
-}
-
-// keyPair makes a key pair with cosign generate-key-pair and returns the
-// paths of cosign.key (encrypted with cosignPassword) and cosign.pub.
-func (c *cosignPeer) keyPair(t *testing.T, name string) (string, string) {
-	t.Helper()
-	prefix := filepath.Join(c.dir, name)
-	c.run(t, nil, "generate-key-pair", "--output-key-prefix", prefix)
-	return prefix + ".key", prefix + ".pub"
-}
-
-func read(t *testing.T, p string) string {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
 
 // TestCosignInterop: what docker_image_upload signs with a key from cosign
 // generate-key-pair, cosign verify accepts on the target after promote, on
@@ -104,13 +24,13 @@ func TestCosignInterop(t *testing.T) {
 	t.Parallel()
 	brReg, br := buildsetRegistry(t)
 	ours, dist := transfertest.Ours(t), transfertest.Distribution(t)
-	cosign := newCosign(t, ours, dist)
-	keyFile, pubFile := cosign.keyPair(t, "cosign")
-	key, pub := read(t, keyFile), read(t, pubFile)
+	cosign := cosigntest.New(t, ours, dist)
+	keyFile, pubFile := cosign.KeyPair(t, "cosign")
+	key, pub := cosigntest.Read(t, keyFile), cosigntest.Read(t, pubFile)
 	if !strings.Contains(key, sign.PEMSigstoreEncrypted) {
 		t.Fatalf("cosign.key is not %s", sign.PEMSigstoreEncrypted)
 	}
-	_, otherPub := cosign.keyPair(t, "other")
+	_, otherPub := cosign.KeyPair(t, "other")
 	z := zuul.Vars{Change: "5", Patchset: "2", Pipeline: "gate", Build: "upload-build"}
 	ctx := context.Background()
 	predicate := filepath.Join(t.TempDir(), "provenance.json")
@@ -158,7 +78,7 @@ func TestCosignInterop(t *testing.T) {
 			creds := publish.Credentials{Username: tc.target.Username, Password: tc.target.Password}
 			res, err := publish.Upload(ctx, publish.UploadSpec{Images: images, Target: target, Credentials: creds, Zuul: z,
 				Promote: true, BuildsetRegistry: br, Jobs: 8},
-				publish.WithSigning(publish.DockerSigning{Key: key, Password: cosignPassword}.Signing()))
+				publish.WithSigning(publish.DockerSigning{Key: key, Password: cosigntest.Password}.Signing()))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -175,8 +95,8 @@ func TestCosignInterop(t *testing.T) {
 			// for the image and for the index itself.
 			for _, img := range images {
 				d := tc.target.Digest(t, img.Repository+":change_5_latest")
-				cosign.run(t, nil, "attest", "--key", keyFile, "--type", "slsaprovenance", "--predicate", predicate,
-					"--tlog-upload=false", "--yes", alias(tc.target)+"/"+img.Repository+"@"+d)
+				cosign.Run(t, nil, "attest", "--key", keyFile, "--type", "slsaprovenance", "--predicate", predicate,
+					"--tlog-upload=false", "--yes", cosigntest.Alias(tc.target)+"/"+img.Repository+"@"+d)
 			}
 			pres, err := publish.Promote(ctx, publish.PromoteSpec{Images: images, Target: target, Credentials: creds, Zuul: z, Jobs: 8},
 				publish.WithVerification(publish.DockerVerification{Key: pub, Provenance: true, GatePipeline: "gate"}.Verification()))
@@ -189,25 +109,25 @@ func TestCosignInterop(t *testing.T) {
 
 			// cosign verifies the final tags on the target.
 			for _, img := range images {
-				final := alias(tc.target) + "/" + img.Repository + ":latest"
-				cosign.run(t, nil, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", "--experimental-oci11", final)
+				final := cosigntest.Alias(tc.target) + "/" + img.Repository + ":latest"
+				cosign.Run(t, nil, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", "--experimental-oci11", final)
 				if tc.form == publish.FormTag {
-					cosign.run(t, nil, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", final)
+					cosign.Run(t, nil, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", final)
 				}
-				cosign.run(t, nil, "verify-attestation", "--key", pubFile, "--type", "slsaprovenance", "--insecure-ignore-tlog=true", final)
+				cosign.Run(t, nil, "verify-attestation", "--key", pubFile, "--type", "slsaprovenance", "--insecure-ignore-tlog=true", final)
 				// With another key cosign refuses: on the tag form "no
 				// matching signatures"; in OCI 1.1 mode a referrer that
 				// does not verify sends cosign on to the (absent) tag, and
 				// it says "no signatures found".
-				out := cosign.fails(t, "verify", "--key", otherPub, "--insecure-ignore-tlog=true", "--experimental-oci11", final)
+				out := cosign.Fails(t, "verify", "--key", otherPub, "--insecure-ignore-tlog=true", "--experimental-oci11", final)
 				if !strings.Contains(out, "no matching signatures") && !strings.Contains(out, "invalid signature") &&
 					!(tc.form == publish.FormReferrer && strings.Contains(out, "no signatures found")) {
 					t.Errorf("cosign verify with another key: %s", out)
 				}
 			}
 			// A platform image of the index is signed too.
-			cosign.run(t, nil, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", "--experimental-oci11",
-				alias(tc.target)+"/"+repo+"/multi@"+child)
+			cosign.Run(t, nil, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", "--experimental-oci11",
+				cosigntest.Alias(tc.target)+"/"+repo+"/multi@"+child)
 
 			// cosign sign --key: promote's verification accepts it.
 			brReg.Push(t, repo+"/bycosign:latest", image(t, "5", "bycosign-"+tc.name, time.Now()))
@@ -223,7 +143,7 @@ func TestCosignInterop(t *testing.T) {
 				args = append(args, "--registry-referrers-mode=oci-1-1")
 				env = []string{"COSIGN_EXPERIMENTAL=1"}
 			}
-			cosign.run(t, env, append(args, alias(tc.target)+"/"+repo+"/bycosign@"+d)...)
+			cosign.Run(t, env, append(args, cosigntest.Alias(tc.target)+"/"+repo+"/bycosign@"+d)...)
 			if tc.form == publish.FormReferrer && tc.target.Digest(t, repo+"/bycosign:"+sign.SignatureTag(d)) != "" {
 				t.Error("cosign wrote a .sig tag in OCI 1.1 mode")
 			}
@@ -246,7 +166,7 @@ func TestCosignInterop(t *testing.T) {
 			if got := tc.target.Digest(t, repo+"/bycosign:latest"); got != d {
 				t.Errorf("the final tag moved to %s", got)
 			}
-			cosign.fails(t, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", "--experimental-oci11", alias(tc.target)+"/"+tamperedRef)
+			cosign.Fails(t, "verify", "--key", pubFile, "--insecure-ignore-tlog=true", "--experimental-oci11", cosigntest.Alias(tc.target)+"/"+tamperedRef)
 		})
 	}
 }
