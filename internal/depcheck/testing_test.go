@@ -20,7 +20,7 @@ const module = "github.com/imagegate/imagegate"
 var machinery = []string{
 	"internal/testenv", "internal/daemon", "internal/lab", "internal/ansibletest",
 	"internal/registrytest", "internal/transfertest", "internal/storagetest",
-	"internal/hubtest", "internal/quaytest", "internal/faultproxy", "internal/cmd", "tests",
+	"internal/hubtest", "internal/quaytest", "internal/faultproxy", "internal/cosigntest", "internal/cmd", "tests",
 }
 
 // TestProductsLinkNoTestMachinery checks that nothing shipped links

@@ -18,6 +18,7 @@ import (
 
 type params struct {
 	publish.ContainerPromoteSpec
+	publish.ContainerVerification
 	Timeout time.Duration `ansible:"timeout,seconds" default:"1800"`
 }
 
@@ -25,5 +26,6 @@ func main() { ansible.Main(run) }
 
 func run(ctx context.Context, m *ansible.Module, p *params) (*publish.ContainerPromoteResult, error) {
 	return publish.ContainerPromote(ctx, p.ContainerPromoteSpec, publish.WithCheckMode(m.CheckMode), publish.WithDiff(m.Diff),
-		publish.WithLogger(m.Log), publish.WithTimeout(p.Timeout), publish.WithRedact(m.AddSecret))
+		publish.WithLogger(m.Log), publish.WithTimeout(p.Timeout), publish.WithRedact(m.AddSecret),
+		publish.WithVerification(p.ContainerVerification.Verification()))
 }

@@ -17,6 +17,7 @@ import (
 
 type params struct {
 	publish.ContainerUploadSpec
+	publish.ContainerSigning
 	Timeout time.Duration `ansible:"timeout,seconds" default:"3600"`
 }
 
@@ -24,5 +25,6 @@ func main() { ansible.Main(run) }
 
 func run(ctx context.Context, m *ansible.Module, p *params) (*publish.ContainerUploadResult, error) {
 	return publish.UploadContainer(ctx, p.ContainerUploadSpec, publish.WithCheckMode(m.CheckMode), publish.WithDiff(m.Diff),
-		publish.WithLogger(m.Log), publish.WithTimeout(p.Timeout), publish.WithRedact(m.AddSecret))
+		publish.WithLogger(m.Log), publish.WithTimeout(p.Timeout), publish.WithRedact(m.AddSecret),
+		publish.WithSigning(p.ContainerSigning.Signing()))
 }

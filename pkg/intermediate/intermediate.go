@@ -160,7 +160,7 @@ func (r Registries) check(vars *zuul.Vars, o options) (*zuul.BuildsetRegistry, e
 // client returns a Client that knows both registries: the buildset
 // registry by its real address, trusting only its CA; the intermediate
 // registry trusting the system roots and its optional CA.
-func (r Registries) client(br *zuul.BuildsetRegistry, o options) (*transfer.Client, error) {
+func (r Registries) client(br *zuul.BuildsetRegistry, o options, extra ...transfer.Option) (*transfer.Client, error) {
 	ir := r.IntermediateRegistry
 	policy := transfer.DefaultRetryPolicy()
 	policy.Attempts = r.Retries + 1
@@ -175,7 +175,7 @@ func (r Registries) client(br *zuul.BuildsetRegistry, o options) (*transfer.Clie
 	if o.timed {
 		opts = append(opts, transfer.WithTimeout(o.timeout))
 	}
-	return transfer.New(opts...)
+	return transfer.New(append(opts, extra...)...)
 }
 
 func sameHost(a, b string) bool {
@@ -188,7 +188,9 @@ func sameHost(a, b string) bool {
 // names job i in errors; notFound is the hint for a source that is not
 // there.
 func (r Registries) run(ctx context.Context, br *zuul.BuildsetRegistry, o options, jobs []transfer.Job, images []Image, label func(i int) string, notFound string) (bool, error) {
-	c, err := r.client(br, o)
+	// Signatures and attestations travel with the images (issue 16): the
+	// referrers of each copied digest and cosign's tags.
+	c, err := r.client(br, o, transfer.WithReferrers())
 	if err != nil {
 		return false, err
 	}
@@ -214,7 +216,7 @@ func (r Registries) run(ctx context.Context, br *zuul.BuildsetRegistry, o option
 			errs = append(errs, e)
 			continue
 		}
-		changed = changed || res.Changed
+		changed = changed || res.Changed || res.Referrers > 0
 	}
 	return changed, errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -74,6 +75,8 @@ type ContainerPromoteResult struct {
 	Build    *GateBuild           `json:"build"`
 	Promoted []ContainerPromotion `json:"promoted"`
 	Deleted  []Deletion           `json:"deleted"`
+	// Verified lists the images checked (WithVerification).
+	Verified []Verified `json:"verified"`
 }
 
 // ContainerPromote publishes the images of container_images.
@@ -112,7 +115,7 @@ func ContainerPromote(ctx context.Context, spec ContainerPromoteSpec, opts ...Op
 	if err := transfer.CheckInsecureRegistries(spec.InsecureRegistries); err != nil {
 		return nil, fmt.Errorf("insecure_registries: %w", err)
 	}
-	res := &ContainerPromoteResult{Method: spec.Method, Promoted: []ContainerPromotion{}, Deleted: []Deletion{}}
+	res := &ContainerPromoteResult{Method: spec.Method, Promoted: []ContainerPromotion{}, Deleted: []Deletion{}, Verified: []Verified{}}
 	var errs []error
 	for i, im := range spec.Images {
 		_, warning, err := spec.Credentials.For("container_images", i, im)
@@ -121,6 +124,13 @@ func ContainerPromote(ctx context.Context, spec ContainerPromoteSpec, opts ...Op
 		}
 		if err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if vs := o.verify; vs.Key != "" {
+		for _, r := range vs.Images {
+			if !slices.ContainsFunc(spec.Images, func(i zuul.Image) bool { return i.Repository == r }) {
+				errs = append(errs, fmt.Errorf("%s names %q, which is not a repository of container_images", vs.ImagesParam, r))
+			}
 		}
 	}
 	if len(errs) > 0 {
@@ -176,6 +186,18 @@ func promoteByTag(ctx context.Context, spec ContainerPromoteSpec, o options, res
 			Pipelines: spec.Pipelines, Jobs: spec.Jobs}
 		p := &promoter{spec: ps1, o: o, res: PromoteResult{Promoted: []Promotion{}, Deleted: []Deletion{}},
 			param: "container_images", credName: cred, upload: "upload-container-image"}
+		if len(o.verify.Images) > 0 {
+			// The images checked that are in this registry; none, no checks.
+			var mine []string
+			for _, r := range o.verify.Images {
+				if slices.ContainsFunc(images, func(i zuul.Image) bool { return i.Repository == r }) {
+					mine = append(mine, r)
+				}
+			}
+			if p.o.verify.Images = mine; len(mine) == 0 {
+				p.o.verify = Verification{}
+			}
+		}
 		switch typ {
 		case RegistryDocker:
 			if u, err := apiURL(reg, c, typ); err != nil {
@@ -231,6 +253,7 @@ func promoteByTag(ctx context.Context, spec ContainerPromoteSpec, o options, res
 		res.Promoted = append(res.Promoted, ContainerPromotion{Promotion: p, Source: src})
 	}
 	res.Deleted = pr.Deleted
+	res.Verified = pr.Verified
 	return res, nil
 }
 
@@ -321,8 +344,11 @@ func promoteFromIntermediate(ctx context.Context, spec ContainerPromoteSpec, o o
 	if spec.APICert != "" {
 		eps.add(transfer.Endpoint{Host: apiU.Host, CA: []byte(spec.APICert)})
 	}
+	// A promote from the intermediate registry carries the image's
+	// signatures and attestations (a promote within a repository keeps
+	// them: they are keyed by the digest the tag keeps).
 	topts := append(eps.options(), transfer.WithLogger(o.log), transfer.WithJobs(spec.Jobs),
-		transfer.WithInsecureRegistries(spec.InsecureRegistries...))
+		transfer.WithInsecureRegistries(spec.InsecureRegistries...), transfer.WithReferrers())
 	if o.wrap != nil {
 		topts = append(topts, transfer.WithTransportWrapper(o.wrap))
 	}
@@ -393,6 +419,9 @@ func promoteFromIntermediate(ctx context.Context, spec ContainerPromoteSpec, o o
 	// Everything read: each artifact's digest, each target's push access
 	// and current digest.
 	if err := resolveIntermediate(ctx, client, spec, plans); err != nil {
+		return nil, fmt.Errorf("nothing was promoted: %w", err)
+	}
+	if res.Verified, err = verifyIntermediate(ctx, client, spec, o, plans); err != nil {
 		return nil, fmt.Errorf("nothing was promoted: %w", err)
 	}
 	var jobs []transfer.Job
@@ -496,4 +525,39 @@ func resolveIntermediate(ctx context.Context, client *transfer.Client, spec Cont
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// verifyIntermediate checks every artifact (WithVerification) where it
+// lies, in the intermediate registry, before anything is copied: the
+// signatures and attestations travelled there with the image
+// (intermediate_registry_push carries them) and are copied with it.
+func verifyIntermediate(ctx context.Context, client *transfer.Client, spec ContainerPromoteSpec, o options, plans []*irPlan) ([]Verified, error) {
+	vf, err := newVerifier(o.verify, spec.Zuul, spec.Images)
+	if vf == nil || err != nil {
+		return []Verified{}, err
+	}
+	out := []Verified{}
+	var errs []error
+	done := map[string]bool{}
+	for _, pl := range plans {
+		key := pl.srcHost + "/" + pl.srcRepo + "@" + pl.digest
+		if done[key] || (vf.images != nil && !vf.images[pl.img.Repository]) {
+			continue
+		}
+		done[key] = true
+		where := fmt.Sprintf("container_images[%d] (%s), %s (%s)", pl.index, pl.img.Repository, pl.src, pl.digest)
+		r, err := client.Repository(ctx, pl.srcHost, pl.srcRepo, false)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		v, err := vf.check(ctx, &store{r: r, ref: pl.srcHost + "/" + pl.srcRepo}, &tagPlan{digest: pl.digest, mediaType: pl.media})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		v.Repository = pl.img.Repository
+		out = append(out, v)
+	}
+	return out, errors.Join(errs...)
 }

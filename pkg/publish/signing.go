@@ -48,7 +48,21 @@ func (d DockerSigning) Signing() Signing {
 	return Signing{Key: d.Key, Password: d.Password, KeyParam: "docker_image_signing_key", PasswordParam: "docker_image_signing_key_password"}
 }
 
-// WithSigning makes Upload sign every image it stages with the key
+// ContainerSigning is the signing parameters of container_image_upload,
+// as DockerSigning's for the container-image family.
+type ContainerSigning struct {
+	// Key is the private key (PEM) every uploaded image is signed with;
+	// empty uploads unsigned images.
+	Key      string `ansible:"container_image_signing_key,no_log"`
+	Password string `ansible:"container_image_signing_key_password,no_log"`
+}
+
+// Signing is the Signing the parameters ask for.
+func (c ContainerSigning) Signing() Signing {
+	return Signing{Key: c.Key, Password: c.Password, KeyParam: "container_image_signing_key", PasswordParam: "container_image_signing_key_password"}
+}
+
+// WithSigning makes Upload (and UploadContainer) sign every image it stages with the key
 // (cosign's formats, see package sign) before its tag is written; a
 // Signing with an empty Key signs nothing. The default signs nothing.
 func WithSigning(s Signing) Option { return func(o *options) { o.signing = s } }
@@ -90,7 +104,30 @@ func (d DockerVerification) Verification() Verification {
 		KeyParam: "docker_image_verify_key", ImagesParam: "docker_image_verify_images"}
 }
 
-// WithVerification makes Promote check every image (or those named)
+// ContainerVerification is the verification parameters of
+// container_image_promote, as DockerVerification's for the
+// container-image family.
+type ContainerVerification struct {
+	// Key is the public key (PEM, cosign.pub) whose signature every
+	// promoted image must carry; empty checks nothing.
+	Key string `ansible:"container_image_verify_key"`
+	// Provenance also requires a provenance attestation signed with Key
+	// naming the change, its patchset and a build of GatePipeline.
+	Provenance bool `ansible:"container_image_verify_provenance" default:"false"`
+	// Images limits the checks to these repositories (as container_images
+	// names them); empty checks all.
+	Images []string `ansible:"container_image_verify_images"`
+	// GatePipeline is the pipeline the provenance's build must be of.
+	GatePipeline string `ansible:"container_image_verify_pipeline" default:"gate"`
+}
+
+// Verification is the Verification the parameters ask for.
+func (c ContainerVerification) Verification() Verification {
+	return Verification{Key: c.Key, Provenance: c.Provenance, Images: c.Images, GatePipeline: c.GatePipeline,
+		KeyParam: "container_image_verify_key", ImagesParam: "container_image_verify_images"}
+}
+
+// WithVerification makes Promote (and ContainerPromote) check every image (or those named)
 // before promoting any: an image that fails stops the whole promote. The
 // default checks nothing.
 func WithVerification(v Verification) Option { return func(o *options) { o.verify = v } }
@@ -141,21 +178,23 @@ type signJob struct {
 // index (what cosign sign --recursive signs), so that cosign verify of the
 // staged tag, of the final tag after promote (the same digest), or of one
 // platform's digest finds a signature. Only reads happen in check mode.
-func signUploads(ctx context.Context, client *transfer.Client, t *target, source *uploadSource, signer *sign.Signer,
+// targetOf names each planned tag's target registry and repository there.
+func signUploads(ctx context.Context, client *transfer.Client, targetOf func(UploadedTag) (*target, string), source *uploadSource, signer *sign.Signer,
 	plan []UploadedTag, results []Result, jobs int, check bool) ([]SignedImage, error) {
 	repos := map[string]*store{}
 	var todo []signJob
 	seen := map[string]bool{}
 	var errs []error
 	for i, u := range plan {
-		repo, _ := t.repository(u.Repository)
+		t, repo := targetOf(u)
+		repo = t.host + "/" + repo // the key of repos and seen
 		st := repos[repo]
 		if st == nil {
-			r, err := client.Repository(ctx, t.host, repo, true)
+			r, err := client.Repository(ctx, t.host, strings.TrimPrefix(repo, t.host+"/"), true)
 			if err != nil {
 				return nil, err
 			}
-			named, err := name.NewRepository(t.name + "/" + repo)
+			named, err := name.NewRepository(t.name + "/" + strings.TrimPrefix(repo, t.host+"/"))
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", u.where(), err)
 			}
@@ -167,7 +206,11 @@ func signUploads(ctx context.Context, client *transfer.Client, t *target, source
 			continue
 		}
 		seen[repo+"@"+r.Digest] = true
-		where := fmt.Sprintf("docker_images[%d] (%s)", u.index, u.Repository)
+		param := u.param
+		if param == "" {
+			param = "docker_images"
+		}
+		where := fmt.Sprintf("%s[%d] (%s)", param, u.index, u.Repository)
 		// The subject's size, and an index's platform images, come from
 		// the source: the target has nothing yet.
 		m, err := source.manifest(ctx, client, u.Source, r.Digest)

@@ -157,7 +157,9 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 
 	ctx, cancel := o.withDeadline(ctx)
 	defer cancel()
-	topts := append(source.options(), transfer.WithImageJobs(spec.Jobs))
+	// Signatures and attestations already on the source (made at build,
+	// or carried from the intermediate registry) travel with the images.
+	topts := append(source.options(), transfer.WithImageJobs(spec.Jobs), transfer.WithReferrers())
 	if o.timed {
 		// The call's timeout, not transfer's default, bounds the copies.
 		topts = append(topts, transfer.WithTimeout(o.timeout))
@@ -178,7 +180,10 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	}
 	if signer != nil {
 		// Signatures first: a tag is never visible unsigned.
-		if res.Signed, err = signUploads(ctx, client, t, source, signer, plan, results, spec.Jobs, o.check); err != nil {
+		if res.Signed, err = signUploads(ctx, client, func(u UploadedTag) (*target, string) {
+			repo, _ := t.repository(u.Repository)
+			return t, repo
+		}, source, signer, plan, results, spec.Jobs, o.check); err != nil {
 			return nil, fmt.Errorf("nothing was uploaded (no tag was written): %w", err)
 		}
 		for _, si := range res.Signed {
@@ -204,7 +209,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 		u.Digest, u.MediaType, u.Changed = r.Digest, r.MediaType, r.Changed
 		u.BlobStats = r.BlobStats
 		res.Uploads = append(res.Uploads, u)
-		res.Changed = res.Changed || u.Changed
+		res.Changed = res.Changed || u.Changed || r.Referrers > 0
 		if u.Changed {
 			before = append(before, u.Reference+" -> (other or absent)")
 		} else {

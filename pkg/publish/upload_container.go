@@ -58,6 +58,8 @@ type ContainerUploadSpec struct {
 type ContainerUploadResult struct {
 	ansible.Outcome
 	Uploads []UploadedTag `json:"uploads"`
+	// Signed lists the manifests signed (WithSigning); empty otherwise.
+	Signed []SignedImage `json:"signed"`
 }
 
 // containerTarget is one registry of a container upload: its entry in
@@ -90,7 +92,7 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	if err != nil {
 		return nil, err
 	}
-	res := &ContainerUploadResult{Uploads: []UploadedTag{}}
+	res := &ContainerUploadResult{Uploads: []UploadedTag{}, Signed: []SignedImage{}}
 	switch spec.Method {
 	case MethodTag:
 	case MethodIntermediateRegistry:
@@ -105,6 +107,12 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	if len(spec.Images) == 0 {
 		return nil, errors.New("container_images is empty: nothing to upload")
 	}
+	// The key first: a key that cannot sign stops the upload before
+	// anything is sent.
+	signer, err := o.signing.signer(o.redact)
+	if err != nil {
+		return nil, fmt.Errorf("nothing was uploaded: %w", err)
+	}
 	if err := checkJobs(spec.Jobs); err != nil {
 		return nil, err
 	}
@@ -116,6 +124,11 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	targets := map[string]*containerTarget{}
 	var jobs []transfer.Job
 	var plan []UploadedTag
+	type placed struct {
+		t    *target
+		repo string
+	}
+	placedAt := map[string]placed{} // by UploadedTag.Reference
 	var errs []error
 	warned := map[string]bool{}
 	for i, img := range spec.Images {
@@ -137,6 +150,7 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 			jobs = append(jobs, transfer.Job{Dst: ct.t.host + "/" + repo + ":" + dst})
 			plan = append(plan, UploadedTag{index: i, param: "container_images", Repository: img.Repository, Tag: tag,
 				Reference: ct.t.ref(repo, dst)})
+			placedAt[ct.t.ref(repo, dst)] = placed{ct.t, repo}
 		}
 	}
 	seen := map[string]int{}
@@ -168,7 +182,9 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	topts := []transfer.Option{
 		transfer.WithEndpoint(transfer.Endpoint{Host: br.Address(), Username: br.Username, Password: br.Password, CA: []byte(br.Cert), NoSystemRoots: true}),
 		transfer.WithImageJobs(spec.Jobs), transfer.WithLogger(o.log), transfer.WithPageSize(tagsPageSize),
-		transfer.WithInsecureRegistries(spec.InsecureRegistries...)}
+		transfer.WithInsecureRegistries(spec.InsecureRegistries...),
+		// Signatures and attestations on the buildset registry travel with the images.
+		transfer.WithReferrers()}
 	for _, key := range sortedKeys(targets) {
 		ct := targets[key]
 		topts = append(topts, transfer.WithEndpoint(transfer.Endpoint{Host: ct.t.host, Username: ct.creds.Username,
@@ -199,6 +215,16 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("nothing was uploaded: %w", errors.Join(errs...))
 	}
+	if signer != nil {
+		// Signatures first: a tag is never visible unsigned.
+		targetOf := func(u UploadedTag) (*target, string) { p := placedAt[u.Reference]; return p.t, p.repo }
+		if res.Signed, err = signUploads(ctx, client, targetOf, &uploadSource{br: br}, signer, plan, results, spec.Jobs, o.check); err != nil {
+			return nil, fmt.Errorf("nothing was uploaded (no tag was written): %w", err)
+		}
+		for _, si := range res.Signed {
+			res.Changed = res.Changed || si.Changed
+		}
+	}
 	if !o.check {
 		results, err = client.CopyAll(ctx, jobs)
 		if err != nil {
@@ -218,7 +244,7 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 		u.Digest, u.MediaType, u.Changed = r.Digest, r.MediaType, r.Changed
 		u.BlobStats = r.BlobStats
 		res.Uploads = append(res.Uploads, u)
-		res.Changed = res.Changed || u.Changed
+		res.Changed = res.Changed || u.Changed || r.Referrers > 0
 		if u.Changed {
 			before = append(before, u.Reference+" -> (other or absent)")
 		} else {

@@ -94,9 +94,9 @@ func (p *promoter) verify(ctx context.Context) error {
 				continue
 			}
 			done[tp.digest] = true
-			where := fmt.Sprintf("docker_images[%d] (%s), %s (%s)", ip.index, ip.img.Repository, p.t.ref(ip.repo, tp.staging), tp.digest)
+			where := fmt.Sprintf("%s[%d] (%s), %s (%s)", p.param, ip.index, ip.img.Repository, p.t.ref(ip.repo, tp.staging), tp.digest)
 			if tp.already {
-				where = fmt.Sprintf("docker_images[%d] (%s), %s (%s)", ip.index, ip.img.Repository, p.t.ref(ip.repo, tp.tag), tp.digest)
+				where = fmt.Sprintf("%s[%d] (%s), %s (%s)", p.param, ip.index, ip.img.Repository, p.t.ref(ip.repo, tp.tag), tp.digest)
 			}
 			r, err := vf.check(ctx, st, tp)
 			if err != nil {

@@ -35,6 +35,7 @@ type Client struct {
 	log       *slog.Logger
 	wrap      func(http.RoundTripper) http.RoundTripper
 	conv      conventions
+	referrers bool
 
 	mu         sync.Mutex
 	transports map[string]*endpointTransport

@@ -39,6 +39,10 @@ type Result struct {
 	Changed bool
 	// Manifests counts the child manifests of an index written to Dst.
 	Manifests int
+	// Referrers counts the manifests WithReferrers wrote beside Dst's
+	// (signatures, attestations, their tags); they change the target
+	// even when Changed is false.
+	Referrers int
 	BlobStats
 	// Err is this copy's failure, an *Error; CopyAll also returns it.
 	Err error
@@ -376,6 +380,7 @@ func (s *session) copyJob(ctx context.Context, j *parsedJob, res *Result) {
 	}
 	if cur == m.digest {
 		s.c.log.Info("target is up to date", "target", j.dstName, "digest", m.digest)
+		s.carry(ctx, sc, dc, m, j, res)
 		return
 	}
 	res.Changed = true
@@ -395,9 +400,31 @@ func (s *session) copyJob(ctx context.Context, j *parsedJob, res *Result) {
 		res.Err = s.fail(j.dstName, StepPutManifest, m.digest.String(), err)
 		return
 	}
+	s.carry(ctx, sc, dc, m, j, res)
+	if res.Err != nil {
+		return
+	}
 	s.c.log.Info("copied image", "source", j.srcString, "target", j.dstName, "digest", m.digest,
 		"copied", res.BlobsCopied, "mounted", res.BlobsMounted, "existing", res.BlobsExisting,
 		"bytes", res.BytesCopied, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// carry copies what refers to m (WithReferrers), from a registry source,
+// outside Plan.
+func (s *session) carry(ctx context.Context, sc source, dc *Repository, m *manifest, j *parsedJob, res *Result) {
+	src, ok := sc.(*Repository)
+	if !s.c.referrers || s.plan || !ok {
+		return
+	}
+	n, err := s.carryReferrers(ctx, src, dc, m)
+	res.Referrers = n
+	if err != nil {
+		res.Err = s.fail(j.dstName, StepReferrers, m.digest.String(), err)
+		return
+	}
+	if n > 0 {
+		s.c.log.Info("carried referrers", "source", j.srcString, "target", j.dstName, "digest", m.digest, "manifests", n)
+	}
 }
 
 // copyContent places everything m refers to in the target repository:

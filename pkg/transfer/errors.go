@@ -38,6 +38,7 @@ const (
 	StepMount          Step = "mounting blob"
 	StepPutManifest    Step = "writing manifest"
 	StepListTags       Step = "listing tags"
+	StepReferrers      Step = "carrying referrers"
 )
 
 // Error is a failed operation on one reference: which reference, at which
