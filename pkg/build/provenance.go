@@ -16,7 +16,8 @@ import (
 )
 
 // Provenance: BuildKit writes an SLSA provenance attestation per platform
-// (attest:provenance=mode=max, what buildx --provenance=mode=max asks) into
+// (attest:provenance=mode=max,version=v1, what buildx
+// --provenance=mode=max,version=v1 asks) into
 // the pushed index, as an attestation manifest beside each platform image
 // (annotated vnd.docker.reference.type: attestation-manifest). It records
 // every frontend attribute among the build's parameters, so the Zuul labels
@@ -27,9 +28,11 @@ import (
 // BuildKit records a local context by name only, hence LabelContextDigest.
 
 // ProvenanceMode is the attest:provenance value: max records the build's
-// full parameters and LLB definition; min leaves out the parameters the
-// promote check reads.
-const ProvenanceMode = "mode=max"
+// full parameters and LLB definition (min leaves out the parameters the
+// promote check reads); version v1 is SLSA provenance v1, BuildKit's
+// default since v0.24, stated so that a buildkitd of another version
+// writes the same (cosign verify-attestation --type slsaprovenance1).
+const ProvenanceMode = "mode=max,version=v1"
 
 // LabelContextDigest is the label carrying ContextDigest of the build
 // context when provenance is on.

@@ -142,60 +142,77 @@ func (s *uploadSource) blob(ctx context.Context, client *transfer.Client, source
 }
 
 // attestOne signs one provenance statement into a DSSE envelope (as cosign
-// attest --key does) and stores it beside the image's signatures, in the
-// same form: an OCI 1.1 referrer (artifactType application/vnd.in-toto+json)
-// or cosign's sha256-<hex>.att tag. An envelope of the same statement
-// signed with the key already there is kept, and nothing is added.
+// attest --key does) and stores it under cosign's sha256-<hex>.att tag,
+// which cosign verify-attestation reads (cosign 2.x reads key-signed
+// attestations only there), and, when the registry serves the referrers
+// API, also as an OCI 1.1 referrer of the image (artifactType
+// application/vnd.in-toto+json), beside the signature, where referrer-aware
+// tools and copies find it. The form reported is the signature's. A place
+// that already holds the same statement signed with the key is left alone.
 func attestOne(ctx context.Context, st *store, signer *sign.Signer, j attestJob, check bool) (form string, changed bool, err error) {
-	if form, ok, err := st.hasAttestation(ctx, signer.Verifier(), j.subject.Digest, j.statement); err != nil {
+	have, err := st.attestationForms(ctx, signer.Verifier(), j.subject.Digest, j.statement)
+	if err != nil {
 		return "", false, err
-	} else if ok {
-		return form, false, nil
 	}
 	form, err = st.sigForm(ctx, j.subject.Digest)
 	if err != nil {
 		return "", false, err
 	}
-	if check {
-		return form, true, nil
+	want := []string{FormTag}
+	if form == FormReferrer {
+		want = append(want, FormReferrer)
+	}
+	var todo []string
+	for _, f := range want {
+		if !have[f] {
+			todo = append(todo, f)
+		}
+	}
+	if len(todo) == 0 || check {
+		return form, len(todo) > 0, nil
 	}
 	env, err := signer.Attest(j.statement)
 	if err != nil {
 		return "", false, err
 	}
-	var refErr error
-	if form == FormReferrer {
-		ok, err := putReferrer(ctx, st, j.subject, sign.ArtifactTypeInToto, env)
-		if err == nil && ok {
-			return FormReferrer, true, nil
+	for _, f := range todo {
+		switch f {
+		case FormReferrer:
+			ok, err := putReferrer(ctx, st, j.subject, sign.ArtifactTypeInToto, env)
+			if err != nil {
+				return "", false, fmt.Errorf("storing the attestation as an OCI 1.1 referrer: %w", err)
+			}
+			if !ok {
+				// Stored without its subject being indexed: the
+				// tag is where it is found.
+				form = FormTag
+			}
+		case FormTag:
+			tag := sign.AttestationTag(j.subject.Digest)
+			if err := putSigTag(ctx, st, env, tag); err != nil {
+				return "", false, fmt.Errorf("storing the attestation under cosign's tag %s: %w", tag, err)
+			}
 		}
-		refErr = err
 	}
-	tag := sign.AttestationTag(j.subject.Digest)
-	if err := putSigTag(ctx, st, env, tag); err != nil {
-		if refErr != nil {
-			return "", false, fmt.Errorf("the registry refused the attestation both as an OCI 1.1 referrer (%w) and under cosign's tag %s (%w)", refErr, tag, err)
-		}
-		return "", false, fmt.Errorf("storing the attestation under cosign's tag %s: %w", tag, err)
-	}
-	return FormTag, true, nil
+	return form, true, nil
 }
 
-// hasAttestation reports whether an envelope of statement, signed with v's
-// key, is stored for dgst, and in which form.
-func (s *store) hasAttestation(ctx context.Context, v *sign.Verifier, dgst string, statement []byte) (string, bool, error) {
+// attestationForms reports where an envelope of statement, signed with v's
+// key, is stored for dgst: FormReferrer, FormTag.
+func (s *store) attestationForms(ctx context.Context, v *sign.Verifier, dgst string, statement []byte) (map[string]bool, error) {
 	cands, err := s.candidates(ctx, dgst, true)
 	if err != nil {
-		return "", false, err
+		return nil, err
 	}
+	have := map[string]bool{}
 	for _, c := range cands {
 		for _, l := range c.m.Layers {
-			if l.MediaType != sign.MediaTypeDSSE {
+			if l.MediaType != sign.MediaTypeDSSE || have[c.form] {
 				continue
 			}
 			b, err := s.r.Blob(ctx, l.Digest)
 			if err != nil {
-				return "", false, err
+				return nil, err
 			}
 			var env sign.Envelope
 			if json.Unmarshal(b, &env) != nil {
@@ -206,11 +223,11 @@ func (s *store) hasAttestation(ctx context.Context, v *sign.Verifier, dgst strin
 				continue
 			}
 			if _, err := v.VerifyAttestation(b, dgst); err == nil {
-				return c.form, true, nil
+				have[c.form] = true
 			} else if !errors.Is(err, sign.ErrBadSignature) {
-				return "", false, err
+				return nil, err
 			}
 		}
 	}
-	return "", false, nil
+	return have, nil
 }
