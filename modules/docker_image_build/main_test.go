@@ -233,13 +233,51 @@ func TestBuildThroughModule(t *testing.T) {
 		t.Errorf("~/.docker exists: %v", err)
 	}
 
+	// Provenance is on by default: the tag is an index of the image and
+	// its attestation manifest.
+	ref, _ := name.ParseReference(reg.Host + "/myorg/app:latest")
+	ropts := []remote.Option{remote.WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password}),
+		remote.WithTransport(tr), remote.WithContext(context.Background())}
+	platformImage := func() string {
+		t.Helper()
+		idx, err := remote.Index(ref, ropts...)
+		if err != nil {
+			t.Fatalf("the pushed image is not an index: %v", err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil || len(im.Manifests) != 2 || im.Manifests[1].Annotations["vnd.docker.reference.type"] != "attestation-manifest" ||
+			im.Manifests[1].Annotations["vnd.docker.reference.digest"] != im.Manifests[0].Digest.String() {
+			t.Fatalf("want an image and its attestation manifest, got %+v (%v)", im, err)
+		}
+		return im.Manifests[0].Digest.String()
+	}
+	img := platformImage()
+
+	// A rebuild is a new build with a new provenance (its time and
+	// invocation ID): changed, the image itself the same.
 	delete(args, "_ansible_verbosity")
 	o = ansibletest.RunBinary(t, bin, args, "HOME="+home)
 	o.CheckNoSecrets(t, reg.Password)
-	if o.Failed() || o.Changed() {
-		t.Fatalf("unchanged rebuild: %s", o.Stdout)
+	if o.Failed() || !o.Changed() {
+		t.Fatalf("rebuild with provenance: %s", o.Stdout)
+	}
+	if got := platformImage(); got != img {
+		t.Errorf("the rebuilt image is %s, was %s", got, img)
 	}
 	if strings.Contains(string(o.Stderr), "COPY Dockerfile /") {
 		t.Error("build log on stderr without -vv")
+	}
+
+	// Without provenance the build is reproducible: the second run
+	// changes nothing.
+	args["docker_images"] = []any{map[string]any{"context": ".", "repository": "myorg/app", "tags": []any{"latest", "1.0"}, "provenance": false}}
+	for i, want := range []bool{true, false} {
+		o = ansibletest.RunBinary(t, bin, args, "HOME="+home)
+		if o.Failed() || o.Changed() != want {
+			t.Fatalf("run %d without provenance: changed %v, want %v: %s", i, o.Changed(), want, o.Stdout)
+		}
+	}
+	if _, err := remote.Image(ref, ropts...); err != nil {
+		t.Errorf("without provenance the tag is not a plain image: %v", err)
 	}
 }

@@ -462,6 +462,15 @@ func (b *builder) buildOne(ctx context.Context, c *client.Client, native string,
 		}()
 	}
 
+	if p.spec.Provenance {
+		d, err := ContextDigest(ctx, p.spec.ContextDir, filepath.Join(p.spec.DockerfileDir, p.spec.Dockerfile))
+		if err != nil {
+			return nil, &ImageError{Image: p.name, Err: err}
+		}
+		p.spec.Labels[LabelContextDigest] = d
+		fmt.Fprintf(logw, "provenance: %s, context %s\n", ProvenanceMode, d)
+	}
+
 	// With a registry, build and push first; the docker export follows as
 	// a second, fully cached solve, and only when dockerd lacks the image
 	// (a multi-platform index cannot be loaded into dockerd at all: its

@@ -140,6 +140,15 @@ func (b *builder) planImage(req *Request, workDir, pushHost string, i int, im zu
 	for k, v := range req.Zuul.Labels() {
 		p.spec.Labels[k] = v
 	}
+	if im.Provenance {
+		// The provenance names the build through its labels (the
+		// contract of docker_image_promote's provenance check); the
+		// context digest is added once siblings are in place.
+		p.spec.Provenance = true
+		for k, v := range req.Zuul.ProvenanceLabels() {
+			p.spec.Labels[k] = v
+		}
+	}
 
 	for j, a := range im.Arch {
 		pl, err := parsePlatform(a)

@@ -52,6 +52,10 @@ type Spec struct {
 	// the one to export this build's cache to (cache.go).
 	CacheImports []string
 	CacheExport  string
+	// Provenance asks BuildKit for SLSA provenance (ProvenanceMode) in
+	// what is pushed or exported as OCI; a docker export for dockerd
+	// alone, which keeps no attestations, gets none.
+	Provenance bool
 }
 
 // BuildKit attribute names, in one place.
@@ -99,6 +103,9 @@ func (s *Spec) solveOpt(attachables []session.Attachable) (client.SolveOpt, erro
 	}
 	if s.NoCache {
 		attrs[attrNoCache] = ""
+	}
+	if s.Provenance && (len(s.Push) > 0 || s.OCI != nil) {
+		attrs[attrProvenance] = ProvenanceMode
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.BuildArgs)) {
 		attrs[attrBuildArg+k] = s.BuildArgs[k]

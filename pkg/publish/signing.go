@@ -180,9 +180,10 @@ type signJob struct {
 // platform's digest finds a signature. Only reads happen in check mode.
 // targetOf names each planned tag's target registry and repository there.
 func signUploads(ctx context.Context, client *transfer.Client, targetOf func(UploadedTag) (*target, string), source *uploadSource, signer *sign.Signer,
-	plan []UploadedTag, results []Result, jobs int, check bool) ([]SignedImage, error) {
+	plan []UploadedTag, results []Result, jobs int, check bool) (signed, attested []SignedImage, err error) {
 	repos := map[string]*store{}
 	var todo []signJob
+	var attest []attestJob
 	seen := map[string]bool{}
 	var errs []error
 	for i, u := range plan {
@@ -192,11 +193,11 @@ func signUploads(ctx context.Context, client *transfer.Client, targetOf func(Upl
 		if st == nil {
 			r, err := client.Repository(ctx, t.host, strings.TrimPrefix(repo, t.host+"/"), true)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			named, err := name.NewRepository(t.name + "/" + strings.TrimPrefix(repo, t.host+"/"))
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", u.where(), err)
+				return nil, nil, fmt.Errorf("%s: %w", u.where(), err)
 			}
 			st = &store{r: r, ref: named.Name()}
 			repos[repo] = st
@@ -234,9 +235,17 @@ func signUploads(ctx context.Context, client *transfer.Client, targetOf func(Upl
 				todo = append(todo, signJob{where: where, repository: u.Repository, st: st, desc: c})
 			}
 		}
+		// BuildKit's provenance of each platform image, signed as
+		// cosign attest signs it and stored beside its signature.
+		atts, err := provenanceStatements(ctx, client, source, u.Source, m.Body, attestJob{where: where, repository: u.Repository, st: st})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		attest = append(attest, atts...)
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, nil, errors.Join(errs...)
 	}
 	out := make([]SignedImage, len(todo))
 	g, gctx := errgroup.WithContext(ctx)
@@ -255,12 +264,26 @@ func signUploads(ctx context.Context, client *transfer.Client, targetOf func(Upl
 			return nil
 		})
 	}
+	atts := make([]SignedImage, len(attest))
+	for i, j := range attest {
+		g.Go(func() error {
+			form, changed, err := attestOne(gctx, j.st, signer, j, check)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%s: attesting the provenance of %s: %w", j.where, j.subject.Digest, err))
+				mu.Unlock()
+				return nil
+			}
+			atts[i] = SignedImage{Repository: j.repository, Digest: j.subject.Digest, Form: form, Changed: changed}
+			return nil
+		})
+	}
 	_ = g.Wait()
 	if len(errs) > 0 {
 		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-		return nil, errors.Join(errs...)
+		return nil, nil, errors.Join(errs...)
 	}
-	return out, nil
+	return out, atts, nil
 }
 
 // sourceRepo is the repository of a buildset registry reference host/repo:tag.
@@ -293,7 +316,7 @@ func signOne(ctx context.Context, st *store, signer *sign.Signer, desc transfer.
 	}
 	var refErr error
 	if form == FormReferrer {
-		ok, err := putReferrer(ctx, st, desc, sig)
+		ok, err := putReferrer(ctx, st, desc, sign.ArtifactTypeSignature, sig.Blob())
 		if err == nil && ok {
 			return FormReferrer, true, nil
 		}
@@ -321,10 +344,11 @@ func pushBlobs(ctx context.Context, r *transfer.Repository, blobs []sign.Blob) e
 	return nil
 }
 
-// putReferrer stores sig as an OCI 1.1 referrer of desc; ok is false when
-// the registry stored it without recognising the subject (no OCI-Subject
+// putReferrer stores layer (a signature, or an attestation's envelope) as
+// an OCI 1.1 referrer of desc with artifactType; ok is false when the
+// registry stored it without recognising the subject (no OCI-Subject
 // answer): it has no referrers API after all, and the tag scheme is used.
-func putReferrer(ctx context.Context, st *store, desc transfer.Descriptor, sig *sign.Signature) (ok bool, err error) {
+func putReferrer(ctx context.Context, st *store, desc transfer.Descriptor, artifactType string, layer sign.Blob) (ok bool, err error) {
 	subject := sign.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
 	if subject.Size == 0 {
 		d, err := st.r.Head(ctx, desc.Digest)
@@ -333,7 +357,7 @@ func putReferrer(ctx context.Context, st *store, desc transfer.Descriptor, sig *
 		}
 		subject.Size = d.Size
 	}
-	enc, err := sign.ReferrerManifest(sign.ArtifactTypeSignature, subject, []sign.Blob{sig.Blob()})
+	enc, err := sign.ReferrerManifest(artifactType, subject, []sign.Blob{layer})
 	if err != nil {
 		return false, err
 	}

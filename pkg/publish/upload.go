@@ -68,6 +68,10 @@ type UploadResult struct {
 	Uploads []UploadedTag `json:"uploads"`
 	// Signed lists the manifests signed (WithSigning); empty otherwise.
 	Signed []SignedImage `json:"signed"`
+	// Attested lists the platform images whose BuildKit provenance was
+	// signed and attached as an attestation (WithSigning, images built
+	// with provenance); empty otherwise.
+	Attested []SignedImage `json:"attested"`
 }
 
 // Upload copies every image and tag from the buildset registry to the
@@ -85,7 +89,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	if err != nil {
 		return nil, err
 	}
-	res := &UploadResult{Uploads: []UploadedTag{}, Signed: []SignedImage{}}
+	res := &UploadResult{Uploads: []UploadedTag{}, Signed: []SignedImage{}, Attested: []SignedImage{}}
 	if len(spec.Images) == 0 {
 		return nil, errors.New("docker_images is empty: nothing to upload")
 	}
@@ -180,13 +184,13 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	}
 	if signer != nil {
 		// Signatures first: a tag is never visible unsigned.
-		if res.Signed, err = signUploads(ctx, client, func(u UploadedTag) (*target, string) {
+		if res.Signed, res.Attested, err = signUploads(ctx, client, func(u UploadedTag) (*target, string) {
 			repo, _ := t.repository(u.Repository)
 			return t, repo
 		}, source, signer, plan, results, spec.Jobs, o.check); err != nil {
 			return nil, fmt.Errorf("nothing was uploaded (no tag was written): %w", err)
 		}
-		for _, si := range res.Signed {
+		for _, si := range append(res.Signed, res.Attested...) {
 			res.Changed = res.Changed || si.Changed
 		}
 	}

@@ -60,6 +60,10 @@ type ContainerUploadResult struct {
 	Uploads []UploadedTag `json:"uploads"`
 	// Signed lists the manifests signed (WithSigning); empty otherwise.
 	Signed []SignedImage `json:"signed"`
+	// Attested lists the platform images whose BuildKit provenance was
+	// signed and attached as an attestation (WithSigning, images built
+	// with provenance); empty otherwise.
+	Attested []SignedImage `json:"attested"`
 }
 
 // containerTarget is one registry of a container upload: its entry in
@@ -92,7 +96,7 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	if err != nil {
 		return nil, err
 	}
-	res := &ContainerUploadResult{Uploads: []UploadedTag{}, Signed: []SignedImage{}}
+	res := &ContainerUploadResult{Uploads: []UploadedTag{}, Signed: []SignedImage{}, Attested: []SignedImage{}}
 	switch spec.Method {
 	case MethodTag:
 	case MethodIntermediateRegistry:
@@ -218,10 +222,10 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	if signer != nil {
 		// Signatures first: a tag is never visible unsigned.
 		targetOf := func(u UploadedTag) (*target, string) { p := placedAt[u.Reference]; return p.t, p.repo }
-		if res.Signed, err = signUploads(ctx, client, targetOf, &uploadSource{br: br}, signer, plan, results, spec.Jobs, o.check); err != nil {
+		if res.Signed, res.Attested, err = signUploads(ctx, client, targetOf, &uploadSource{br: br}, signer, plan, results, spec.Jobs, o.check); err != nil {
 			return nil, fmt.Errorf("nothing was uploaded (no tag was written): %w", err)
 		}
-		for _, si := range res.Signed {
+		for _, si := range append(res.Signed, res.Attested...) {
 			res.Changed = res.Changed || si.Changed
 		}
 	}

@@ -30,6 +30,10 @@ type Image struct {
 	Arch []string `ansible:"arch" json:"arch,omitempty"`
 	// Registry names the credentials entry of a container_images item.
 	Registry string `ansible:"registry" json:"registry,omitempty"`
+	// Provenance asks BuildKit for an SLSA provenance attestation per
+	// platform, naming the Zuul build (ProvenanceLabels). Go callers get
+	// false unless they ask; the modules' default is true.
+	Provenance bool `ansible:"provenance" default:"true" json:"provenance"`
 }
 
 // CheckTags fails on an empty tag list or duplicate tags, naming the image.

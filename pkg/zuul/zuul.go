@@ -150,6 +150,28 @@ func (v *Vars) Labels() map[string]string {
 	return l
 }
 
+// ProvenanceLabels are the labels that name the Zuul build in BuildKit's
+// provenance (it records every label among the build's parameters, as
+// "label:<name>"): the change, its patchset, the pipeline, the build UUID,
+// the project and the job; a value Zuul did not set is left out. They are
+// what docker_image_promote's provenance check reads (docs/signing.md).
+func (v *Vars) ProvenanceLabels() map[string]string {
+	l := map[string]string{}
+	for k, val := range map[string]string{
+		"org.zuul-ci.change":   v.Change,
+		"org.zuul-ci.patchset": v.Patchset,
+		"org.zuul-ci.pipeline": v.Pipeline,
+		"org.zuul-ci.build":    v.Build,
+		"org.zuul-ci.project":  v.Project.Name,
+		"org.zuul-ci.job":      v.Job,
+	} {
+		if val != "" {
+			l[k] = val
+		}
+	}
+	return l
+}
+
 // Artifact is one entry of zuul.artifacts, or one returned through
 // zuul_return. What Zuul adds when it passes artifacts to later jobs
 // (project, change, patchset, job) is not read, and ignored when decoding,
