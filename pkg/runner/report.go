@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
 // Reporting: build results as Zuul names them, the report of a queue run
@@ -181,6 +183,19 @@ func (b *BuildReport) Artifacts() []map[string]any {
 	for _, a := range list {
 		if m, ok := a.(map[string]any); ok {
 			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// ImageArtifacts are the build's artifacts of metadata type
+// container_image: the images it pushed to the intermediate registry,
+// without the BuildKit caches (buildkit_cache) pushed beside them.
+func (b *BuildReport) ImageArtifacts() []map[string]any {
+	var out []map[string]any
+	for _, a := range b.Artifacts() {
+		if md, _ := a["metadata"].(map[string]any); md["type"] == zuul.ContainerImageType {
+			out = append(out, a)
 		}
 	}
 	return out

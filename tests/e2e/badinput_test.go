@@ -139,8 +139,8 @@ func TestIntermediateRegistryDown(t *testing.T) {
 	}
 	rep := w.run(queue)
 	a := build(t, rep, 801, "", "opendev-build-docker-image")
-	if a.Result != runner.Success || len(a.Artifacts()) != 1 {
-		t.Fatalf("change A: %s %q, artifacts %v", a.Result, a.Message, a.Artifacts())
+	if a.Result != runner.Success || len(a.ImageArtifacts()) != 1 {
+		t.Fatalf("change A: %s %q, artifacts %v", a.Result, a.Message, a.ImageArtifacts())
 	}
 	b := build(t, rep, 802, "", "opendev-build-docker-image")
 	if b.Result == runner.Success {

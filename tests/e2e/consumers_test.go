@@ -47,7 +47,7 @@ func TestProducersAndConsumers(t *testing.T) {
 	}
 	// The registry job's post-run (the stop) ran after every consumer.
 	regEnd := reg.Start.Add(reg.Duration)
-	arts := bld.Artifacts()
+	arts := bld.ImageArtifacts()
 	if len(arts) != 1 {
 		t.Fatalf("build artifacts = %v", arts)
 	}

@@ -81,7 +81,7 @@ func TestProducersOnly(t *testing.T) {
 	if b.Paused <= 0 {
 		t.Errorf("the job started its own registry, so it pauses (and, without dependents, resumes at once): %+v", b)
 	}
-	arts := b.Artifacts()
+	arts := b.ImageArtifacts()
 	if len(arts) != 2 {
 		t.Fatalf("artifacts = %v, want one per tag", arts)
 	}

@@ -91,7 +91,7 @@ func TestCrossChangeSpeculation(t *testing.T) {
 	buildB := build(t, rep, 402, "", "opendev-build-docker-image")
 	testB := build(t, rep, 402, "", "myorg-test-app")
 
-	artsA, artsB := buildA.Artifacts(), buildB.Artifacts()
+	artsA, artsB := buildA.ImageArtifacts(), buildB.ImageArtifacts()
 	if len(artsA) != 1 || len(artsB) != 1 {
 		t.Fatalf("artifacts: A %v, B %v", artsA, artsB)
 	}
