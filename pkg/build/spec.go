@@ -52,6 +52,10 @@ type Spec struct {
 	// the one to export this build's cache to (cache.go).
 	CacheImports []string
 	CacheExport  string
+	// SBOMGenerator, when set, is the SBOM scanner image BuildKit runs on
+	// each platform's result of a push, attaching its SPDX document as an
+	// attestation (sbom.go).
+	SBOMGenerator string
 }
 
 // BuildKit attribute names, in one place.
@@ -105,6 +109,9 @@ func (s *Spec) solveOpt(attachables []session.Attachable) (client.SolveOpt, erro
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Labels)) {
 		attrs[attrLabel+k] = s.Labels[k]
+	}
+	if s.SBOMGenerator != "" && len(s.Push) > 0 {
+		attrs[attrSBOM] = sbomAttr(s.SBOMGenerator)
 	}
 	var exports []client.ExportEntry
 	// The docker export goes first: the exporter responses are merged in

@@ -30,6 +30,9 @@ type Image struct {
 	Arch []string `ansible:"arch" json:"arch,omitempty"`
 	// Registry names the credentials entry of a container_images item.
 	Registry string `ansible:"registry" json:"registry,omitempty"`
+	// SBOM asks the build for an SPDX SBOM of every platform, attached as
+	// an attestation. Go callers get false unless they ask.
+	SBOM bool `ansible:"sbom" default:"true" json:"sbom"`
 }
 
 // CheckTags fails on an empty tag list or duplicate tags, naming the image.
