@@ -263,10 +263,8 @@ func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("nothing was built: %w", errors.Join(errs...))
 	}
-	if req.Registry != nil && slices.ContainsFunc(plans, func(p *plan) bool { return p.image.SBOM }) {
-		if err := checkScanner(req.SBOMScanner); err != nil {
-			return nil, fmt.Errorf("nothing was built: %w", err)
-		}
+	if req.Registry != nil {
+		b.checkScanner(req, plans)
 	}
 
 	eng, err := b.localStore(ctx, req)

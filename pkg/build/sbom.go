@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/plugins/content/local"
@@ -58,13 +59,29 @@ func scannerIndex(dir string) (ocispec.Descriptor, error) {
 	return d, nil
 }
 
-// checkScanner fails, naming the parameter and what to do, when dir is
-// not the scanner's OCI layout.
-func checkScanner(dir string) error {
-	if _, err := scannerIndex(dir); err != nil {
-		return fmt.Errorf("sbom_scanner %s is not the OCI layout of imagegate-sbom-scanner (%w): run the ensure-buildkit role, which installs it from the release tree, set sbom_scanner, or set sbom: false on the images", dir, err)
+// checkScanner decides, before anything is built, whether the images
+// asking for an SBOM get one: when sbom_scanner is not the scanner's OCI
+// layout (a node the ensure-buildkit role of the release tree did not set
+// up), they are built without, with a warning naming the images, the
+// layout and what to do. A scanner that runs and fails is different: it
+// fails that image's build.
+func (b *builder) checkScanner(req *Request, plans []*plan) {
+	var names []string
+	for _, p := range plans {
+		if p.image.SBOM {
+			names = append(names, p.name)
+		}
 	}
-	return nil
+	if len(names) == 0 {
+		return
+	}
+	if _, err := scannerIndex(req.SBOMScanner); err != nil {
+		b.warn("no SBOM for %s: sbom_scanner %s is not the OCI layout of imagegate-sbom-scanner (%v); run the ensure-buildkit role, which installs it from the release tree, set sbom_scanner, or set sbom: false on the images",
+			strings.Join(names, ", "), req.SBOMScanner, err)
+		for _, p := range plans {
+			p.image.SBOM = false
+		}
+	}
 }
 
 // pushScanner pushes the scanner image of the layout dir into the

@@ -230,9 +230,16 @@ func TestSBOM(t *testing.T) {
 	t.Run("missing scanner", func(t *testing.T) {
 		r := e.request(image)
 		r.SBOMScanner = filepath.Join(t.TempDir(), "missing")
-		_, err := Build(context.Background(), *r)
-		if err == nil || !strings.Contains(err.Error(), "sbom_scanner "+r.SBOMScanner) || !strings.Contains(err.Error(), "sbom: false") {
-			t.Fatalf("err = %v, want one naming sbom_scanner and the way out", err)
+		r.Images[0].Repository = "myorg/noscanner"
+		res, err := Build(context.Background(), *r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := strings.Join(res.Warnings, "\n"); !strings.Contains(w, "no SBOM for docker_images[0] (myorg/noscanner): sbom_scanner "+r.SBOMScanner) || !strings.Contains(w, "sbom: false") {
+			t.Errorf("warnings %q, want one naming the image, sbom_scanner and the way out", res.Warnings)
+		}
+		if mt, _ := e.image(t, "myorg/noscanner:latest").MediaType(); strings.Contains(string(mt), "index") {
+			t.Errorf("built without a scanner, the image is an index (%s)", mt)
 		}
 	})
 }

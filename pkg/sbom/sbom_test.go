@@ -33,7 +33,7 @@ func TestParseDpkg(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, in, err string
-		want        []string
+		want          []string
 	}{
 		{name: "installed only", in: status, want: []string{"busybox-static 1:1.35.0-4+b3 busybox", "libc6 2.36-9+deb12u4 glibc"}},
 		{name: "empty", in: "", want: nil},
