@@ -31,7 +31,7 @@ func run(args []string) error {
 		return err
 	}
 	if *out == "" || fs.NArg() == 0 {
-		return errors.New("usage: sbomimage -out DIR [-tag NAME] [-mtime RFC3339] os/arch=BINARY...")
+		return errors.New("usage: sbomimage -out DIR [-tag NAME] [-mtime RFC3339] os/arch=BINARY [os/arch=BINARY]")
 	}
 	created, err := time.Parse(time.RFC3339, *mtime)
 	if err != nil {
