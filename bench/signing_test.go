@@ -130,7 +130,7 @@ func BenchmarkSigning(b *testing.B) {
 			Seconds(pVerified - pPlain), Seconds((pVerified - pPlain) / signImages)})
 		key := strings.Fields(target.name)[0]
 		b.ReportMetric(added.Seconds()/signImages, key+"_sign_s/image")
-		b.ReportMetric((pVerified - pPlain).Seconds()/signImages, key+"_verify_s/image")
+		b.ReportMetric((pVerified-pPlain).Seconds()/signImages, key+"_verify_s/image")
 	}
 	Table(fmt.Sprintf("signing at upload, signature and provenance checks at promote (%d images, %d of them two-platform indexes; key ECDSA P-256)",
 		signImages, signImages/2), rows)
