@@ -351,7 +351,8 @@ func poisonCache(t *testing.T, b *buildsetReg, path string) map[string]bool {
 		tw.WriteHeader(&tar.Header{Name: "poisoned", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
 		tw.Write(content)
 		tw.Close()
-		l, err := tarball.LayerFromReader(bytes.NewReader(tb.Bytes()))
+		data := tb.Bytes()
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil })
 		if err != nil {
 			t.Fatal(err)
 		}
