@@ -49,32 +49,16 @@ RUN echo ready > /opt/ready
 // module runs with its defaults (SLSA provenance on) and once more with
 // provenance: false, for the cost of provenance (issue 16, goal under 20%).
 func BenchmarkBuild(b *testing.B) {
-	reg := testenv.StartDistribution(b, testenv.DistributionOptions{})
-	testenv.TrustCA(b, reg.Host, reg.TLS.CA.CertPEM)
-	tr := &http.Transport{TLSClientConfig: reg.TLS.Client().Transport.(*http.Transport).TLSClientConfig}
-	base, _ := name.ParseReference(reg.Host + "/bench/base:latest")
-	if err := remote.Write(base, testenv.BusyboxImage(b), remote.WithTransport(tr),
-		remote.WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password}), remote.WithContext(context.Background())); err != nil {
-		b.Fatal(err)
-	}
-	work := b.TempDir()
-	if err := os.WriteFile(filepath.Join(work, "Dockerfile"), []byte(fmt.Sprintf(buildDockerfile, base.String())), 0o644); err != nil {
-		b.Fatal(err)
-	}
-
-	bin := ansibletest.BuildModule(b, "github.com/imagegate/imagegate/modules/docker_image_build")
-	fi, _ := os.Stat(bin)
-
-	bkConfig := fmt.Sprintf("[registry.%q]\n  http = false\n  ca = [%q]\n", reg.Host, reg.TLS.CAFile)
+	bb := newBuildBench(b)
+	reg, work, bin, bkConfig := bb.reg, bb.work, bb.bin, bb.bkConfig
+	// docker build makes no SBOM: neither does the module here
+	// (BenchmarkBuildSBOM measures what one costs).
 	moduleArgs := func(addr, repo, dockerHost string, provenance bool) map[string]any {
-		return map[string]any{
-			"docker_images": []any{map[string]any{"context": ".", "repository": repo, "provenance": provenance}},
-			"zuul":          map[string]any{"change": "1", "pipeline": "check", "project": map[string]any{"src_dir": work}},
-			"buildset_registry": map[string]any{"host": "127.0.0.1", "port": reg.Port, "username": reg.Username,
-				"password": reg.Password, "cert": string(reg.TLS.CA.CertPEM)},
-			"buildkit_addr": addr, "docker_host": dockerHost, "log_file": filepath.Join(work, "..", "build.log"),
-		}
+		a := bb.args(addr, repo, dockerHost, "")
+		a["docker_images"].([]any)[0].(map[string]any)["provenance"] = provenance
+		return a
 	}
+	fi, _ := os.Stat(bin)
 
 	type series struct {
 		cold, warm []time.Duration
@@ -205,6 +189,59 @@ func BenchmarkBuild(b *testing.B) {
 	b.ReportMetric(med(dock.cold).Seconds(), "docker-cold-s")
 	b.ReportMetric(med(dock.warm).Seconds(), "docker-warm-s")
 	b.ReportMetric(float64(fi.Size())/1e6, "binary-MB")
+}
+
+// buildBench is what the build benchmarks share: docker-registry over TLS
+// holding the base image, the work directory with buildDockerfile, the
+// docker_image_build binary and buildkitd's configuration trusting the
+// registry.
+type buildBench struct {
+	reg      *testenv.Distribution
+	work     string
+	bin      string
+	bkConfig string
+}
+
+// distOptions are go-containerregistry's options for reg.
+func distOptions(reg *testenv.Distribution) []remote.Option {
+	tr := &http.Transport{TLSClientConfig: reg.TLS.Client().Transport.(*http.Transport).TLSClientConfig}
+	return []remote.Option{remote.WithTransport(tr), remote.WithContext(context.Background()),
+		remote.WithAuth(&authn.Basic{Username: reg.Username, Password: reg.Password})}
+}
+
+func newBuildBench(b *testing.B) *buildBench {
+	reg := testenv.StartDistribution(b, testenv.DistributionOptions{})
+	testenv.TrustCA(b, reg.Host, reg.TLS.CA.CertPEM)
+	base, _ := name.ParseReference(reg.Host + "/bench/base:latest")
+	if err := remote.Write(base, testenv.BusyboxImage(b), distOptions(reg)...); err != nil {
+		b.Fatal(err)
+	}
+	work := b.TempDir()
+	if err := os.WriteFile(filepath.Join(work, "Dockerfile"), []byte(fmt.Sprintf(buildDockerfile, base.String())), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return &buildBench{reg: reg, work: work,
+		bin:      ansibletest.BuildModule(b, "github.com/imagegate/imagegate/modules/docker_image_build"),
+		bkConfig: fmt.Sprintf("[registry.%q]\n  http = false\n  ca = [%q]\n", reg.Host, reg.TLS.CAFile)}
+}
+
+// args are docker_image_build's arguments building the work directory
+// into repo with the buildkitd at addr, loading into dockerHost ("none":
+// push only), with an SBOM by the scanner of the OCI layout scanner, or
+// none when scanner is empty.
+func (bb *buildBench) args(addr, repo, dockerHost, scanner string) map[string]any {
+	a := map[string]any{
+		// Provenance off: BenchmarkBuild turns it on to measure it.
+		"docker_images": []any{map[string]any{"context": ".", "repository": repo, "sbom": scanner != "", "provenance": false}},
+		"zuul":          map[string]any{"change": "1", "pipeline": "check", "project": map[string]any{"src_dir": bb.work}},
+		"buildset_registry": map[string]any{"host": "127.0.0.1", "port": bb.reg.Port, "username": bb.reg.Username,
+			"password": bb.reg.Password, "cert": string(bb.reg.TLS.CA.CertPEM)},
+		"buildkit_addr": addr, "docker_host": dockerHost, "log_file": filepath.Join(bb.work, "..", "build.log"),
+	}
+	if scanner != "" {
+		a["sbom_scanner"] = scanner
+	}
+	return a
 }
 
 // buildRunModule runs the module binary on args and returns its wall time,

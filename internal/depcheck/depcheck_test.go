@@ -36,11 +36,13 @@ var layers = []layer{
 	{name: "service", pkgs: []string{"pkg/server"}, may: []string{"foundation", "storage", "registry"}},
 	{name: "client", pkgs: []string{"pkg/transfer", "pkg/dockerhub", "pkg/quay"}, may: []string{"foundation", "client"}},
 	{name: "zuul", pkgs: []string{"pkg/zuul"}, may: []string{"foundation"}},
+	// The SBOM cataloger, linked by the scanner BuildKit runs only.
+	{name: "scanner", pkgs: []string{"pkg/sbom"}, may: []string{"foundation"}},
 	{name: "zuul-aware", pkgs: []string{"pkg/intermediate", "pkg/publish", "pkg/build", "pkg/buildkitd", "pkg/clientconf", "pkg/buildset"},
 		may: []string{"foundation", "module protocol", "storage", "registry", "client", "zuul"}, alone: true},
 	{name: "runner", pkgs: []string{"pkg/runner"}, may: []string{"foundation", "module protocol", "zuul", "runner"}},
 	{name: "modules", pkgs: []string{"modules"}, may: []string{"module protocol", "zuul-aware"}},
-	{name: "commands", pkgs: []string{"cmd/imagegate-registry", "cmd/imagegate-runner"}, may: []string{"service", "runner"}},
+	{name: "commands", pkgs: []string{"cmd/imagegate-registry", "cmd/imagegate-runner", "cmd/imagegate-sbom-scanner"}, may: []string{"service", "runner", "scanner"}},
 }
 
 // testMachinery reports packages that exist for tests and the demo only:
@@ -179,19 +181,20 @@ var knownTesting = map[string]string{}
 var buildkitAllowed = map[string]bool{"modules/docker_image_build": true, "modules/container_image_build": true}
 
 // TestBinaries checks what each shipped binary links: no sigstore or
-// cosign module in any (package sign speaks their formats), BuildKit only in
+// cosign module in any (package sign speaks their formats), the SBOM
+// cataloger (pkg/sbom, spdx) in the scanner only, BuildKit only in
 // the build modules (the other modules are copied to the node on every
 // task), no go-containerregistry remote client (pkg/v1/remote and below)
 // in buildset_registry (the registry daemon and its module), and no package
 // testing in any module or service.
 func TestBinaries(t *testing.T) {
 	t.Parallel()
-	deps := list(t, "{{.ImportPath}} {{join .Deps \" \"}}", "./modules/...", "./cmd/imagegate-registry", "./cmd/imagegate-runner")
+	deps := list(t, "{{.ImportPath}} {{join .Deps \" \"}}", "./modules/...", "./cmd/imagegate-registry", "./cmd/imagegate-runner", "./cmd/imagegate-sbom-scanner")
 	if len(deps) < 9 {
 		t.Fatalf("go list found %d binaries", len(deps))
 	}
 	for bin, ds := range deps {
-		var buildkit, remote, sigstore []string
+		var buildkit, remote, sigstore, scanner []string
 		linksTesting := false
 		for _, d := range ds {
 			switch {
@@ -204,6 +207,8 @@ func TestBinaries(t *testing.T) {
 				linksTesting = true
 			case strings.HasPrefix(d, "github.com/sigstore/"):
 				sigstore = append(sigstore, d)
+			case d == "github.com/imagegate/imagegate/pkg/sbom" || strings.HasPrefix(d, "github.com/spdx/"):
+				scanner = append(scanner, d)
 			}
 		}
 		if buildkitAllowed[bin] {
@@ -217,6 +222,18 @@ func TestBinaries(t *testing.T) {
 			// cosign's formats are package sign's, on the standard library
 			// and go-securesystemslib: cosign and sigstore are a test peer.
 			t.Errorf("%s links sigstore (%s ...): signing stays in package sign", bin, sigstore[0])
+		}
+		// The scanner runs in its own image, inside BuildKit: no module
+		// carries it, and it carries nothing else of ours.
+		if bin == "cmd/imagegate-sbom-scanner" {
+			if len(scanner) == 0 {
+				t.Errorf("%s links no pkg/sbom: the rule checks nothing", bin)
+			}
+			if len(remote) > 0 {
+				t.Errorf("%s links a registry client (%s): it only reads a directory", bin, remote[0])
+			}
+		} else if len(scanner) > 0 {
+			t.Errorf("%s links the SBOM scanner (%s): only cmd/imagegate-sbom-scanner may", bin, scanner[0])
 		}
 		if bin == "modules/buildset_registry" && len(remote) > 0 {
 			t.Errorf("%s links go-containerregistry's remote client (%v)", bin, remote)

@@ -71,6 +71,10 @@ type Request struct {
 	// ahead from the buildset registry and exports this build's there
 	// (cache.go, docs/cache.md). Go callers get false unless they ask.
 	Cache bool `ansible:"cache" default:"true"`
+	// SBOMScanner is the OCI image layout of imagegate-sbom-scanner, the
+	// SBOM generator of the images whose sbom is true (sbom.go); the
+	// ensure-buildkit role installs it there from the release tree.
+	SBOMScanner string `ansible:"sbom_scanner,path" default:"~/.imagegate/sbom-scanner"`
 	// Home is the user's home directory (default: $HOME), the base of
 	// relative paths and of ~/src for siblings. It is not a parameter.
 	Home string
@@ -259,6 +263,9 @@ func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("nothing was built: %w", errors.Join(errs...))
 	}
+	if req.Registry != nil {
+		b.checkScanner(req, plans)
+	}
 
 	eng, err := b.localStore(ctx, req)
 	if err != nil {
@@ -322,6 +329,9 @@ func (b *builder) run(ctx context.Context, req *Request) (*Result, error) {
 			creds[h] = cred
 		}
 		reg = newRegistry(pool, creds)
+	}
+	if err := b.planSBOM(ctx, req, reg, pushHost, plans); err != nil {
+		return nil, err
 	}
 
 	if err := b.openLayout(req); err != nil {

@@ -58,6 +58,8 @@ type ContainerRequest struct {
 	// Cache is Request's: the BuildKit cache through the buildset
 	// registry (docs/cache.md).
 	Cache bool `ansible:"cache" default:"true"`
+	// SBOMScanner is Request's: the SBOM scanner's OCI image layout.
+	SBOMScanner string `ansible:"sbom_scanner,path" default:"~/.imagegate/sbom-scanner"`
 	// Home is the user's home directory, as Request's. Not a parameter.
 	Home string
 }
@@ -125,7 +127,7 @@ func BuildContainer(ctx context.Context, req ContainerRequest, opts ...Option) (
 		images[i] = im
 	}
 	dr := Request{Images: images, Zuul: req.Zuul, WorkDir: req.WorkDir, Registry: req.Registry,
-		BuildkitAddr: req.BuildkitAddr, DockerHost: req.DockerHost, LogFile: req.LogFile, Home: req.Home, Cache: req.Cache,
+		BuildkitAddr: req.BuildkitAddr, DockerHost: req.DockerHost, LogFile: req.LogFile, Home: req.Home, Cache: req.Cache, SBOMScanner: req.SBOMScanner,
 		family: family{container: true, command: req.Command}}
 	if req.Command == CommandPodman {
 		dr.DockerHost = "none"

@@ -56,6 +56,10 @@ type Spec struct {
 	// what is pushed or exported as OCI; a docker export for dockerd
 	// alone, which keeps no attestations, gets none.
 	Provenance bool
+	// SBOMGenerator, when set, is the SBOM scanner image BuildKit runs on
+	// each platform's result of a push, attaching its SPDX document as an
+	// attestation (sbom.go).
+	SBOMGenerator string
 }
 
 // BuildKit attribute names, in one place.
@@ -112,6 +116,9 @@ func (s *Spec) solveOpt(attachables []session.Attachable) (client.SolveOpt, erro
 	}
 	for _, k := range slices.Sorted(maps.Keys(s.Labels)) {
 		attrs[attrLabel+k] = s.Labels[k]
+	}
+	if s.SBOMGenerator != "" && len(s.Push) > 0 {
+		attrs[attrSBOM] = sbomAttr(s.SBOMGenerator)
 	}
 	var exports []client.ExportEntry
 	// The docker export goes first: the exporter responses are merged in

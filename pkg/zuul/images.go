@@ -34,6 +34,9 @@ type Image struct {
 	// platform, naming the Zuul build (ProvenanceLabels). Go callers get
 	// false unless they ask; the modules' default is true.
 	Provenance bool `ansible:"provenance" default:"true" json:"provenance"`
+	// SBOM asks the build for an SPDX SBOM of every platform, attached as
+	// an attestation. Go callers get false unless they ask.
+	SBOM bool `ansible:"sbom" default:"true" json:"sbom"`
 }
 
 // CheckTags fails on an empty tag list or duplicate tags, naming the image.

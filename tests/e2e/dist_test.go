@@ -22,7 +22,8 @@ import (
 // ansible-doc renders from the role's library, and ensure-buildkit carries
 // a static buildkitd for each of those architectures, and the registry's
 // container image is there as an index for amd64 and arm64 of the shape of
-// zuul-registry's (checkRegistryImage).
+// zuul-registry's (checkRegistryImage), and so is the SBOM scanner's, in
+// ensure-buildkit's files (checkScannerImage).
 func TestReleaseTree(t *testing.T) {
 	t.Parallel()
 	dist := distDir(t)
@@ -115,6 +116,7 @@ func TestReleaseTree(t *testing.T) {
 		}
 	}
 	checkRegistryImage(t, dist)
+	checkScannerImage(t, dist)
 	for _, f := range []string{"zuul.d/jobs.yaml", "playbooks/docker-image/run.yaml", "roles/build-docker-image/README.rst",
 		"docs/runner.md", "docs/jobs.md", "VERSION", "bin/linux_amd64/imagegate-runner", "bin/linux_arm64/imagegate-runner",
 		"bin/linux_ppc64le/imagegate-runner", "bin/linux_s390x/imagegate-runner"} {

@@ -3,6 +3,10 @@ package e2e
 import (
 	"context"
 	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,10 +60,27 @@ func artifactTag(t *testing.T, a map[string]any, ir *registrytest.Registry, buil
 // TestProducersOnly runs opendev-build-docker-image alone: the job starts
 // its own buildset registry, builds the image into it, pushes it to the
 // intermediate registry with an artifact in upstream's shape, and stops the
-// registry.
+// registry. The image carries an SPDX SBOM listing the Debian package its
+// dpkg database holds: ensure-buildkit installed the scanner from the
+// release tree on the node, and the build ran it.
 func TestProducersOnly(t *testing.T) {
 	w := newWorld(t)
-	app := w.project("app", func(dir string) error { return lab.WriteApp(dir, "producers only", true) })
+	para, version := hostPackage(t, "busybox-static")
+	app := w.project("app", func(dir string) error {
+		if err := lab.WriteApp(dir, "producers only", true); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "status"), []byte(para), 0o644); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(filepath.Join(dir, "Dockerfile"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = f.WriteString("COPY status /var/lib/dpkg/status\n")
+		return err
+	})
 	queue, err := w.env.Queue(lab.Change{
 		Project: "myorg/app", Number: 301, Src: app,
 		Vars: map[string]any{"docker_images": lab.Images("myorg/app", "latest", "v1")},
@@ -83,13 +104,20 @@ func TestProducersOnly(t *testing.T) {
 	}
 	arts := b.ImageArtifacts()
 	if len(arts) != 2 {
-		t.Fatalf("artifacts = %v, want one per tag", arts)
+		t.Fatalf("artifacts = %v, want one per tag", b.Artifacts())
 	}
 	for i, tag := range []string{"latest", "v1"} {
 		irTag := artifactTag(t, arts[i], w.ir, b, "myorg/app", tag)
 		if digestOf(t, w.ir, irTag) == "" {
 			t.Errorf("%s is not in the intermediate registry", irTag)
+			continue
 		}
+		if pkgs := spdxPackages(t, w.ir, irTag); !slices.Contains(pkgs, "busybox-static "+version) {
+			t.Errorf("%s: the SBOM lists %q, want busybox-static %s", irTag, pkgs, version)
+		}
+	}
+	if !regexp.MustCompile(`Install the SBOM scanner image\][^\n]*\n[^\n]*(changed|ok): \[`).MatchString(w.out.String()) {
+		t.Error("ensure-buildkit did not install the SBOM scanner image from the release tree")
 	}
 	// The registry the job started is gone.
 	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(w.env.BuildsetRegistryPort)), time.Second)

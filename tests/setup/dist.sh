@@ -12,6 +12,7 @@
 #     docs/ README.md               documentation
 #     bin/linux_<arch>/             the commands (runner, registry, ...)
 #     images/imagegate-registry/    the registry's container image (OCI layout, tarballs)
+#     roles/ensure-buildkit/files/sbom-scanner/  the SBOM scanner's image (OCI layout)
 #     VERSION SHA256SUMS
 #   dist/imagegate-<version>.tar.gz the same tree, packed reproducibly
 #
@@ -136,6 +137,22 @@ done
 $GO run ./internal/registryimage -out "$TREE/images/imagegate-registry" \
 	-tag "imagegate/imagegate-registry:$VERSION" ${image_mtime:+-mtime "$(date -u -d "$image_mtime" +%Y-%m-%dT%H:%M:%SZ)"} \
 	"${image_args[@]}" >&2
+
+# The SBOM scanner BuildKit runs on every built image
+# (cmd/imagegate-sbom-scanner; docs/signing.md), as an OCI layout with one
+# index for amd64 and arm64 (SBOM_SCANNER_ARCHES, each one of DIST_ARCHES;
+# BuildKit runs the scanner for buildkitd's own platform, whatever the
+# image's): ensure-buildkit installs it on the node, docker_image_build
+# pushes it into the buildset registry for buildkitd to pull.
+read -r -a SCANNER_ARCHES <<< "${SBOM_SCANNER_ARCHES:-amd64 arm64}"
+scanner_args=()
+for a in "${SCANNER_ARCHES[@]}"; do
+	[[ " ${ARCHES[*]} " == *" $a "* ]] || die "SBOM_SCANNER_ARCHES has $a, which DIST_ARCHES (${ARCHES[*]}) does not build"
+	scanner_args+=("linux/$a=$TREE/bin/linux_$a/imagegate-sbom-scanner")
+done
+$GO run ./internal/cmd/sbomimage -out "$TREE/roles/ensure-buildkit/files/sbom-scanner" \
+	-tag "$VERSION" ${image_mtime:+-mtime "$(date -u -d "$image_mtime" +%Y-%m-%dT%H:%M:%SZ)"} \
+	"${scanner_args[@]}" >&2
 
 echo "$VERSION" > "$TREE/VERSION"
 (cd "$TREE" && find . -type f ! -name SHA256SUMS -print0 | sort -z | xargs -0 sha256sum > SHA256SUMS)
