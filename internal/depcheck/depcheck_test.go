@@ -35,11 +35,12 @@ var layers = []layer{
 	{name: "registry", pkgs: []string{"pkg/registry"}, may: []string{"foundation", "storage", "registry"}},
 	{name: "service", pkgs: []string{"pkg/server"}, may: []string{"foundation", "storage", "registry"}},
 	{name: "client", pkgs: []string{"pkg/transfer", "pkg/dockerhub", "pkg/quay"}, may: []string{"foundation", "client"}},
+	{name: "verification", pkgs: []string{"pkg/verify"}, may: []string{"foundation", "client"}},
 	{name: "zuul", pkgs: []string{"pkg/zuul"}, may: []string{"foundation"}},
 	// The SBOM cataloger, linked by the scanner BuildKit runs only.
 	{name: "scanner", pkgs: []string{"pkg/sbom"}, may: []string{"foundation"}},
 	{name: "zuul-aware", pkgs: []string{"pkg/intermediate", "pkg/publish", "pkg/build", "pkg/buildkitd", "pkg/clientconf", "pkg/buildset"},
-		may: []string{"foundation", "module protocol", "storage", "registry", "client", "zuul"}, alone: true},
+		may: []string{"foundation", "module protocol", "storage", "registry", "client", "verification", "zuul"}, alone: true},
 	{name: "runner", pkgs: []string{"pkg/runner"}, may: []string{"foundation", "module protocol", "zuul", "runner"}},
 	{name: "modules", pkgs: []string{"modules"}, may: []string{"module protocol", "zuul-aware"}},
 	{name: "commands", pkgs: []string{"cmd/imagegate-registry", "cmd/imagegate-runner", "cmd/imagegate-sbom-scanner"}, may: []string{"service", "runner", "scanner"}},

@@ -11,6 +11,10 @@
 // <ir>/<repository>:<zuul.build>_<tag> and returns the artifacts a role
 // hands to zuul_return, in upstream's shape.
 //
+// With a public key (PullVerification), Pull first checks each image of a
+// change ahead in the intermediate registry as promote does (package
+// verify) and copies the digests checked, or nothing.
+//
 // Every input is checked before anything is copied; a copy writes its tag
 // only once everything the tag refers to is in place.
 package intermediate

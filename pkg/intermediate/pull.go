@@ -32,6 +32,9 @@ type PullSpec struct {
 	// Cache copies BuildKit caches: those of changes ahead and of merged
 	// code (cache.go). Go callers get false unless they ask.
 	Cache bool `ansible:"cache" default:"true"`
+	// PullVerification checks the images before they are copied
+	// (verify.go); off unless Key is given.
+	PullVerification
 }
 
 // PullResult is what Pull did.
@@ -39,6 +42,9 @@ type PullResult struct {
 	ansible.Outcome
 	Images  []Image   `json:"images"`
 	Ignored []Ignored `json:"ignored"`
+	// Verified are the images checked with verify_key before they were
+	// copied; empty without it.
+	Verified []Verified `json:"verified"`
 	// Caches are the BuildKit caches copied, or why not.
 	Caches []Cache `json:"caches"`
 }
@@ -60,17 +66,15 @@ func Pull(ctx context.Context, spec PullSpec, opts ...Option) (*PullResult, erro
 	if err != nil {
 		return nil, err
 	}
+	key, err := spec.PullVerification.key()
+	if err != nil {
+		return nil, err
+	}
 	artifacts := spec.Artifacts
 	if artifacts == nil {
 		artifacts = spec.Zuul.Artifacts
 	}
-	res := &PullResult{Images: []Image{}, Ignored: []Ignored{}, Caches: []Cache{}}
-	type entry struct {
-		idx int
-		art zuul.Artifact
-		img zuul.ContainerImage
-		dst string
-	}
+	res := &PullResult{Images: []Image{}, Ignored: []Ignored{}, Verified: []Verified{}, Caches: []Cache{}}
 	var entries []entry
 	byTarget := map[string]int{}
 	for i, a := range artifacts {
@@ -115,6 +119,13 @@ func Pull(ctx context.Context, spec PullSpec, opts ...Option) (*PullResult, erro
 		outcome(&res.Outcome, res.Images, o, "image(s) into the buildset registry at "+br.Address())
 		cacheOutcome(&res.Outcome, caches, o)
 		return res, nil
+	}
+	if key != nil {
+		// Before anything is copied, caches included; each entry then
+		// copies the digest checked.
+		if res.Verified, err = spec.verify(ctx, br, o, key, entries); err != nil {
+			return nil, err
+		}
 	}
 	jobs := make([]transfer.Job, len(entries))
 	res.Images = make([]Image, len(entries))

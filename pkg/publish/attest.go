@@ -16,6 +16,7 @@ import (
 	"github.com/imagegate/imagegate/pkg/ocilayout"
 	"github.com/imagegate/imagegate/pkg/sign"
 	"github.com/imagegate/imagegate/pkg/transfer"
+	"github.com/imagegate/imagegate/pkg/verify"
 )
 
 // BuildKit's attestation manifests (BuildKit docs, "Attestation storage"):
@@ -200,14 +201,14 @@ func attestOne(ctx context.Context, st *store, signer *sign.Signer, j attestJob,
 // attestationForms reports where an envelope of statement, signed with v's
 // key, is stored for dgst: FormReferrer, FormTag.
 func (s *store) attestationForms(ctx context.Context, v *sign.Verifier, dgst string, statement []byte) (map[string]bool, error) {
-	cands, err := s.candidates(ctx, dgst, true)
+	cands, err := verify.Candidates(ctx, s.r, dgst, true)
 	if err != nil {
 		return nil, err
 	}
 	have := map[string]bool{}
 	for _, c := range cands {
-		for _, l := range c.m.Layers {
-			if l.MediaType != sign.MediaTypeDSSE || have[c.form] {
+		for _, l := range c.Manifest.Layers {
+			if l.MediaType != sign.MediaTypeDSSE || have[c.Form] {
 				continue
 			}
 			b, err := s.r.Blob(ctx, l.Digest)
@@ -223,7 +224,7 @@ func (s *store) attestationForms(ctx context.Context, v *sign.Verifier, dgst str
 				continue
 			}
 			if _, err := v.VerifyAttestation(b, dgst); err == nil {
-				have[c.form] = true
+				have[c.Form] = true
 			} else if !errors.Is(err, sign.ErrBadSignature) {
 				return nil, err
 			}

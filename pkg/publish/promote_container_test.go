@@ -210,7 +210,7 @@ func gateBuild(uuid, start, result string, arts ...zuul.Artifact) zuul.Build {
 	b := zuul.Build{UUID: uuid, JobName: "app-upload", Result: result, Pipeline: "gate", StartTime: start, Project: "myorg/app"}
 	b.SetChange("12", "3")
 	for _, a := range arts {
-		b.Artifacts = append(b.Artifacts, zuul.BuildArtifact(a))
+		b.Artifacts = append(b.Artifacts, zuul.BuildArtifact{Name: a.Name, URL: a.URL, Metadata: a.Metadata})
 	}
 	return b
 }

@@ -14,16 +14,17 @@ import (
 	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/sign"
 	"github.com/imagegate/imagegate/pkg/transfer"
+	"github.com/imagegate/imagegate/pkg/verify"
 )
 
 // Errors of signature and provenance checks, for errors.Is.
 var (
 	// ErrNotSigned is an image without a signature that verifies with the
 	// configured public key.
-	ErrNotSigned = errors.New("signature check failed")
+	ErrNotSigned = verify.ErrNotSigned
 	// ErrNoProvenance is an image without a signed provenance attestation
 	// naming the change and its gate build.
-	ErrNoProvenance = errors.New("provenance check failed")
+	ErrNoProvenance = verify.ErrNoProvenance
 )
 
 // Signing is a private key Upload signs every staged image with (see
@@ -224,7 +225,7 @@ func signUploads(ctx context.Context, client *transfer.Client, targetOf func(Upl
 		if !oci.IsIndex(m.MediaType) {
 			continue
 		}
-		children, err := platformManifests(m.Body)
+		children, err := verify.PlatformManifests(m.Body)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			continue

@@ -9,8 +9,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
-	"github.com/imagegate/imagegate/pkg/oci"
-	"github.com/imagegate/imagegate/pkg/sign"
+	"github.com/imagegate/imagegate/pkg/verify"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
@@ -32,27 +31,22 @@ type Verified struct {
 
 // verifier is a Verification checked and ready.
 type verifier struct {
-	v       *sign.Verifier
-	spec    Verification
-	zuul    zuul.Vars
-	images  map[string]bool // repositories to check; nil: all
-	keyName string
+	key    *verify.Key
+	want   *verify.Want    // nil: no provenance asked for
+	images map[string]bool // repositories to check; nil: all
 }
 
 // newVerifier checks the Verification against the images; nil when there
 // is nothing to check.
 func newVerifier(vs Verification, z zuul.Vars, images []zuul.Image) (*verifier, error) {
-	if vs.Key == "" {
-		if vs.Provenance || len(vs.Images) > 0 {
-			return nil, fmt.Errorf("%s is empty: give the public key (PEM, cosign.pub) the images must be signed with", vs.KeyParam)
-		}
+	if vs.Key == "" && !vs.Provenance && len(vs.Images) == 0 {
 		return nil, nil
 	}
-	v, err := sign.ParsePublicKey([]byte(vs.Key))
+	key, err := verify.ParseKey(vs.Key, vs.KeyParam)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", vs.KeyParam, err)
+		return nil, err
 	}
-	vf := &verifier{v: v, spec: vs, zuul: z, keyName: vs.KeyParam + " (key " + v.KeyID() + ")"}
+	vf := &verifier{key: key}
 	if vs.Provenance {
 		if z.Change == "" || z.Patchset == "" {
 			return nil, errors.New("provenance verification needs zuul.change and zuul.patchset: promote runs for a change")
@@ -60,6 +54,7 @@ func newVerifier(vs Verification, z zuul.Vars, images []zuul.Image) (*verifier, 
 		if vs.GatePipeline == "" {
 			return nil, errors.New("the gate pipeline the provenance must name is empty")
 		}
+		vf.want = &verify.Want{Change: z.Change, Patchset: z.Patchset, Pipeline: vs.GatePipeline}
 	}
 	if len(vs.Images) > 0 {
 		vf.images = map[string]bool{}
@@ -120,87 +115,6 @@ func (p *promoter) verify(ctx context.Context) error {
 
 // check verifies one staged manifest: its signature, then its provenance.
 func (vf *verifier) check(ctx context.Context, st *store, tp *tagPlan) (Verified, error) {
-	r := Verified{Digest: tp.digest, KeyID: vf.v.KeyID(), ProvenanceBuilds: []string{}}
-	form, err := st.verifySignature(ctx, vf.v, tp.digest)
-	if err != nil {
-		if errors.Is(err, ErrNotSigned) {
-			return r, fmt.Errorf("%w (%s): %w", ErrNotSigned, vf.keyName, err)
-		}
-		return r, fmt.Errorf("checking the signature: %w", err)
-	}
-	r.SignatureForm = form
-	if !vf.spec.Provenance {
-		return r, nil
-	}
-	// Provenance of the manifest itself, or (BuildKit's, per platform)
-	// of every platform image of an index.
-	build, reasons, err := vf.provenance(ctx, st, tp.digest)
-	if err != nil {
-		return r, err
-	}
-	if build != "" {
-		r.ProvenanceBuilds = append(r.ProvenanceBuilds, build)
-		return r, nil
-	}
-	if oci.IsIndex(tp.mediaType) {
-		m, err := st.r.Get(ctx, tp.digest)
-		if err != nil {
-			return r, err
-		}
-		children, err := platformManifests(m.Body)
-		if err != nil {
-			return r, err
-		}
-		var missing []error
-		for _, c := range children {
-			b, why, err := vf.provenance(ctx, st, c.Digest)
-			if err != nil {
-				return r, err
-			}
-			if b == "" {
-				missing = append(missing, fmt.Errorf("platform image %s: %s", c.Digest, describeMissing(why)))
-				continue
-			}
-			r.ProvenanceBuilds = append(r.ProvenanceBuilds, b)
-		}
-		if len(children) > 0 && len(missing) == 0 {
-			return r, nil
-		}
-		reasons = append(reasons, missing...)
-	}
-	return r, fmt.Errorf("%w: no provenance attestation signed with %s names change %s, patchset %s and a build of pipeline %s: %s",
-		ErrNoProvenance, vf.keyName, vf.zuul.Change, vf.zuul.Patchset, vf.spec.GatePipeline, describeMissing(reasons))
-}
-
-// provenance returns the build UUID of a matching provenance of dgst, or
-// "" and why none matched.
-func (vf *verifier) provenance(ctx context.Context, st *store, dgst string) (string, []error, error) {
-	builds, reasons, err := st.provenance(ctx, vf.v, dgst)
-	if err != nil {
-		return "", nil, fmt.Errorf("reading the attestations of %s: %w", dgst, err)
-	}
-	for _, b := range builds {
-		switch {
-		case b.Change != vf.zuul.Change || b.Patchset != vf.zuul.Patchset:
-			reasons = append(reasons, fmt.Errorf("a provenance names change %q, patchset %q", b.Change, b.Patchset))
-		case b.Pipeline != vf.spec.GatePipeline:
-			reasons = append(reasons, fmt.Errorf("a provenance names pipeline %q", b.Pipeline))
-		case b.Build == "":
-			reasons = append(reasons, errors.New("a provenance names no build"))
-		default:
-			return b.Build, nil, nil
-		}
-	}
-	return "", reasons, nil
-}
-
-func describeMissing(reasons []error) string {
-	if len(reasons) == 0 {
-		return "no signed SLSA provenance attestation found"
-	}
-	var s []string
-	for _, e := range dedupe(reasons) {
-		s = append(s, e.Error())
-	}
-	return strings.Join(s, "; ")
+	r, err := vf.key.Check(ctx, st.r, tp.digest, tp.mediaType, vf.want)
+	return Verified{Digest: r.Digest, SignatureForm: r.SignatureForm, KeyID: r.KeyID, ProvenanceBuilds: r.ProvenanceBuilds}, err
 }

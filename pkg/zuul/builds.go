@@ -54,7 +54,7 @@ type BuildArtifact struct {
 
 // Artifact converts it to the Artifact type the modules read.
 func (a BuildArtifact) Artifact() Artifact {
-	return Artifact(a)
+	return Artifact{Name: a.Name, URL: a.URL, Metadata: a.Metadata}
 }
 
 // BuildTime is the time layout of start_time and end_time: UTC, no zone.

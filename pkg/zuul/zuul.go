@@ -174,12 +174,45 @@ func (v *Vars) ProvenanceLabels() map[string]string {
 
 // Artifact is one entry of zuul.artifacts, or one returned through
 // zuul_return. What Zuul adds when it passes artifacts to later jobs
-// (project, change, patchset, job) is not read, and ignored when decoding,
-// whatever its types.
+// (project, change, patchset, job: the change ahead and the job that
+// returned it) is read as strings (numbers as their digits); a value of
+// another type reads as empty, never as an error.
 type Artifact struct {
 	Name     string         `json:"name"`
 	URL      string         `json:"url"`
 	Metadata map[string]any `json:"metadata,omitempty"`
+
+	Project  string `json:"project,omitempty"`
+	Change   string `json:"change,omitempty"`
+	Patchset string `json:"patchset,omitempty"`
+	Job      string `json:"job,omitempty"`
+}
+
+// UnmarshalJSON reads project, change, patchset and job leniently (see
+// Artifact).
+func (a *Artifact) UnmarshalJSON(b []byte) error {
+	type plain Artifact
+	aux := struct {
+		*plain
+		Project  json.RawMessage `json:"project"`
+		Change   json.RawMessage `json:"change"`
+		Patchset json.RawMessage `json:"patchset"`
+		Job      json.RawMessage `json:"job"`
+	}{plain: (*plain)(a)}
+	if err := json.Unmarshal(b, &aux); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		dst *string
+		raw json.RawMessage
+	}{{&a.Project, aux.Project}, {&a.Change, aux.Change}, {&a.Patchset, aux.Patchset}, {&a.Job, aux.Job}} {
+		var s flexString
+		if len(f.raw) == 0 || s.UnmarshalJSON(f.raw) != nil {
+			s = ""
+		}
+		*f.dst = string(s)
+	}
+	return nil
 }
 
 // ContainerImageType is metadata.type of container image artifacts.

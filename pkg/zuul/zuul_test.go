@@ -46,9 +46,12 @@ func TestVarsLenient(t *testing.T) {
 	var v Vars
 	err := json.Unmarshal([]byte(`{"change": 42, "patchset": "3", "build": "abc", "pipeline": "gate",
 		"project": {"src_dir": "src/x"}, "unknown": {"a": 1},
-		"artifacts": [{"name": "n", "url": "docker://h:5000/r:b_t", "change": 41, "metadata": {"type": "container_image", "repository": "r", "tag": "t"}}]}`), &v)
+		"artifacts": [{"name": "n", "url": "docker://h:5000/r:b_t", "change": 41, "patchset": "2", "project": {"odd": 1}, "job": "build", "metadata": {"type": "container_image", "repository": "r", "tag": "t"}}]}`), &v)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if a := v.Artifacts[0]; a.Change != "41" || a.Patchset != "2" || a.Project != "" || a.Job != "build" {
+		t.Errorf("artifact = %+v", a)
 	}
 	if v.Change != "42" || v.Patchset != "3" || v.Project.SrcDir != "src/x" || v.Artifacts[0].Name != "n" {
 		t.Errorf("vars = %+v", v)
