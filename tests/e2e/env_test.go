@@ -63,6 +63,8 @@ type world struct {
 	out       *testenv.SyncBuffer
 	// afterItem, if set, runs after each queue item.
 	afterItem func(*runner.ItemReport)
+	// sandboxed are more machine paths the sandbox replaces by copies.
+	sandboxed []string
 }
 
 type worldOption func(*world)
@@ -72,17 +74,23 @@ func withKillableIR() worldOption {
 	return func(w *world) { w.irProcess = registrytest.StartProcess(w.t) }
 }
 
+// withSandboxed replaces more machine paths by private copies in the
+// sandbox (/etc/containers for podman's files, ...).
+func withSandboxed(paths ...string) worldOption {
+	return func(w *world) { w.sandboxed = append(w.sandboxed, paths...) }
+}
+
 // newWorld starts what a scenario needs. It must not run in parallel with
 // other tests of the package (t.Setenv).
 func newWorld(t *testing.T, opts ...worldOption) *world {
 	dist := distDir(t)
 	w := &world{t: t, dir: testenv.ShortTempDir(t), out: &testenv.SyncBuffer{}}
-	w.sb = testenv.NewSandbox(t, "/etc/hosts", "/etc/docker/certs.d")
-	t.Setenv("DOCKERD", w.sb.Wrap(t, testenv.Tool(t, "DOCKERD", "dockerd")))
-	w.docker = testenv.StartDockerd(t, testenv.DockerdOptions{})
 	for _, o := range opts {
 		o(w)
 	}
+	w.sb = testenv.NewSandbox(t, append([]string{"/etc/hosts", "/etc/docker/certs.d"}, w.sandboxed...)...)
+	t.Setenv("DOCKERD", w.sb.Wrap(t, testenv.Tool(t, "DOCKERD", "dockerd")))
+	w.docker = testenv.StartDockerd(t, testenv.DockerdOptions{})
 	w.target = registrytest.New(t)
 	bkDir := testenv.ShortTempDir(t)
 	w.env = &lab.Env{
