@@ -2,7 +2,9 @@
 // of the release tree built by `make dist`, run by imagegate's runner with
 // real ansible-playbook, on a node that is this machine with real dockerd
 // and buildkitd, imagegate's registry as buildset, intermediate and target
-// registry. Each scenario runs in a testenv.Sandbox, so the jobs edit the
+// registry (the container family's scenarios add podman with private
+// storage, and quay.io as quay emulated by internal/quaytest, named
+// quay.io inside the sandbox). Each scenario runs in a testenv.Sandbox, so the jobs edit the
 // real default paths (/etc/hosts, /etc/docker/certs.d) without touching the
 // machine's own files.
 package e2e
