@@ -49,6 +49,9 @@ type Env struct {
 	// Intermediate is the intermediate registry; Target the registry
 	// images are uploaded to and promoted in.
 	Intermediate, Target Registry
+	// ExtraSecrets are more site secrets by name, in plain text (a
+	// project's container_registry_credentials, ...).
+	ExtraSecrets map[string]any
 }
 
 // BuildkitAddress is the buildkitd socket ensure-buildkit starts.
@@ -94,7 +97,7 @@ func (e *Env) Vars() map[string]any {
 
 // Secrets are the site and project secrets, in plain text.
 func (e *Env) Secrets() map[string]any {
-	return map[string]any{
+	s := map[string]any{
 		"opendev-intermediate-registry": map[string]any{
 			"host": e.Intermediate.Host, "port": e.Intermediate.Port,
 			"username": e.Intermediate.Username, "password": e.Intermediate.Password,
@@ -105,6 +108,10 @@ func (e *Env) Secrets() map[string]any {
 			"repository": "^myorg/",
 		},
 	}
+	for k, v := range e.ExtraSecrets {
+		s[k] = v
+	}
+	return s
 }
 
 // Images returns docker_images for one repository built from the project

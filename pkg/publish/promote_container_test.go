@@ -229,8 +229,8 @@ func TestContainerPromoteIntermediate(t *testing.T) {
 	older := image(t, "12", "an earlier gate run", now)
 	ir.Push(t, "quay.io/myorg/app:newuuid_latest", tested)
 	ir.Push(t, "quay.io/myorg/app:olduuid_latest", older)
+	irHost, irPort := splitHostPort(t, ir.Host)
 	art := func(build string) zuul.Artifact {
-		irHost, irPort := splitHostPort(t, ir.Host)
 		return zuul.NewContainerImageArtifact(irHost, irPort, "quay.io/myorg/app", "latest", build+"_latest")
 	}
 	api.set(gateBuild("olduuid", "2026-01-01T10:00:00", "FAILURE", art("olduuid")), gateBuild("newuuid", "2026-01-01T11:00:00", "SUCCESS", art("newuuid")))
@@ -286,6 +286,13 @@ func TestContainerPromoteIntermediate(t *testing.T) {
 		{"newest failed", []zuul.Build{gateBuild("newuuid", "2026-01-02T11:00:00", "FAILURE", art("newuuid"))}, nil, []string{"has result FAILURE, not SUCCESS"}},
 		{"artifact gone", []zuul.Build{gateBuild("gone", "2026-01-02T11:00:00", "SUCCESS", art("gone"))}, nil,
 			[]string{"container_images[0] (quay.io/myorg/app), tag latest: the artifact's image " + ir.Host + "/quay.io/myorg/app:gone_latest is gone"}},
+		// Every artifact is resolved before anything is copied: the one
+		// still there (an earlier run's image) is not published either.
+		{"one artifact of two gone", []zuul.Build{gateBuild("partial", "2026-01-02T12:00:00", "SUCCESS",
+			zuul.NewContainerImageArtifact(irHost, irPort, "quay.io/myorg/app", "latest", "olduuid_latest"),
+			zuul.NewContainerImageArtifact(irHost, irPort, "quay.io/myorg/app", "v2", "partial_v2"))},
+			func(s *publish.ContainerPromoteSpec) { s.Images[0].Tags = []string{"latest", "v2"} },
+			[]string{"container_images[0] (quay.io/myorg/app), tag v2: the artifact's image " + ir.Host + "/quay.io/myorg/app:partial_v2 is gone"}},
 		{"no artifact for a tag", []zuul.Build{gateBuild("newuuid", "2026-01-02T11:00:00", "SUCCESS", art("newuuid"))},
 			func(s *publish.ContainerPromoteSpec) { s.Images[0].Tags = []string{"latest", "v2"} },
 			[]string{"container_images[0] (quay.io/myorg/app), tag v2: build newuuid (app-upload) has no container_image artifact quay.io/myorg/app:v2"}},

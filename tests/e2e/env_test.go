@@ -2,7 +2,9 @@
 // of the release tree built by `make dist`, run by imagegate's runner with
 // real ansible-playbook, on a node that is this machine with real dockerd
 // and buildkitd, imagegate's registry as buildset, intermediate and target
-// registry. Each scenario runs in a testenv.Sandbox, so the jobs edit the
+// registry (the container family's scenarios add podman with private
+// storage, and quay.io as quay emulated by internal/quaytest, named
+// quay.io inside the sandbox). Each scenario runs in a testenv.Sandbox, so the jobs edit the
 // real default paths (/etc/hosts, /etc/docker/certs.d) without touching the
 // machine's own files.
 package e2e
@@ -63,6 +65,8 @@ type world struct {
 	out       *testenv.SyncBuffer
 	// afterItem, if set, runs after each queue item.
 	afterItem func(*runner.ItemReport)
+	// sandboxed are more machine paths the sandbox replaces by copies.
+	sandboxed []string
 }
 
 type worldOption func(*world)
@@ -72,17 +76,23 @@ func withKillableIR() worldOption {
 	return func(w *world) { w.irProcess = registrytest.StartProcess(w.t) }
 }
 
+// withSandboxed replaces more machine paths by private copies in the
+// sandbox (/etc/containers for podman's files, ...).
+func withSandboxed(paths ...string) worldOption {
+	return func(w *world) { w.sandboxed = append(w.sandboxed, paths...) }
+}
+
 // newWorld starts what a scenario needs. It must not run in parallel with
 // other tests of the package (t.Setenv).
 func newWorld(t *testing.T, opts ...worldOption) *world {
 	dist := distDir(t)
 	w := &world{t: t, dir: testenv.ShortTempDir(t), out: &testenv.SyncBuffer{}}
-	w.sb = testenv.NewSandbox(t, "/etc/hosts", "/etc/docker/certs.d")
-	t.Setenv("DOCKERD", w.sb.Wrap(t, testenv.Tool(t, "DOCKERD", "dockerd")))
-	w.docker = testenv.StartDockerd(t, testenv.DockerdOptions{})
 	for _, o := range opts {
 		o(w)
 	}
+	w.sb = testenv.NewSandbox(t, append([]string{"/etc/hosts", "/etc/docker/certs.d"}, w.sandboxed...)...)
+	t.Setenv("DOCKERD", w.sb.Wrap(t, testenv.Tool(t, "DOCKERD", "dockerd")))
+	w.docker = testenv.StartDockerd(t, testenv.DockerdOptions{})
 	w.target = registrytest.New(t)
 	bkDir := testenv.ShortTempDir(t)
 	w.env = &lab.Env{
