@@ -297,7 +297,8 @@ func BenchmarkContainerPromoteIntermediate(b *testing.B) {
 			repo := "quay.io/" + promoteRepo(i)
 			for _, tag := range promoteTagNames() {
 				s.want[promoteRepo(i)+":"+tag] = s.ir.Push(b, repo+":gateuuid_"+tag, content)
-				build.Artifacts = append(build.Artifacts, zuul.BuildArtifact(zuul.NewContainerImageArtifact(irHost, irPort, repo, tag, "gateuuid_"+tag)))
+				a := zuul.NewContainerImageArtifact(irHost, irPort, repo, tag, "gateuuid_"+tag)
+				build.Artifacts = append(build.Artifacts, zuul.BuildArtifact{Name: a.Name, URL: a.URL, Metadata: a.Metadata})
 			}
 		}
 		body, err := json.Marshal([]zuul.Build{build})
