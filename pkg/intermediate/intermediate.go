@@ -190,8 +190,11 @@ func sameHost(a, b string) bool {
 
 // run copies (or plans) jobs and fills images from the results. label
 // names job i in errors; notFound is the hint for a source that is not
-// there.
-func (r Registries) run(ctx context.Context, br *zuul.BuildsetRegistry, o options, jobs []transfer.Job, images []Image, label func(i int) string, notFound string) (bool, error) {
+// there. before, when not nil, runs once every copy is planned without
+// error and before any is made (in check mode too); it returns whether it
+// changed something, and its error stops the copies.
+func (r Registries) run(ctx context.Context, br *zuul.BuildsetRegistry, o options, jobs []transfer.Job, images []Image, label func(i int) string, notFound string,
+	before func(context.Context, *transfer.Client, []transfer.Result) (bool, error)) (bool, error) {
 	// Signatures and attestations travel with the images (issue 16): the
 	// referrers of each copied digest and cosign's tags.
 	c, err := r.client(br, o, transfer.WithReferrers())
@@ -200,15 +203,23 @@ func (r Registries) run(ctx context.Context, br *zuul.BuildsetRegistry, o option
 	}
 	defer c.Close()
 	var rs []transfer.Result
-	if o.check {
+	changed := false
+	if o.check || before != nil {
 		rs, err = c.Plan(ctx, jobs)
+		if err == nil && before != nil {
+			if changed, err = before(ctx, c, rs); err != nil {
+				return false, err
+			}
+		}
+		if err == nil && !o.check {
+			rs, err = c.CopyAll(ctx, jobs)
+		}
 	} else {
 		rs, err = c.CopyAll(ctx, jobs)
 	}
 	if rs == nil {
 		return false, err
 	}
-	changed := false
 	var errs []error
 	for i, res := range rs {
 		im := &images[i]
