@@ -14,6 +14,9 @@
 // With a public key (PullVerification), Pull first checks each image of a
 // change ahead in the intermediate registry as promote does (package
 // verify) and copies the digests checked, or nothing.
+// With a private key (PushSigning), Push signs each image it pushes in the
+// intermediate registry, and attests its BuildKit provenance, before the
+// tag is written, so that such a Pull accepts it.
 //
 // Every input is checked before anything is copied; a copy writes its tag
 // only once everything the tag refers to is in place.
