@@ -14,6 +14,9 @@
 // With a public key (PullVerification), Pull first checks each image of a
 // change ahead in the intermediate registry as promote does (package
 // verify) and copies the digests checked, or nothing.
+// With a private key (PushSigning), Push signs each image it pushes in the
+// intermediate registry, and attests its BuildKit provenance, before the
+// tag is written, so that such a Pull accepts it.
 //
 // Every input is checked before anything is copied; a copy writes its tag
 // only once everything the tag refers to is in place.
@@ -190,8 +193,11 @@ func sameHost(a, b string) bool {
 
 // run copies (or plans) jobs and fills images from the results. label
 // names job i in errors; notFound is the hint for a source that is not
-// there.
-func (r Registries) run(ctx context.Context, br *zuul.BuildsetRegistry, o options, jobs []transfer.Job, images []Image, label func(i int) string, notFound string) (bool, error) {
+// there. before, when not nil, runs once every copy is planned without
+// error and before any is made (in check mode too); it returns whether it
+// changed something, and its error stops the copies.
+func (r Registries) run(ctx context.Context, br *zuul.BuildsetRegistry, o options, jobs []transfer.Job, images []Image, label func(i int) string, notFound string,
+	before func(context.Context, *transfer.Client, []transfer.Result) (bool, error)) (bool, error) {
 	// Signatures and attestations travel with the images (issue 16): the
 	// referrers of each copied digest and cosign's tags.
 	c, err := r.client(br, o, transfer.WithReferrers())
@@ -200,15 +206,23 @@ func (r Registries) run(ctx context.Context, br *zuul.BuildsetRegistry, o option
 	}
 	defer c.Close()
 	var rs []transfer.Result
-	if o.check {
+	changed := false
+	if o.check || before != nil {
 		rs, err = c.Plan(ctx, jobs)
+		if err == nil && before != nil {
+			if changed, err = before(ctx, c, rs); err != nil {
+				return false, err
+			}
+		}
+		if err == nil && !o.check {
+			rs, err = c.CopyAll(ctx, jobs)
+		}
 	} else {
 		rs, err = c.CopyAll(ctx, jobs)
 	}
 	if rs == nil {
 		return false, err
 	}
-	changed := false
 	var errs []error
 	for i, res := range rs {
 		im := &images[i]

@@ -135,7 +135,7 @@ func Pull(ctx context.Context, spec PullSpec, opts ...Option) (*PullResult, erro
 			Source: e.img.Ref, Target: e.dst}
 	}
 	changed, err := spec.run(ctx, br, o, jobs, res.Images, func(i int) string { return artifactLabel(entries[i].idx, entries[i].art) },
-		"the intermediate registry does not have it: pruned, or the artifact's url is wrong")
+		"the intermediate registry does not have it: pruned, or the artifact's url is wrong", nil)
 	res.Changed = changed
 	if err == nil {
 		res.Changed = spec.copyCaches(ctx, br, o, &res.Outcome, caches) || res.Changed

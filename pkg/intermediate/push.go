@@ -27,6 +27,9 @@ type PushSpec struct {
 	// one, and returns a buildkit_cache artifact for it (cache.go). Go
 	// callers get false unless they ask.
 	Cache bool `ansible:"cache" default:"true"`
+	// PushSigning signs every image pushed in the intermediate registry
+	// (sign.go); Go callers sign nothing unless they give a key.
+	PushSigning
 }
 
 // PushResult is what Push did.
@@ -39,6 +42,11 @@ type PushResult struct {
 	Artifacts []zuul.Artifact `json:"artifacts"`
 	// Caches are the BuildKit caches copied, or why not.
 	Caches []Cache `json:"caches"`
+	// Signed lists the manifests signed in the intermediate registry
+	// (PushSigning); Attested the platform images whose BuildKit
+	// provenance was signed. Both empty without a key.
+	Signed   []SignedImage `json:"signed"`
+	Attested []SignedImage `json:"attested"`
 }
 
 // Push copies each tag of each image from the buildset registry
@@ -46,6 +54,10 @@ type PushResult struct {
 // (<repository>:<build>_<tag>), and returns one artifact per tag.
 func Push(ctx context.Context, spec PushSpec, opts ...Option) (*PushResult, error) {
 	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := spec.PushSigning.signer(o.redact)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +74,7 @@ func Push(ctx context.Context, spec PushSpec, opts ...Option) (*PushResult, erro
 		param, images = "container_images", spec.ContainerImages
 	}
 	ir := spec.IntermediateRegistry
-	res := &PushResult{Images: []Image{}, Artifacts: []zuul.Artifact{}, Caches: []Cache{}}
+	res := &PushResult{Images: []Image{}, Artifacts: []zuul.Artifact{}, Caches: []Cache{}, Signed: []SignedImage{}, Attested: []SignedImage{}}
 	var jobs []transfer.Job
 	var labels []string
 	var arts []zuul.Artifact
@@ -104,8 +116,25 @@ func Push(ctx context.Context, spec PushSpec, opts ...Option) (*PushResult, erro
 		outcome(&res.Outcome, res.Images, o, what)
 		return res, nil
 	}
+	var sign func(context.Context, *transfer.Client, []transfer.Result) (bool, error)
+	if signer != nil {
+		// Signatures first: a <build>_<tag> tag is never visible
+		// unsigned.
+		sign = func(ctx context.Context, c *transfer.Client, plan []transfer.Result) (bool, error) {
+			signed, attested, err := signPushes(ctx, c, signer, jobs, plan, res.Images, labels, spec.Jobs, o.check)
+			if err != nil {
+				return false, fmt.Errorf("nothing was pushed (no tag was written): %w", err)
+			}
+			res.Signed, res.Attested = signed, attested
+			changed := false
+			for _, si := range append(signed, attested...) {
+				changed = changed || si.Changed
+			}
+			return changed, nil
+		}
+	}
 	changed, err := spec.run(ctx, br, o, jobs, res.Images, func(i int) string { return labels[i] },
-		"the buildset registry does not have this tag: was the image built and pushed to it under this name?")
+		"the buildset registry does not have this tag: was the image built and pushed to it under this name?", sign)
 	res.Changed = changed
 	for i, im := range res.Images {
 		if im.Error == "" {

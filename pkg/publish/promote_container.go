@@ -15,6 +15,7 @@ import (
 	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/pki"
 	"github.com/imagegate/imagegate/pkg/transfer"
+	"github.com/imagegate/imagegate/pkg/verify"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
 
@@ -551,7 +552,7 @@ func verifyIntermediate(ctx context.Context, client *transfer.Client, spec Conta
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			continue
 		}
-		v, err := vf.check(ctx, &store{r: r, ref: pl.srcHost + "/" + pl.srcRepo}, &tagPlan{digest: pl.digest, mediaType: pl.media})
+		v, err := vf.check(ctx, verify.NewStore(r, pl.srcHost+"/"+pl.srcRepo), &tagPlan{digest: pl.digest, mediaType: pl.media})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			continue

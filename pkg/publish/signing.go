@@ -200,7 +200,7 @@ func signUploads(ctx context.Context, client *transfer.Client, targetOf func(Upl
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", u.where(), err)
 			}
-			st = &store{r: r, ref: named.Name()}
+			st = verify.NewStore(r, named.Name())
 			repos[repo] = st
 		}
 		r := results[i]
@@ -299,101 +299,5 @@ func sourceRepo(ref, host string) string {
 // signOne signs one manifest unless a signature with the key is already
 // there (an upload run again changes nothing).
 func signOne(ctx context.Context, st *store, signer *sign.Signer, desc transfer.Descriptor, check bool) (form string, changed bool, err error) {
-	if form, err := st.verifySignature(ctx, signer.Verifier(), desc.Digest); err == nil {
-		return form, false, nil
-	} else if !errors.Is(err, ErrNotSigned) {
-		return "", false, err
-	}
-	form, err = st.sigForm(ctx, desc.Digest)
-	if err != nil {
-		return "", false, err
-	}
-	if check {
-		return form, true, nil
-	}
-	sig, err := signer.SignImage(st.ref, desc.Digest)
-	if err != nil {
-		return "", false, err
-	}
-	var refErr error
-	if form == FormReferrer {
-		ok, err := putReferrer(ctx, st, desc, sign.ArtifactTypeSignature, sig.Blob())
-		if err == nil && ok {
-			return FormReferrer, true, nil
-		}
-		// A registry that refuses the referrer (or stores it without
-		// indexing it) may still take cosign's tag.
-		refErr = err
-	}
-	tag := sign.SignatureTag(desc.Digest)
-	if err := putSigTag(ctx, st, sig.Blob(), tag); err != nil {
-		if refErr != nil {
-			return "", false, fmt.Errorf("the registry refused the signature both as an OCI 1.1 referrer (%w) and under cosign's tag %s (%w)", refErr, tag, err)
-		}
-		return "", false, fmt.Errorf("storing the signature under cosign's tag %s: %w", tag, err)
-	}
-	return FormTag, true, nil
-}
-
-// pushBlobs stores the blobs a signature manifest refers to.
-func pushBlobs(ctx context.Context, r *transfer.Repository, blobs []sign.Blob) error {
-	for _, b := range blobs {
-		if _, err := r.PushBlob(ctx, b.Data); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// putReferrer stores layer (a signature, or an attestation's envelope) as
-// an OCI 1.1 referrer of desc with artifactType; ok is false when the
-// registry stored it without recognising the subject (no OCI-Subject
-// answer): it has no referrers API after all, and the tag scheme is used.
-func putReferrer(ctx context.Context, st *store, desc transfer.Descriptor, artifactType string, layer sign.Blob) (ok bool, err error) {
-	subject := sign.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}
-	if subject.Size == 0 {
-		d, err := st.r.Head(ctx, desc.Digest)
-		if err != nil && !errors.Is(err, oci.ErrNotFound) {
-			return false, err
-		}
-		subject.Size = d.Size
-	}
-	enc, err := sign.ReferrerManifest(artifactType, subject, []sign.Blob{layer})
-	if err != nil {
-		return false, err
-	}
-	if err := pushBlobs(ctx, st.r, enc.Blobs); err != nil {
-		return false, err
-	}
-	got, err := st.r.PutSubject(ctx, enc.Digest, &transfer.Manifest{MediaType: oci.MediaTypeOCIManifest, Digest: enc.Digest, Body: enc.Body})
-	if err != nil {
-		return false, err
-	}
-	return got == desc.Digest, nil
-}
-
-// putSigTag adds layer to cosign's tag (sha256-<hex>.sig or .att),
-// keeping the signatures already there.
-func putSigTag(ctx context.Context, st *store, layer sign.Blob, tag string) error {
-	var layers []sign.Descriptor
-	old, err := st.r.Get(ctx, tag)
-	switch {
-	case err == nil:
-		m, err := sign.ParseManifest(old.Body)
-		if err != nil {
-			return err
-		}
-		layers = m.Layers
-	case errors.Is(err, oci.ErrNotFound):
-	default:
-		return err
-	}
-	enc, err := sign.TagManifest(layers, []sign.Blob{layer})
-	if err != nil {
-		return err
-	}
-	if err := pushBlobs(ctx, st.r, enc.Blobs); err != nil {
-		return err
-	}
-	return st.r.Put(ctx, tag, &transfer.Manifest{MediaType: oci.MediaTypeOCIManifest, Digest: enc.Digest, Body: enc.Body})
+	return st.Sign(ctx, signer, desc, check)
 }

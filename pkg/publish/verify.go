@@ -81,7 +81,7 @@ func (p *promoter) verify(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st := &store{r: ip.r, ref: named.Name()}
+		st := verify.NewStore(ip.r, named.Name())
 		done := map[string]bool{}
 		var errs []error
 		for _, tp := range ip.tags {
@@ -115,6 +115,6 @@ func (p *promoter) verify(ctx context.Context) error {
 
 // check verifies one staged manifest: its signature, then its provenance.
 func (vf *verifier) check(ctx context.Context, st *store, tp *tagPlan) (Verified, error) {
-	r, err := vf.key.Check(ctx, st.r, tp.digest, tp.mediaType, vf.want)
+	r, err := vf.key.Check(ctx, st.Repository(), tp.digest, tp.mediaType, vf.want)
 	return Verified{Digest: r.Digest, SignatureForm: r.SignatureForm, KeyID: r.KeyID, ProvenanceBuilds: r.ProvenanceBuilds}, err
 }

@@ -8,6 +8,11 @@
 // Promote (package publish) checks the staged images with it before moving
 // a tag; intermediate_registry_pull (package intermediate) checks the
 // images of changes ahead before copying them into the buildset registry.
+//
+// It also stores signatures and provenance attestations (Store, in the
+// form the registry takes; ProvenanceStatements reads BuildKit's): upload
+// signs in the target registry with it, intermediate_registry_push in the
+// intermediate registry, so that the checks find what was stored.
 package verify
 
 import (
