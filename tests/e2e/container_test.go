@@ -4,12 +4,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/imagegate/imagegate/internal/lab"
+	"github.com/imagegate/imagegate/internal/registrytest"
 	"github.com/imagegate/imagegate/pkg/runner"
 )
 
@@ -225,7 +229,7 @@ func imageArtifacts(b *runner.BuildReport) []map[string]any {
 
 // podmanRan checks a test job's result: it succeeded, printed want, and
 // ran the image of digest.
-func podmanRan(t *testing.T, b *runner.BuildReport, digest string, want ...string) {
+func podmanRan(t *testing.T, ir *registrytest.Registry, b *runner.BuildReport, digest string, want ...string) {
 	t.Helper()
 	if b.Result != runner.Success {
 		t.Errorf("%s: %s %s", b.Job, b.Result, b.Message)
@@ -237,9 +241,46 @@ func podmanRan(t *testing.T, b *runner.BuildReport, digest string, want ...strin
 			t.Errorf("%s: the image printed %q, want %q", b.Job, output, w)
 		}
 	}
-	if len(digests) != 1 || !strings.HasSuffix(digests[0], "@"+digest) {
+	if len(digests) != 1 {
 		t.Errorf("%s ran %v, want the image built (%s)", b.Job, digests, digest)
+		return
 	}
+	// podman names a pulled index by the platform image it chose: the
+	// index built (with its attestation manifests) or one of its images.
+	ran := digests[0]
+	at := strings.LastIndex(ran, "@")
+	named := ran[:max(at, 0)]
+	if i := strings.LastIndex(named, ":"); i > strings.LastIndex(named, "/") {
+		named = named[:i]
+	}
+	if !slices.Contains(platformDigests(t, ir, named, digest), ran[at+1:]) {
+		t.Errorf("%s ran %v, want the image built (%s) or one of its platform images", b.Job, digests, digest)
+	}
+}
+
+// platformDigests is digest and, when it is an index in repo of r, the
+// digests of its platform images (not its attestation manifests).
+func platformDigests(t *testing.T, r *registrytest.Registry, repo, digest string) []string {
+	t.Helper()
+	out := []string{digest}
+	n, err := name.ParseReference(r.Host + "/" + repo + "@" + digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := remote.Index(n, remoteOpts(r)...)
+	if err != nil {
+		return out // not an index (or gone): the digest alone
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range im.Manifests {
+		if m.Annotations["vnd.docker.reference.type"] != "attestation-manifest" {
+			out = append(out, m.Digest.String())
+		}
+	}
+	return out
 }
 
 // TestContainerFamily runs the container family end to end on one machine
@@ -289,7 +330,7 @@ func TestContainerFamily(t *testing.T) {
 			t.Fatalf("check build artifacts: %v", arts)
 		}
 		checked := digestOf(t, w.ir, artifactTag(t, arts[0], w.ir, bld, p.repository(), "latest"))
-		podmanRan(t, build(t, rep, 701, "check", "myorg-app-tag-test"), checked, p.marker, "standalone base")
+		podmanRan(t, w.ir, build(t, rep, 701, "check", "myorg-app-tag-test"), checked, p.marker, "standalone base")
 		if tags := quay.tags(t, repo); len(tags) != 0 {
 			t.Errorf("quay.io/%s has tags %v after the check pipeline", repo, tags)
 		}
@@ -310,7 +351,7 @@ func TestContainerFamily(t *testing.T) {
 				t.Errorf("quay.io/%s:change_701_%s is %q, the gate built %s", repo, tag, staged, gated[tag])
 			}
 		}
-		podmanRan(t, build(t, rep, 701, "gate", "myorg-app-tag-test"), gated["latest"], p.marker)
+		podmanRan(t, w.ir, build(t, rep, 701, "gate", "myorg-app-tag-test"), gated["latest"], p.marker)
 		if got := quay.tags(t, repo); strings.Join(got, ",") != "change_701_latest,change_701_v1" {
 			t.Errorf("quay.io/%s has tags %v after the gate, want the change tags only", repo, got)
 		}
@@ -380,7 +421,7 @@ func TestContainerFamily(t *testing.T) {
 		for i, tag := range []string{"latest", "v1"} {
 			gated[tag] = digestOf(t, w.ir, artifactTag(t, imageArtifacts(up)[i], w.ir, up, p.repository(), tag))
 		}
-		podmanRan(t, build(t, rep, 702, "gate", "myorg-app-ir-test"), gated["latest"], p.marker)
+		podmanRan(t, w.ir, build(t, rep, 702, "gate", "myorg-app-ir-test"), gated["latest"], p.marker)
 		if got := quay.tags(t, repo); len(got) != 0 {
 			t.Errorf("quay.io/%s has tags %v after the gate; the intermediate-registry method uploads nothing", repo, got)
 		}
@@ -450,7 +491,7 @@ func TestContainerFamily(t *testing.T) {
 				t.Errorf("layer %d of change 704's image is %s, change 703's base has %s: not built on 703's image", i, appLayers[i], baseLayers[i])
 			}
 		}
-		podmanRan(t, build(t, rep, 704, "", "myorg-app-on-base-test"), digestOf(t, w.ir, appTag), baseMarker, app.marker)
+		podmanRan(t, w.ir, build(t, rep, 704, "", "myorg-app-on-base-test"), digestOf(t, w.ir, appTag), baseMarker, app.marker)
 	})
 
 	w.checkNoSecrets(secrets...)

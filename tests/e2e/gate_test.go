@@ -77,7 +77,7 @@ func TestGateAndPromote(t *testing.T) {
 		staged[tag] = d
 	}
 	// What was staged is what the gate built (and handed to later changes).
-	for i, a := range up.Artifacts() {
+	for i, a := range up.ImageArtifacts() {
 		tag := []string{"latest", "v1"}[i]
 		if ir := digestOf(t, w.ir, artifactTag(t, a, w.ir, up, "myorg/app", tag)); ir != staged[tag] {
 			t.Errorf("staged %s is %s, the gate's image is %s", tag, staged[tag], ir)
