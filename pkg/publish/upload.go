@@ -8,6 +8,7 @@ import (
 
 	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/oci"
+	"github.com/imagegate/imagegate/pkg/sign"
 	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
 )
@@ -145,13 +146,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 				Source: src, Reference: t.ref(repo, dst)})
 		}
 	}
-	seen := map[string]int{}
-	for i, u := range plan {
-		if j, dup := seen[u.Reference]; dup {
-			errs = append(errs, fmt.Errorf("%s: uploads to %s, as %s does", u.where(), u.Reference, plan[j].where()))
-		}
-		seen[u.Reference] = i
-	}
+	errs = append(errs, duplicateUploads(plan)...)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("nothing was uploaded: %w", errors.Join(errs...))
 	}
@@ -182,13 +177,44 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 	if err := checkPush(ctx, client, t, spec.Credentials, repos); err != nil {
 		return nil, fmt.Errorf("nothing was uploaded: %w", err)
 	}
+	targetOf := func(u UploadedTag) (*target, string) {
+		repo, _ := t.repository(u.Repository)
+		return t, repo
+	}
+	if err := finishUpload(ctx, client, o, source, signer, targetOf, plan, jobs, results, spec.Jobs, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// duplicateUploads names each planned tag that uploads to a reference an
+// earlier one uploads to.
+func duplicateUploads(plan []UploadedTag) []error {
+	var errs []error
+	seen := map[string]int{}
+	for i, u := range plan {
+		if j, dup := seen[u.Reference]; dup {
+			errs = append(errs, fmt.Errorf("%s: uploads to %s, as %s does", u.where(), u.Reference, plan[j].where()))
+		}
+		seen[u.Reference] = i
+	}
+	return errs
+}
+
+// finishUpload is what Upload and UploadContainer do once their plan was
+// read (results, one per job): sign every planned manifest with signer
+// when it is set (signatures first: a tag is never visible unsigned),
+// copy the jobs unless in check mode, and record each tag, the
+// signatures and the diff in res. targetOf names each planned tag's
+// target registry and repository there; imageJobs bounds the images
+// handled at once.
+func finishUpload(ctx context.Context, client *transfer.Client, o options, source *uploadSource, signer *sign.Signer,
+	targetOf func(UploadedTag) (*target, string), plan []UploadedTag, jobs []transfer.Job, results []Result, imageJobs int,
+	res *UploadResult) error {
+	var err error
 	if signer != nil {
-		// Signatures first: a tag is never visible unsigned.
-		if res.Signed, res.Attested, err = signUploads(ctx, client, func(u UploadedTag) (*target, string) {
-			repo, _ := t.repository(u.Repository)
-			return t, repo
-		}, source, signer, plan, results, spec.Jobs, o.check); err != nil {
-			return nil, fmt.Errorf("nothing was uploaded (no tag was written): %w", err)
+		if res.Signed, res.Attested, err = signUploads(ctx, client, targetOf, source, signer, plan, results, imageJobs, o.check); err != nil {
+			return fmt.Errorf("nothing was uploaded (no tag was written): %w", err)
 		}
 		for _, si := range append(res.Signed, res.Attested...) {
 			res.Changed = res.Changed || si.Changed
@@ -203,7 +229,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 					done++
 				}
 			}
-			return nil, fmt.Errorf("uploading (%d of %d tags done; run again to finish, copies already done are skipped): %w",
+			return fmt.Errorf("uploading (%d of %d tags done; run again to finish, copies already done are skipped): %w",
 				done, len(jobs), describeUploadErrors(source, plan, results, err))
 		}
 	}
@@ -227,7 +253,7 @@ func Upload(ctx context.Context, spec UploadSpec, opts ...Option) (*UploadResult
 		res.Diff = []ansible.Diff{{Before: joinLines(before), After: joinLines(after),
 			BeforeHeader: "target tags before", AfterHeader: "target tags after"}}
 	}
-	return res, nil
+	return nil
 }
 
 // describeUploadErrors names the image and tag of each failed job.

@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
-	"github.com/imagegate/imagegate/pkg/ansible"
 	"github.com/imagegate/imagegate/pkg/oci"
 	"github.com/imagegate/imagegate/pkg/transfer"
 	"github.com/imagegate/imagegate/pkg/zuul"
@@ -54,17 +53,9 @@ type ContainerUploadSpec struct {
 	Jobs int `ansible:"jobs" default:"8"`
 }
 
-// ContainerUploadResult is what UploadContainer did.
-type ContainerUploadResult struct {
-	ansible.Outcome
-	Uploads []UploadedTag `json:"uploads"`
-	// Signed lists the manifests signed (WithSigning); empty otherwise.
-	Signed []SignedImage `json:"signed"`
-	// Attested lists the platform images whose BuildKit provenance was
-	// signed and attached as an attestation (WithSigning, images built
-	// with provenance); empty otherwise.
-	Attested []SignedImage `json:"attested"`
-}
+// ContainerUploadResult is what UploadContainer did: the fields of
+// UploadResult (finishUpload fills both).
+type ContainerUploadResult UploadResult
 
 // containerTarget is one registry of a container upload: its entry in
 // container_registry_credentials, resolved.
@@ -157,13 +148,7 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 			placedAt[ct.t.ref(repo, dst)] = placed{ct.t, repo}
 		}
 	}
-	seen := map[string]int{}
-	for i, u := range plan {
-		if j, dup := seen[u.Reference]; dup {
-			errs = append(errs, fmt.Errorf("%s: uploads to %s, as %s does", u.where(), u.Reference, plan[j].where()))
-		}
-		seen[u.Reference] = i
-	}
+	errs = append(errs, duplicateUploads(plan)...)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("nothing was uploaded: %w", errors.Join(errs...))
 	}
@@ -219,48 +204,9 @@ func UploadContainer(ctx context.Context, spec ContainerUploadSpec, opts ...Opti
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("nothing was uploaded: %w", errors.Join(errs...))
 	}
-	if signer != nil {
-		// Signatures first: a tag is never visible unsigned.
-		targetOf := func(u UploadedTag) (*target, string) { p := placedAt[u.Reference]; return p.t, p.repo }
-		if res.Signed, res.Attested, err = signUploads(ctx, client, targetOf, &uploadSource{br: br}, signer, plan, results, spec.Jobs, o.check); err != nil {
-			return nil, fmt.Errorf("nothing was uploaded (no tag was written): %w", err)
-		}
-		for _, si := range append(res.Signed, res.Attested...) {
-			res.Changed = res.Changed || si.Changed
-		}
-	}
-	if !o.check {
-		results, err = client.CopyAll(ctx, jobs)
-		if err != nil {
-			done := 0
-			for _, r := range results {
-				if r.Err == nil {
-					done++
-				}
-			}
-			return nil, fmt.Errorf("uploading (%d of %d tags done; run again to finish, copies already done are skipped): %w",
-				done, len(jobs), describeUploadErrors(&uploadSource{br: br}, plan, results, err))
-		}
-	}
-	var before, after []string
-	for i, r := range results {
-		u := plan[i]
-		u.Digest, u.MediaType, u.Changed = r.Digest, r.MediaType, r.Changed
-		u.BlobStats = r.BlobStats
-		res.Uploads = append(res.Uploads, u)
-		res.Changed = res.Changed || u.Changed || r.Referrers > 0
-		if u.Changed {
-			before = append(before, u.Reference+" -> (other or absent)")
-		} else {
-			before = append(before, u.Reference+" -> "+u.Digest)
-		}
-		after = append(after, u.Reference+" -> "+u.Digest)
-	}
-	if o.diff {
-		sort.Strings(before)
-		sort.Strings(after)
-		res.Diff = []ansible.Diff{{Before: joinLines(before), After: joinLines(after),
-			BeforeHeader: "target tags before", AfterHeader: "target tags after"}}
+	targetOf := func(u UploadedTag) (*target, string) { p := placedAt[u.Reference]; return p.t, p.repo }
+	if err := finishUpload(ctx, client, o, &uploadSource{br: br}, signer, targetOf, plan, jobs, results, spec.Jobs, (*UploadResult)(res)); err != nil {
+		return nil, err
 	}
 	return res, nil
 }
