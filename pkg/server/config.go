@@ -352,15 +352,24 @@ var plainRE = regexp.MustCompile(`^(true|false|-?[0-9]+)$`)
 
 var varRE = regexp.MustCompile(`\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
-// expand replaces ${NAME} in every string scalar.
+// expand replaces ${NAME} in every string scalar ($$ is a $).
 func expand(n *yaml.Node, getenv func(string) (string, bool)) error {
-	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "$") {
+	return substitute(n, varRE, "$", "${%s}", getenv)
+}
+
+// substitute replaces, in every string scalar holding trigger, each match
+// of re: one whose first group names a variable by that environment
+// variable's value, any other (an escape such as $$) by its last
+// character. An unset variable refuses the document; placeholder is the
+// format of its mention in the message.
+func substitute(n *yaml.Node, re *regexp.Regexp, trigger, placeholder string, getenv func(string) (string, bool)) error {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, trigger) {
 		var missing string
-		out := varRE.ReplaceAllStringFunc(n.Value, func(m string) string {
-			if m == "$$" {
-				return "$"
+		out := re.ReplaceAllStringFunc(n.Value, func(m string) string {
+			name := re.FindStringSubmatch(m)[1]
+			if name == "" {
+				return m[len(m)-1:]
 			}
-			name := m[2 : len(m)-1]
 			v, ok := getenv(name)
 			if !ok && missing == "" {
 				missing = name
@@ -368,7 +377,7 @@ func expand(n *yaml.Node, getenv func(string) (string, bool)) error {
 			return v
 		})
 		if missing != "" {
-			return fmt.Errorf("line %d: environment variable %s is not set (used as ${%s})", n.Line, missing, missing)
+			return fmt.Errorf("line %d: environment variable %s is not set (used as %s)", n.Line, missing, fmt.Sprintf(placeholder, missing))
 		}
 		n.Value = out
 		// A number or boolean from the environment stays one (for ports,
@@ -381,7 +390,7 @@ func expand(n *yaml.Node, getenv func(string) (string, bool)) error {
 		}
 	}
 	for _, c := range n.Content {
-		if err := expand(c, getenv); err != nil {
+		if err := substitute(c, re, trigger, placeholder, getenv); err != nil {
 			return err
 		}
 	}

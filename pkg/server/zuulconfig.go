@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -72,32 +71,7 @@ var zuulVarRE = regexp.MustCompile(`%\(([A-Za-z_][A-Za-z0-9_]*)\)s?`)
 // unset variable as it is (a literal password or secret), an unset
 // variable refuses the start.
 func expandZuul(n *yaml.Node, getenv func(string) (string, bool)) error {
-	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "%(") {
-		var missing string
-		out := zuulVarRE.ReplaceAllStringFunc(n.Value, func(m string) string {
-			name := zuulVarRE.FindStringSubmatch(m)[1]
-			v, ok := getenv(name)
-			if !ok && missing == "" {
-				missing = name
-			}
-			return v
-		})
-		if missing != "" {
-			return fmt.Errorf("line %d: environment variable %s is not set (used as %%(%s))", n.Line, missing, missing)
-		}
-		n.Value = out
-		if plainRE.MatchString(out) {
-			n.Tag, n.Style = "", 0
-		} else {
-			n.Tag, n.Style = "!!str", yaml.DoubleQuotedStyle
-		}
-	}
-	for _, c := range n.Content {
-		if err := expandZuul(c, getenv); err != nil {
-			return err
-		}
-	}
-	return nil
+	return substitute(n, zuulVarRE, "%(", "%%(%s)", getenv)
 }
 
 // parseZuulConfig reads zuul-registry's schema and maps it onto Config:
