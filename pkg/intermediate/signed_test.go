@@ -2,12 +2,7 @@ package intermediate_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
@@ -30,15 +25,7 @@ import (
 // for byte, through Debian's docker-registry (none) as cosign's .sig tag.
 func TestSignedRoundTrip(t *testing.T) {
 	t.Parallel()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKCS8PrivateKey(k)
-	signer, err := sign.ParsePrivateKey(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer, _ := newSigner(t)
 	for _, tc := range []struct {
 		name     string
 		ir       func(testing.TB) transfertest.Registry
