@@ -10,12 +10,9 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,11 +20,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/imagegate/imagegate/internal/scratchimage"
 )
 
 // binPath is where the binary lives in the image; zuul-registry is a
@@ -68,7 +63,7 @@ func run(args []string) error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	var idx v1.ImageIndex = mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	idx := scratchimage.NewIndex()
 	for _, a := range fs.Args() {
 		plat, bin, ok := strings.Cut(a, "=")
 		osName, arch, ok2 := strings.Cut(plat, "/")
@@ -79,24 +74,12 @@ func run(args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", plat, err)
 		}
-		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img,
-			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: osName, Architecture: arch}}})
+		idx.Add(osName, arch, img)
 		if err := tarball.WriteToFile(filepath.Join(*out, osName+"_"+arch+".tar"), ref, img); err != nil {
 			return fmt.Errorf("%s: writing the tarball: %w", plat, err)
 		}
 	}
-	dir := filepath.Join(*out, "oci")
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	p, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		return err
-	}
-	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": ref.TagStr()})); err != nil {
-		return fmt.Errorf("writing the OCI layout: %w", err)
-	}
-	d, err := idx.Digest()
+	d, err := idx.WriteLayout(filepath.Join(*out, "oci"), ref.TagStr())
 	if err != nil {
 		return err
 	}
@@ -111,73 +94,40 @@ func image(bin, osName, arch string, created time.Time) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	dir := func(name string, mode int64) error {
-		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name + "/", Mode: mode, ModTime: created, Format: tar.FormatPAX})
-	}
-	for _, d := range []string{"usr", "usr/local", "usr/local/bin", "etc", "tmp", "conf", "storage"} {
-		mode := int64(0o755)
-		if d == "tmp" {
-			mode = 0o1777
-		}
-		if err := dir(d, mode); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(binPath, "/"), Mode: 0o755,
-		Size: int64(len(b)), ModTime: created, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(b); err != nil {
-		return nil, err
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "usr/local/bin/zuul-registry", Linkname: "imagegate-registry",
-		Mode: 0o777, ModTime: created, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	// Keystone, Swift and S3 endpoints with public certificates are
-	// verified against the system's CA bundle: the build machine's goes
-	// in, where Go looks for it.
-	if cas, err := os.ReadFile(caBundle); err == nil {
-		for _, d := range []string{"etc/ssl", "etc/ssl/certs"} {
-			if err := dir(d, 0o755); err != nil {
-				return nil, err
+	config := v1.Config{Cmd: []string{binPath, "-c", "/conf/registry.yaml", "serve"},
+		Volumes: map[string]struct{}{"/storage": {}}, WorkingDir: "/", Env: []string{"PATH=/usr/local/bin:/usr/bin:/bin"},
+		ExposedPorts: map[string]struct{}{"5000/tcp": {}},
+		Labels: map[string]string{"org.opencontainers.image.title": "imagegate-registry",
+			"org.opencontainers.image.description": "imagegate's intermediate registry, a drop-in for zuul-registry"}}
+	return scratchimage.Image(osName, arch, created, config, func(l *scratchimage.Layer) error {
+		for _, d := range []string{"usr", "usr/local", "usr/local/bin", "etc", "tmp", "conf", "storage"} {
+			mode := int64(0o755)
+			if d == "tmp" {
+				mode = 0o1777
+			}
+			if err := l.Dir(d, mode); err != nil {
+				return err
 			}
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(caBundle, "/"), Mode: 0o644,
-			Size: int64(len(cas)), ModTime: created, Format: tar.FormatPAX}); err != nil {
-			return nil, err
+		if err := l.File(strings.TrimPrefix(binPath, "/"), 0o755, b); err != nil {
+			return err
 		}
-		if _, err := tw.Write(cas); err != nil {
-			return nil, err
+		if err := l.Symlink("usr/local/bin/zuul-registry", "imagegate-registry"); err != nil {
+			return err
 		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil },
-		tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, err
-	}
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	if img, err = mutate.AppendLayers(img, layer); err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture, cf.Created = osName, arch, v1.Time{Time: created}
-	cf.Config.Cmd = []string{binPath, "-c", "/conf/registry.yaml", "serve"}
-	cf.Config.Volumes = map[string]struct{}{"/storage": {}}
-	cf.Config.WorkingDir = "/"
-	cf.Config.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
-	cf.Config.ExposedPorts = map[string]struct{}{"5000/tcp": {}}
-	cf.Config.Labels = map[string]string{"org.opencontainers.image.title": "imagegate-registry",
-		"org.opencontainers.image.description": "imagegate's intermediate registry, a drop-in for zuul-registry"}
-	return mutate.ConfigFile(img, cf)
+		// Keystone, Swift and S3 endpoints with public certificates are
+		// verified against the system's CA bundle: the build machine's goes
+		// in, where Go looks for it.
+		if cas, err := os.ReadFile(caBundle); err == nil {
+			for _, d := range []string{"etc/ssl", "etc/ssl/certs"} {
+				if err := l.Dir(d, 0o755); err != nil {
+					return err
+				}
+			}
+			if err := l.File(strings.TrimPrefix(caBundle, "/"), 0o644, cas); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
