@@ -46,40 +46,10 @@ var registryImagePlatforms = []string{"linux/amd64", "linux/arm64"}
 func checkRegistryImage(t *testing.T, dist string) {
 	t.Helper()
 	dir := filepath.Join(dist, "images", "imagegate-registry")
-	top, err := layout.ImageIndexFromPath(filepath.Join(dir, "oci"))
-	if err != nil {
-		t.Fatalf("the registry image's OCI layout: %v", err)
-	}
-	tm, err := top.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	version, err := os.ReadFile(filepath.Join(dist, "VERSION"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(tm.Manifests) != 1 || tm.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != strings.TrimSpace(string(version)) {
-		t.Fatalf("the OCI layout's index.json: %+v; want one index named %s", tm.Manifests, version)
-	}
-	idx, err := top.ImageIndex(tm.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var plats []string
-	for _, desc := range im.Manifests {
-		if desc.Platform == nil {
-			t.Fatalf("index entry %s has no platform", desc.Digest)
-		}
-		plat := desc.Platform.OS + "/" + desc.Platform.Architecture
+	for _, pi := range releaseIndex(t, dist, filepath.Join(dir, "oci"), "the registry image") {
+		plat, img := pi.plat, pi.img
 		plats = append(plats, plat)
-		img, err := idx.Image(desc.Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
 		cf, err := img.ConfigFile()
 		if err != nil {
 			t.Fatal(err)
@@ -118,6 +88,76 @@ func checkRegistryImage(t *testing.T, dist string) {
 // links to it, /storage and /conf exist.
 func checkImageFiles(t *testing.T, plat string, img v1.Image) {
 	t.Helper()
+	found, content := singleLayer(t, plat, img, strings.TrimPrefix(registryImageCmd[0], "/"))
+	for _, p := range []string{"usr/local/bin/imagegate-registry", "storage", "conf", "etc/ssl/certs/ca-certificates.crt"} {
+		if _, ok := found[p]; !ok {
+			t.Errorf("%s: the image lacks /%s", plat, p)
+		}
+	}
+	if h := found["usr/local/bin/zuul-registry"]; h == nil || h.Linkname != "imagegate-registry" {
+		var l string
+		if h != nil {
+			l = h.Linkname
+		}
+		t.Errorf("%s: /usr/local/bin/zuul-registry links to %q, want imagegate-registry", plat, l)
+	}
+	checkStaticBinary(t, plat, content, "imagegate-registry")
+}
+
+// platformImage is one platform's image of an index.
+type platformImage struct {
+	plat string // os/arch
+	img  v1.Image
+}
+
+// releaseIndex reads the OCI layout dir of what, an image of the release
+// tree dist, which must hold one index named by the release's version, and
+// returns its images in the index's order, each with its platform.
+func releaseIndex(t *testing.T, dist, dir, what string) []platformImage {
+	t.Helper()
+	top, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatalf("%s's OCI layout: %v", what, err)
+	}
+	tm, err := top.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	version, err := os.ReadFile(filepath.Join(dist, "VERSION"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tm.Manifests) != 1 || !tm.Manifests[0].MediaType.IsIndex() ||
+		tm.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != strings.TrimSpace(string(version)) {
+		t.Fatalf("%s's index.json: %+v; want one index named %s", what, tm.Manifests, version)
+	}
+	idx, err := top.ImageIndex(tm.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []platformImage
+	for _, desc := range im.Manifests {
+		if desc.Platform == nil {
+			t.Fatalf("%s: index entry %s has no platform", what, desc.Digest)
+		}
+		img, err := idx.Image(desc.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, platformImage{desc.Platform.OS + "/" + desc.Platform.Architecture, img})
+	}
+	return out
+}
+
+// singleLayer reads the one layer img (of plat) must have: its entries by
+// name (without a directory's trailing slash) and the content of the
+// regular file file (nil if there is none).
+func singleLayer(t *testing.T, plat string, img v1.Image, file string) (map[string]*tar.Header, []byte) {
+	t.Helper()
 	layers, err := img.Layers()
 	if err != nil || len(layers) != 1 {
 		t.Fatalf("%s: %d layers (%v), want one", plat, len(layers), err)
@@ -127,43 +167,39 @@ func checkImageFiles(t *testing.T, plat string, img v1.Image) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	found := map[string]string{}
-	bin := filepath.Join(t.TempDir(), "imagegate-registry")
+	found := map[string]*tar.Header{}
+	var content []byte
 	tr := tar.NewReader(rc)
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			break
+			return found, content
 		}
 		if err != nil {
 			t.Fatalf("%s: layer: %v", plat, err)
 		}
-		found[strings.TrimSuffix(h.Name, "/")] = h.Linkname
-		if h.Name == strings.TrimPrefix(registryImageCmd[0], "/") {
-			f, err := os.Create(bin)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = io.Copy(f, tr)
-			f.Close()
-			if err != nil {
+		found[strings.TrimSuffix(h.Name, "/")] = h
+		if h.Name == file {
+			if content, err = io.ReadAll(tr); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	for _, p := range []string{"usr/local/bin/imagegate-registry", "storage", "conf", "etc/ssl/certs/ca-certificates.crt"} {
-		if _, ok := found[p]; !ok {
-			t.Errorf("%s: the image lacks /%s", plat, p)
-		}
+}
+
+// checkStaticBinary checks that bin, the binary of plat's image, is a
+// static linux binary of cmd/<command> built for plat's architecture.
+func checkStaticBinary(t *testing.T, plat string, bin []byte, command string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), command)
+	if err := os.WriteFile(f, bin, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	if l := found["usr/local/bin/zuul-registry"]; l != "imagegate-registry" {
-		t.Errorf("%s: /usr/local/bin/zuul-registry links to %q, want imagegate-registry", plat, l)
-	}
-	out, err := exec.Command("go", "version", "-m", bin).Output()
+	out, err := exec.Command("go", "version", "-m", f).Output()
 	arch := strings.TrimPrefix(plat, "linux/")
-	if err != nil || !strings.Contains(string(out), "GOARCH="+arch) || !strings.Contains(string(out), "CGO_ENABLED=0") ||
-		!strings.Contains(string(out), "path\tgithub.com/imagegate/imagegate/cmd/imagegate-registry") {
-		t.Errorf("%s: the image's binary is not a static linux/%s imagegate-registry (%v):\n%.600s", plat, arch, err, out)
+	if err != nil || !strings.Contains(string(out), "GOARCH="+arch) || !strings.Contains(string(out), "GOOS=linux") ||
+		!strings.Contains(string(out), "CGO_ENABLED=0") || !strings.Contains(string(out), "path\tgithub.com/imagegate/imagegate/cmd/"+command) {
+		t.Errorf("%s: the image's binary is not a static linux/%s %s (%v):\n%.600s", plat, arch, command, err, out)
 	}
 }
 
@@ -197,7 +233,7 @@ func TestRegistryImage(t *testing.T) {
 		t.Fatalf("docker load: %q", out)
 	}
 	// The loaded image is the index's: its ID is the config's digest.
-	want := indexImage(t, imageDir, "linux/"+arch)
+	want := indexImage(t, dist, "linux/"+arch)
 	cfgName, err := want.ConfigName()
 	if err != nil {
 		t.Fatal(err)
@@ -411,32 +447,12 @@ func TestRegistryImage(t *testing.T) {
 }
 
 // indexImage is the image of a platform in the OCI layout of the registry
-// image.
-func indexImage(t *testing.T, imageDir, platform string) v1.Image {
+// image in the release tree dist.
+func indexImage(t *testing.T, dist, platform string) v1.Image {
 	t.Helper()
-	top, err := layout.ImageIndexFromPath(filepath.Join(imageDir, "oci"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tm, err := top.IndexManifest()
-	if err != nil || len(tm.Manifests) != 1 {
-		t.Fatalf("index.json: %v", err)
-	}
-	idx, err := top.ImageIndex(tm.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, desc := range im.Manifests {
-		if desc.Platform != nil && desc.Platform.OS+"/"+desc.Platform.Architecture == platform {
-			img, err := idx.Image(desc.Digest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return img
+	for _, pi := range releaseIndex(t, dist, filepath.Join(dist, "images", "imagegate-registry", "oci"), "the registry image") {
+		if pi.plat == platform {
+			return pi.img
 		}
 	}
 	t.Fatalf("the registry image has no %s", platform)

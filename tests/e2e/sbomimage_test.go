@@ -1,20 +1,16 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imagegate/imagegate/internal/registrytest"
@@ -35,41 +31,10 @@ var scannerImagePlatforms = []string{"linux/amd64", "linux/arm64"}
 // bin/linux_<arch>/.
 func checkScannerImage(t *testing.T, dist string) {
 	t.Helper()
-	top, err := layout.ImageIndexFromPath(filepath.Join(dist, "roles", "ensure-buildkit", "files", "sbom-scanner"))
-	if err != nil {
-		t.Fatalf("the SBOM scanner's OCI layout: %v", err)
-	}
-	tm, err := top.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	version, err := os.ReadFile(filepath.Join(dist, "VERSION"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(tm.Manifests) != 1 || !tm.Manifests[0].MediaType.IsIndex() ||
-		tm.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != strings.TrimSpace(string(version)) {
-		t.Fatalf("the scanner layout's index.json: %+v; want one index named %s", tm.Manifests, version)
-	}
-	idx, err := top.ImageIndex(tm.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var plats []string
-	for _, desc := range im.Manifests {
-		if desc.Platform == nil {
-			t.Fatalf("scanner index entry %s has no platform", desc.Digest)
-		}
-		plat := desc.Platform.OS + "/" + desc.Platform.Architecture
+	for _, pi := range releaseIndex(t, dist, filepath.Join(dist, "roles", "ensure-buildkit", "files", "sbom-scanner"), "the SBOM scanner") {
+		plat, img := pi.plat, pi.img
 		plats = append(plats, plat)
-		img, err := idx.Image(desc.Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
 		cf, err := img.ConfigFile()
 		if err != nil {
 			t.Fatal(err)
@@ -79,34 +44,10 @@ func checkScannerImage(t *testing.T, dist string) {
 			t.Errorf("scanner %s: config %s/%s, entrypoint %q, cmd %q; want %s running %s", plat, cf.OS, cf.Architecture,
 				cf.Config.Entrypoint, cf.Config.Cmd, plat, sbomimage.BinPath)
 		}
-		layers, err := img.Layers()
-		if err != nil || len(layers) != 1 {
-			t.Fatalf("scanner %s: %d layers (%v), want one", plat, len(layers), err)
+		found, bin := singleLayer(t, "scanner "+plat, img, strings.TrimPrefix(sbomimage.BinPath, "/"))
+		if h := found[strings.TrimPrefix(sbomimage.BinPath, "/")]; h != nil && h.Mode&0o111 == 0 {
+			t.Errorf("scanner %s: %s has mode %o, not executable", plat, sbomimage.BinPath, h.Mode)
 		}
-		rc, err := layers[0].Uncompressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var bin []byte
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("scanner %s: layer: %v", plat, err)
-			}
-			if h.Name == strings.TrimPrefix(sbomimage.BinPath, "/") {
-				if h.Mode&0o111 == 0 {
-					t.Errorf("scanner %s: %s has mode %o, not executable", plat, sbomimage.BinPath, h.Mode)
-				}
-				if bin, err = io.ReadAll(tr); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		rc.Close()
 		if bin == nil {
 			t.Errorf("scanner %s: the image lacks %s", plat, sbomimage.BinPath)
 			continue
@@ -115,15 +56,7 @@ func checkScannerImage(t *testing.T, dist string) {
 		if shipped, err := os.ReadFile(filepath.Join(dist, "bin", "linux_"+arch, "imagegate-sbom-scanner")); err != nil || !bytes.Equal(shipped, bin) {
 			t.Errorf("scanner %s: the image's binary is not bin/linux_%s/imagegate-sbom-scanner (%v)", plat, arch, err)
 		}
-		f := filepath.Join(t.TempDir(), "imagegate-sbom-scanner")
-		if err := os.WriteFile(f, bin, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		out, err := exec.Command("go", "version", "-m", f).Output()
-		if err != nil || !strings.Contains(string(out), "GOARCH="+arch) || !strings.Contains(string(out), "GOOS=linux") ||
-			!strings.Contains(string(out), "CGO_ENABLED=0") || !strings.Contains(string(out), "path\tgithub.com/imagegate/imagegate/cmd/imagegate-sbom-scanner") {
-			t.Errorf("scanner %s: the image's binary is not a static linux/%s imagegate-sbom-scanner (%v):\n%.600s", plat, arch, err, out)
-		}
+		checkStaticBinary(t, plat, bin, "imagegate-sbom-scanner")
 	}
 	if !slices.Equal(plats, scannerImagePlatforms) {
 		t.Errorf("the scanner image's index holds %v, want %v", plats, scannerImagePlatforms)
