@@ -215,18 +215,6 @@ func checkUpstreamOnly(t *testing.T, p containerProject, secret map[string]any) 
 	}
 }
 
-// imageArtifacts are a build's container_image artifacts (the build also
-// returns its BuildKit cache as a buildkit_cache artifact).
-func imageArtifacts(b *runner.BuildReport) []map[string]any {
-	var out []map[string]any
-	for _, a := range b.Artifacts() {
-		if meta, _ := a["metadata"].(map[string]any); meta["type"] == "container_image" {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 // podmanRan checks a test job's result: it succeeded, printed want, and
 // ran the image of digest.
 func podmanRan(t *testing.T, ir *registrytest.Registry, b *runner.BuildReport, digest string, want ...string) {
@@ -325,7 +313,7 @@ func TestContainerFamily(t *testing.T) {
 		if bld.Result != runner.Success {
 			t.Fatalf("check build: %s %s", bld.Result, bld.Message)
 		}
-		arts := imageArtifacts(bld)
+		arts := bld.ImageArtifacts()
 		if len(arts) != 2 {
 			t.Fatalf("check build artifacts: %v", arts)
 		}
@@ -346,7 +334,7 @@ func TestContainerFamily(t *testing.T) {
 		}
 		gated := map[string]string{}
 		for i, tag := range []string{"latest", "v1"} {
-			gated[tag] = digestOf(t, w.ir, artifactTag(t, imageArtifacts(up)[i], w.ir, up, p.repository(), tag))
+			gated[tag] = digestOf(t, w.ir, artifactTag(t, up.ImageArtifacts()[i], w.ir, up, p.repository(), tag))
 			if staged := digestOf(t, quay.backend, repo+":change_701_"+tag); staged != gated[tag] {
 				t.Errorf("quay.io/%s:change_701_%s is %q, the gate built %s", repo, tag, staged, gated[tag])
 			}
@@ -419,7 +407,7 @@ func TestContainerFamily(t *testing.T) {
 		}
 		gated := map[string]string{}
 		for i, tag := range []string{"latest", "v1"} {
-			gated[tag] = digestOf(t, w.ir, artifactTag(t, imageArtifacts(up)[i], w.ir, up, p.repository(), tag))
+			gated[tag] = digestOf(t, w.ir, artifactTag(t, up.ImageArtifacts()[i], w.ir, up, p.repository(), tag))
 		}
 		podmanRan(t, w.ir, build(t, rep, 702, "gate", "myorg-app-ir-test"), gated["latest"], p.marker)
 		if got := quay.tags(t, repo); len(got) != 0 {
@@ -480,8 +468,8 @@ func TestContainerFamily(t *testing.T) {
 		if buildA.Result != runner.Success || buildB.Result != runner.Success {
 			t.Fatalf("builds: %s %s; %s %s", buildA.Result, buildA.Message, buildB.Result, buildB.Message)
 		}
-		baseTag := artifactTag(t, imageArtifacts(buildA)[0], w.ir, buildA, base.repository(), "latest")
-		appTag := artifactTag(t, imageArtifacts(buildB)[0], w.ir, buildB, app.repository(), "latest")
+		baseTag := artifactTag(t, buildA.ImageArtifacts()[0], w.ir, buildA, base.repository(), "latest")
+		appTag := artifactTag(t, buildB.ImageArtifacts()[0], w.ir, buildB, app.repository(), "latest")
 		baseLayers, appLayers := layers(t, w.ir, baseTag), layers(t, w.ir, appTag)
 		if len(appLayers) <= len(baseLayers) {
 			t.Fatalf("%s has %d layers, change 703's base %d", app.repository(), len(appLayers), len(baseLayers))
